@@ -1,0 +1,981 @@
+"""RMSNorm (optionally with a fused residual add) followed by NVFP4 quantization.
+
+Ops: ``rms_norm_nvfp4_quant`` and ``fused_add_rms_norm_nvfp4_quant`` (the latter
+pins ``residual=True``). Both return ``(codes, block_scales)`` plus
+``residual_out`` when ``params["residual"]``.
+
+Format (vLLM's convention; sources below)
+-----------------------------------------
+Inputs: ``x`` [m, n] (bfloat16 / float16 / float32), ``weight`` [n] (same dtype),
+optional ``residual`` [m, n], ``global_scale`` float32 [1]. The global scale
+*multiplies*: ``global_scale = 448 * 6 / amax(normalized output)`` (static,
+calibrated; ``make_inputs`` computes it from the float64 norm output).
+
+For each block of 16 consecutive elements of a row of the normalized output
+``y`` (``n % 16 == 0``, else ``normbench.ops`` rejects the case):
+
+* ``s = amax(|y_block|) / 6 * global_scale``, rounded to FP8 E4M3
+  (``torch.float8_e4m3fn``) to nearest, ties to even, saturating at 448;
+* ``out_scale = 1 / (float(s_e4m3) * (1 / global_scale))`` in float32, and 0
+  where ``s_e4m3 == 0`` (vLLM ``cvt_warp_fp16_to_fp4``:
+  ``SFValue != 0 ? rcp(SFValue * rcp(SFScaleVal)) : 0``; vLLM uses
+  ``rcp.approx.ftz``, we use IEEE reciprocals: at most an ulp apart, inside the
+  tie band of ``check``);
+* codes ``= E2M1(y * out_scale)`` (float32 product), E2M1 magnitudes
+  {0, 0.5, 1, 1.5, 2, 3, 4, 6}, round to nearest, ties to even, saturating at 6
+  (PTX ``cvt.rn.satfinite.e2m1x2.f32``). A code is 4 bits: sign in bit 3,
+  magnitude index in bits 0-2. Small negative values that round to zero keep
+  their sign (code 0x8, as the PTX instruction does); ``check`` treats 0x0 and
+  0x8 as equal.
+* Two codes per byte, **low nibble first**: element 2k in bits 0-3, element
+  2k+1 in bits 4-7. ``codes`` is uint8 [m, n/2].
+* Block scales are stored swizzled for the tensor cores: a float8_e4m3fn
+  buffer of shape [round_up(m, 128), round_up(n/16, 4)] made of 128x4 tiles
+  (512 bytes each) ordered row-tile major, then k-tile; inside a tile, scale
+  (row, k) sits at ``(row % 32) * 16 + ((row % 128) // 32) * 4 + k % 4``, so
+  the flat offset is ``(row // 128 * k_tiles + k // 4) * 512 + (row % 32) * 16
+  + ((row % 128) // 32) * 4 + k % 4`` (``k_tiles = round_up(n/16, 4) / 4``).
+  Padding rows and columns are zero (vLLM's fused kernel writes them as zeros;
+  ``check`` requires it). ``swizzle_scales`` / ``unswizzle_scales`` convert.
+
+Zero handling: a block whose amax is 0 (a row of zeros, or a value so small
+that ``s`` rounds to 0 in E4M3, i.e. below 2**-10) gets scale 0, out_scale 0
+(the guard), codes 0: no NaN or Inf anywhere.
+
+Norm rounding (one rule, the reference's): the residual sum is rounded once to
+the input dtype (``residual_out``, also the norm's input, as vLLM and HF do);
+the norm ``y = h / sqrt(mean(h^2) + eps) * weight`` is computed exactly
+(float64) and **rounded once to the input dtype before quantization** (vLLM's
+``rms_norm_nvfp4_quant`` quantizes a ``scalar_t`` norm output and the unfused
+vLLM path quantizes the stored ``rms_norm`` output). Implementations that
+round differently (vLLM and HF round ``x * rstd`` then multiply by the weight
+in dtype, FlashInfer rounds ``x * w`` in dtype and never rounds ``y``) differ
+by about one dtype ulp, which the tie band of ``check`` absorbs.
+
+Correctness (``FAMILY.check``)
+------------------------------
+1. Shapes and dtypes; the swizzle padding must be zero (bytes).
+2. Scales, unswizzled, compared as E4M3 bit patterns: equal, or one E4M3 step
+   apart where the reference's pre-rounding value ``amax / 6 * global_scale``
+   lies within ``delta`` (relative) of the midpoint between the two values.
+3. Codes decoded with low nibble = even element. With the provider's
+   (accepted) scale the reference recomputes ``v = y_ref * out_scale``; each
+   code must equal the reference's, or differ by one magnitude step (same
+   sign, or through zero) where ``|v|`` lies within ``delta`` (relative) of
+   the E2M1 decision threshold between them (0.25, 0.75, 1.25, 1.75, 2.5, 3.5
+   or 5). ``delta = 1.5 * eps(dtype) + 2**-16`` with ``eps`` the dtype's
+   machine epsilon (2**-7 bf16, 2**-10 fp16, 2**-23 fp32): one dtype ulp of
+   difference in the norm output from a different rounding order, plus float32
+   arithmetic (reduction order, rsqrt, reciprocals). A failure that swapping
+   the nibbles would fix is reported as such.
+4. ``mismatch_rate`` (tolerated code flips / codes) and
+   ``scale_mismatch_rate`` (tolerated scale flips / blocks) must not exceed
+   ``tol.mismatch_rate``.
+5. Dequantized ``e2m1 * scale / global_scale`` vs the float64 norm output:
+   ``dequant_rel_err`` (norm-wise) must not exceed the reference's own
+   ``ref_dequant_rel_err`` (the format's error) by more than ``tol.norm_rel``.
+6. ``residual_out`` with ``check_close``.
+
+Sources: vLLM ``csrc/quantization/fp4/nvfp4_utils.cuh``
+(``cvt_warp_fp16_to_fp4``, ``cvt_quant_to_fp4_get_sf_out_offset``,
+``fp32_vec_to_e2m1``), ``csrc/quantization/fp4/nvfp4_quant_kernels.cu``,
+``csrc/quantization/fp4/rmsnorm_nvfp4_quant_kernels.cu`` (PR #32957),
+``vllm/_custom_ops.py: scaled_fp4_quant``; FlashInfer
+``flashinfer/cute_dsl/rmsnorm_fp4quant.py`` and ``add_rmsnorm_fp4quant.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from typing import Any
+
+import torch
+
+from normbench.kernels.base import (
+    CheckResult,
+    Inputs,
+    OpFn,
+    Outputs,
+    Params,
+    TORCH_DTYPES,
+    Tolerance,
+    check_close,
+    merge_checks,
+    relative_errors,
+    require_sm,
+)
+
+BLOCK_SIZE = 16  # elements per E4M3 block scale
+E2M1_MAX = 6.0
+E4M3_MAX = 448.0
+#: E2M1 magnitudes by 3-bit index (code & 7).
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+#: Decision thresholds between consecutive E2M1 magnitudes (midpoints).
+E2M1_THRESHOLDS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
+
+OPS = ("rms_norm_nvfp4_quant", "fused_add_rms_norm_nvfp4_quant")
+
+#: Machine epsilon (ulp of 1.0) of each input dtype.
+DTYPE_EPS = {torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10, torch.float32: 2.0**-23}
+#: (mantissa bits, minimum normal exponent) of the formats we round to exactly.
+_FORMATS = {
+    torch.bfloat16: (7, -126),
+    torch.float16: (10, -14),
+    torch.float32: (23, -126),
+    "e4m3": (3, -6),
+}
+
+#: Suggested tolerances for this family (the runner owns the final choice).
+#: ``norm_rel`` is the slack on top of the format's own dequantization error;
+#: ``rtol``/``atol`` apply to ``residual_out``; ``mismatch_rate`` caps the
+#: tie-tolerated code and scale flips.
+DEFAULT_TOLERANCES = {
+    "bfloat16": Tolerance(norm_rel=1e-2, rtol=2.0**-7, atol=1e-6, mismatch_rate=5e-2),
+    "float16": Tolerance(norm_rel=1e-2, rtol=2.0**-10, atol=1e-6, mismatch_rate=1e-2),
+    "float32": Tolerance(norm_rel=1e-3, rtol=1e-6, atol=1e-7, mismatch_rate=1e-3),
+}
+
+
+# =========================================================================== layout helpers
+def round_up(a: int, b: int) -> int:
+    return (a + b - 1) // b * b
+
+
+def scale_shape(num_tokens: int, hidden_size: int) -> tuple[int, int]:
+    """Shape of the swizzled scale buffer: (round_up(m, 128), round_up(n/16, 4))."""
+    return round_up(num_tokens, 128), round_up(hidden_size // BLOCK_SIZE, 4)
+
+
+def swizzle_offset(row: int, k: int, hidden_size: int) -> int:
+    """Flat byte offset of scale (row, k) in the swizzled buffer (vLLM's
+    ``cvt_quant_to_fp4_get_sf_out_offset``)."""
+    k_tiles = round_up(hidden_size // BLOCK_SIZE, 4) // 4
+    return (
+        (row // 128 * k_tiles + k // 4) * 512
+        + (row % 32) * 16
+        + (row % 128) // 32 * 4
+        + k % 4
+    )
+
+
+def swizzle_scales(s: torch.Tensor) -> torch.Tensor:
+    """Row-major block scales -> the swizzled 128x4-tile layout.
+
+    Args:
+        s: [m, n/16] scales, any dtype (float8_e4m3fn, uint8 or a float type).
+    Returns:
+        [round_up(m, 128), round_up(n/16, 4)] of ``s.dtype``; padding is zero.
+        Viewed flat, element (row, k) of ``s`` is at ``swizzle_offset(row, k, n)``.
+    """
+    m, kb = s.shape
+    mp, kp = round_up(m, 128), round_up(kb, 4)
+    raw = s.view(torch.uint8) if s.dtype == torch.float8_e4m3fn else s
+    padded = torch.zeros((mp, kp), dtype=raw.dtype, device=s.device)
+    padded[:m, :kb] = raw
+    # [m_tiles, 4 (inner_m), 32 (outer_m), k_tiles, 4 (inner_k)]
+    #   -> [m_tiles, k_tiles, 32 (outer_m), 4 (inner_m), 4 (inner_k)]
+    out = padded.view(mp // 128, 4, 32, kp // 4, 4).permute(0, 3, 2, 1, 4).reshape(mp, kp)
+    return out.view(torch.float8_e4m3fn) if s.dtype == torch.float8_e4m3fn else out
+
+
+def unswizzle_scales(buf: torch.Tensor, m: int, n: int) -> torch.Tensor:
+    """Inverse of ``swizzle_scales``: swizzled buffer -> [m, n/16] row-major scales.
+
+    Args:
+        buf: the swizzled buffer, [round_up(m,128), round_up(n/16,4)] or flat
+            with that many elements, any 1-byte dtype.
+        m: num_tokens; n: hidden_size.
+    Raises:
+        ValueError: ``buf`` has the wrong number of elements.
+    """
+    mp, kp = scale_shape(m, n)
+    if buf.numel() != mp * kp:
+        raise ValueError(f"scale buffer has {buf.numel()} elements, expected {mp}x{kp}")
+    raw = buf.view(torch.uint8) if buf.dtype == torch.float8_e4m3fn else buf
+    rows = raw.reshape(mp // 128, kp // 4, 32, 4, 4).permute(0, 3, 2, 1, 4).reshape(mp, kp)
+    out = rows[:m, : n // BLOCK_SIZE]
+    return out.view(torch.float8_e4m3fn) if buf.dtype == torch.float8_e4m3fn else out
+
+
+def pack_codes(codes: torch.Tensor) -> torch.Tensor:
+    """[m, n] 4-bit codes (int tensor) -> uint8 [m, n/2], low nibble = even element."""
+    c = codes.to(torch.int32).reshape(codes.shape[0], -1, 2)
+    return (c[..., 0] | (c[..., 1] << 4)).to(torch.uint8)
+
+
+def unpack_codes(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 [m, n/2] -> int64 codes [m, n]: low nibble -> element 2k, high -> 2k+1."""
+    p = packed.to(torch.int64)
+    return torch.stack((p & 0xF, p >> 4), dim=-1).reshape(packed.shape[0], -1)
+
+
+def decode_e2m1(codes: torch.Tensor) -> torch.Tensor:
+    """4-bit codes -> float64 values (sign bit 3, magnitude index bits 0-2)."""
+    table = torch.tensor(E2M1_VALUES, dtype=torch.float64, device=codes.device)
+    mag = table[codes & 7]
+    return torch.where((codes & 8) != 0, -mag, mag)
+
+
+# =========================================================================== exact rounding
+def round_to_format(x: torch.Tensor, fmt: Any) -> torch.Tensor:
+    """Round float64 ``x`` to the grid of ``fmt`` (a torch dtype or ``"e4m3"``),
+    to nearest, ties to even, exactly (no double rounding); no overflow handling.
+
+    Returns float64. Works elementwise; signs and zeros are kept.
+    """
+    if x.dtype != torch.float64:
+        raise TypeError("round_to_format takes float64")
+    mbits, emin = _FORMATS[fmt]
+    a = x.abs()
+    _, e = torch.frexp(a)  # a = f * 2**e with f in [0.5, 1)
+    e = torch.clamp(e.to(torch.float64) - 1, min=emin)
+    q = torch.pow(2.0, e - mbits)  # exact powers of two
+    r = torch.round(a / q) * q  # torch.round: half to even; a / q is exact
+    return torch.copysign(r, x)
+
+
+def round_e4m3(s: torch.Tensor) -> torch.Tensor:
+    """Non-negative float64 scales -> E4M3 values (float64): RNE, saturating at 448."""
+    return round_to_format(torch.clamp(s, max=E4M3_MAX), "e4m3")
+
+
+def encode_e2m1(v: torch.Tensor) -> torch.Tensor:
+    """Values -> 4-bit E2M1 codes (int64): RNE, ties to even index, saturate at 6.
+
+    Sign bit set for v < 0 (so small negatives that round to 0 give 0x8, as the
+    PTX conversion does); exact zeros of either sign give 0x0.
+    """
+    a = v.to(torch.float64).abs()
+    idx = torch.zeros(a.shape, dtype=torch.int64, device=a.device)
+    # Even indices win ties: strict '>' below an even index, '>=' below an odd one.
+    for i, t in enumerate(E2M1_THRESHOLDS):
+        idx += (a >= t) if i % 2 == 1 else (a > t)
+    return idx | ((v < 0).to(torch.int64) << 3)
+
+
+def output_scale_fp32(s8: torch.Tensor, global_scale: torch.Tensor) -> torch.Tensor:
+    """vLLM's per-block multiplier, float32: ``1 / (s8 * (1 / gs))``, 0 where s8 == 0.
+
+    Args:
+        s8: E4M3 block scales as float32 (exact values), any shape.
+        global_scale: float32 [1].
+    """
+    s = s8.to(torch.float32)
+    inv_gs = torch.reciprocal(global_scale.to(torch.float32).reshape(()))
+    denom = s * inv_gs
+    safe = torch.where(s != 0, denom, torch.ones_like(denom))
+    return torch.where(s != 0, torch.reciprocal(safe), torch.zeros_like(denom))
+
+
+# =========================================================================== reference
+def _norm64(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None, eps: float):
+    """(h in dtype, y in float64): h = dtype(x + residual) or x; y = RMSNorm(h) * weight."""
+    dtype = x.dtype
+    if residual is not None:
+        h = round_to_format(x.to(torch.float64) + residual.to(torch.float64), dtype).to(dtype)
+    else:
+        h = x
+    h64 = h.to(torch.float64)
+    rstd = torch.rsqrt(h64.square().mean(dim=-1, keepdim=True) + eps)
+    return h, h64 * rstd * weight.to(torch.float64)
+
+
+def calibrated_global_scale(
+    x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None, eps: float, rows: int = 2048
+) -> torch.Tensor:
+    """float32 [1] ``448 * 6 / amax(y)`` with y the float64 norm output.
+
+    Computed in chunks of ``rows`` rows to bound float64 memory. Returns 1.0
+    when amax is 0 (an all-zero input).
+    """
+    amax = torch.zeros((), dtype=torch.float64, device=x.device)
+    for i in range(0, x.shape[0], rows):
+        r = residual[i : i + rows] if residual is not None else None
+        _, y = _norm64(x[i : i + rows], weight, r, eps)
+        amax = torch.maximum(amax, y.abs().max())
+    gs = torch.where(amax > 0, (E4M3_MAX * E2M1_MAX) / torch.where(amax > 0, amax, 1.0), 1.0)
+    return gs.to(torch.float32).reshape(1)
+
+
+def _reference_parts(params: Params, inputs: Inputs) -> dict[str, torch.Tensor]:
+    """Every intermediate of the reference (float64 unless noted).
+
+    y64 [m, n] exact norm output; yq32 [m, n] float32, y rounded to dtype;
+    s_pre [m, n/16] amax/6*gs before E4M3 rounding; s8 [m, n/16] E4M3 values;
+    v32 [m, n] float32 y*out_scale; codes int64 [m, n]; h (dtype) residual out.
+    """
+    x, w, gs = inputs["x"], inputs["weight"], inputs["global_scale"]
+    res = inputs.get("residual") if params.get("residual") else None
+    m, n = x.shape
+    h, y64 = _norm64(x, w, res, float(params["eps"]))
+    yq = round_to_format(y64, x.dtype)
+    amax = yq.abs().reshape(m, n // BLOCK_SIZE, BLOCK_SIZE).amax(dim=-1)
+    s_pre = amax / E2M1_MAX * gs.to(torch.float64).reshape(())
+    s8 = round_e4m3(s_pre)
+    yq32 = yq.to(torch.float32)
+    v32 = _block_mul(yq32, output_scale_fp32(s8, gs))
+    return {"y64": y64, "yq32": yq32, "s_pre": s_pre, "s8": s8, "v32": v32, "codes": encode_e2m1(v32), "h": h}
+
+
+def _block_mul(y: torch.Tensor, per_block: torch.Tensor) -> torch.Tensor:
+    m, n = y.shape
+    return (y.reshape(m, n // BLOCK_SIZE, BLOCK_SIZE) * per_block.unsqueeze(-1)).reshape(m, n)
+
+
+# =========================================================================== the family
+class NVFP4Family:
+    """Inputs, float64 reference and check of the NVFP4 ops (see module docstring)."""
+
+    def make_inputs(self, op: str, params: Params, device: torch.device, seed: int) -> Inputs:
+        """x ~ N(0,1), weight ~ N(1, 0.1), residual ~ N(0,1) in ``params["dtype"]``;
+        global_scale float32 [1] calibrated on the float64 norm output."""
+        m, n = int(params["num_tokens"]), int(params["hidden_size"])
+        dtype = TORCH_DTYPES[params["dtype"]]
+        g = torch.Generator(device=device)
+        g.manual_seed(seed)
+
+        def randn(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=g, device=device, dtype=torch.float32)
+
+        inputs: Inputs = {"x": randn(m, n).to(dtype), "weight": (1.0 + 0.1 * randn(n)).to(dtype)}
+        if params.get("residual"):
+            inputs["residual"] = randn(m, n).to(dtype)
+        inputs["global_scale"] = calibrated_global_scale(
+            inputs["x"], inputs["weight"], inputs.get("residual"), float(params["eps"])
+        )
+        return inputs
+
+    def reference(self, op: str, params: Params, inputs: Inputs) -> Outputs:
+        """(codes uint8 [m, n/2], scales float8_e4m3fn swizzled[, residual_out dtype [m, n]]).
+
+        The intermediates are attached to the returned codes tensor so that
+        ``check`` does not depend on inputs that an in-place provider mutated.
+        """
+        parts = _reference_parts(params, inputs)
+        packed = pack_codes(parts["codes"])
+        scales = swizzle_scales(parts["s8"].to(torch.float32).to(torch.float8_e4m3fn))
+        packed._nvfp4_parts = parts  # type: ignore[attr-defined]
+        if params.get("residual"):
+            return packed, scales, parts["h"]
+        return packed, scales
+
+    def check(
+        self, op: str, params: Params, inputs: Inputs, out: Outputs, ref: Outputs, tol: Tolerance
+    ) -> CheckResult:
+        """See the module docstring ("Correctness") for the rule."""
+        parts = getattr(ref[0], "_nvfp4_parts", None) or _reference_parts(params, inputs)
+        m, n = parts["y64"].shape
+        dtype = TORCH_DTYPES[params["dtype"]]
+        n_out = 3 if params.get("residual") else 2
+        if len(out) != n_out:
+            return CheckResult(False, {}, f"expected {n_out} outputs, got {len(out)}")
+        packed, scales = out[0], out[1]
+        device = parts["y64"].device
+        packed = packed.to(device)
+        scales = scales.to(device)
+
+        if packed.dtype != torch.uint8 or tuple(packed.shape) != (m, n // 2):
+            return CheckResult(False, {}, f"codes: {packed.dtype} {tuple(packed.shape)}, expected uint8 {(m, n // 2)}")
+        sshape = scale_shape(m, n)
+        if scales.dtype not in (torch.float8_e4m3fn, torch.uint8) or tuple(scales.shape) != sshape:
+            return CheckResult(
+                False, {}, f"scales: {scales.dtype} {tuple(scales.shape)}, expected float8_e4m3fn {sshape}"
+            )
+        sbytes = scales.view(torch.uint8)
+
+        # 1. padding of the swizzled buffer must be zero
+        valid = swizzle_scales(torch.ones((m, n // BLOCK_SIZE), dtype=torch.uint8, device=device)) != 0
+        pad_nonzero = int((sbytes[~valid] != 0).sum().item())
+        metrics: dict[str, float] = {"scale_pad_nonzero": float(pad_nonzero)}
+        if pad_nonzero:
+            return CheckResult(False, metrics, f"scales: {pad_nonzero} nonzero bytes in the swizzle padding")
+
+        # 2. scales: exact, or one E4M3 step across a near-tie
+        delta = 1.5 * DTYPE_EPS[dtype] + 2.0**-16
+        s_bits = unswizzle_scales(sbytes, m, n).to(torch.int64)
+        r_bits = parts["s8"].to(torch.float32).to(torch.float8_e4m3fn).view(torch.uint8).to(torch.int64)
+        s_val = s_bits.to(torch.uint8).view(torch.float8_e4m3fn).to(torch.float64)
+        s_diff = s_bits != r_bits
+        mid = (s_val + parts["s8"]) / 2
+        s_ok = (~s_diff) | (
+            ((s_bits - r_bits).abs() == 1) & ((parts["s_pre"] - mid).abs() <= delta * mid)
+        )
+        n_blocks = s_bits.numel()
+        bad_scales = int((~s_ok).sum().item())
+        metrics["scale_mismatch_rate"] = float(s_diff.sum().item()) / n_blocks
+        if bad_scales:
+            idx = tuple(int(i) for i in torch.nonzero(~s_ok)[0].tolist())
+            return CheckResult(
+                False,
+                metrics,
+                f"scales: {bad_scales}/{n_blocks} block scales wrong, first at (row, block) {idx}: "
+                f"{s_val[idx].item():.6g} vs {parts['s8'][idx].item():.6g} "
+                f"(pre-rounding {parts['s_pre'][idx].item():.6g})",
+            )
+
+        # 3. codes against the reference recomputed with the provider's scales
+        codes = unpack_codes(packed)
+        if bool(s_diff.any()):
+            v = _block_mul(parts["yq32"], output_scale_fp32(s_val, inputs["global_scale"].to(device)))
+            rcodes = encode_e2m1(v)
+        else:
+            v, rcodes = parts["v32"], parts["codes"]
+        bad, flips = _code_errors(codes, rcodes, v.to(torch.float64), delta)
+        n_codes = codes.numel()
+        metrics["mismatch_rate"] = flips / n_codes
+        # 5. dequantized error against the float64 norm output (reported even on failure)
+        gs64 = inputs["global_scale"].to(device=device, dtype=torch.float64).reshape(())
+        deq = _block_mul(decode_e2m1(codes), s_val) / gs64
+        ref_deq = _block_mul(decode_e2m1(parts["codes"]), parts["s8"]) / gs64
+        metrics["dequant_rel_err"], metrics["dequant_max_abs_err"] = relative_errors(deq, parts["y64"])
+        metrics["ref_dequant_rel_err"], _ = relative_errors(ref_deq, parts["y64"])
+        if bad:
+            msg = f"codes: {bad}/{n_codes} codes wrong (not a one-step flip at a near-tie)"
+            swapped = unpack_codes(((packed & 0xF) << 4) | (packed >> 4))
+            if _code_errors(swapped, rcodes, v.to(torch.float64), delta)[0] < bad // 2:
+                msg += "; swapping the nibbles would fix most: low nibble must hold the even element"
+            else:
+                first = tuple(int(i) for i in torch.nonzero(_zero_norm(codes) != _zero_norm(rcodes))[0].tolist())
+                msg += f", first at {first}: {int(codes[first])} vs {int(rcodes[first])} (value {v[first].item():.6g})"
+            return CheckResult(False, metrics, msg)
+        if metrics["mismatch_rate"] > tol.mismatch_rate:
+            return CheckResult(
+                False, metrics, f"codes: near-tie flips {metrics['mismatch_rate']:.3g} > mismatch_rate {tol.mismatch_rate:g}"
+            )
+        if metrics["scale_mismatch_rate"] > tol.mismatch_rate:
+            return CheckResult(
+                False,
+                metrics,
+                f"scales: near-tie flips {metrics['scale_mismatch_rate']:.3g} > mismatch_rate {tol.mismatch_rate:g}",
+            )
+        if not math.isfinite(metrics["dequant_rel_err"]) or (
+            metrics["dequant_rel_err"] > metrics["ref_dequant_rel_err"] + tol.norm_rel
+        ):
+            return CheckResult(
+                False,
+                metrics,
+                f"dequantized: norm-wise relative error {metrics['dequant_rel_err']:.4g} > reference's "
+                f"{metrics['ref_dequant_rel_err']:.4g} + {tol.norm_rel:g}",
+            )
+        result = CheckResult(True, metrics)
+        if params.get("residual"):
+            result = merge_checks(result, check_close("residual_out", out[2].to(device), ref[2].to(device), tol))
+        return result
+
+
+def _zero_norm(codes: torch.Tensor) -> torch.Tensor:
+    """Map the negative-zero code 0x8 to 0x0."""
+    return torch.where(codes == 8, torch.zeros_like(codes), codes)
+
+
+def _code_errors(codes: torch.Tensor, rcodes: torch.Tensor, v: torch.Tensor, delta: float) -> tuple[int, int]:
+    """(codes that are wrong, codes that differ by a tolerated near-tie flip)."""
+    c, r = _zero_norm(codes), _zero_norm(rcodes)
+    diff = c != r
+    if not bool(diff.any()):
+        return 0, 0
+    signed = lambda k: torch.where((k & 8) != 0, -(k & 7), k & 7)  # noqa: E731
+    sc, sr = signed(c[diff]), signed(r[diff])
+    step = (sc - sr).abs() == 1
+    lo_mag = torch.minimum(sc.abs(), sr.abs())  # the threshold between them is below index lo+1
+    thr = torch.tensor(E2M1_THRESHOLDS, dtype=torch.float64, device=v.device)[lo_mag.clamp(max=6)]
+    near = (v[diff].abs() - thr).abs() <= delta * thr
+    ok = step & near
+    return int((~ok).sum().item()), int(ok.sum().item())
+
+
+FAMILY = NVFP4Family()
+
+
+# =========================================================================== torch (naive / compile)
+def nvfp4_quantize_torch(y: torch.Tensor, global_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager-torch NVFP4 quantizer of a [m, n] tensor (vLLM's recipe, float32 math).
+
+    No ``.item()`` and no data-dependent Python branches (``torch.compile``-able).
+    Returns (uint8 [m, n/2], float8_e4m3fn swizzled [round_up(m,128), round_up(n/16,4)]).
+    """
+    m, n = y.shape
+    yf = y.to(torch.float32).reshape(m, n // BLOCK_SIZE, BLOCK_SIZE)
+    gs = global_scale.to(torch.float32).reshape(())
+    amax = yf.abs().amax(dim=-1)
+    # Clamp first: the E4M3 conversion is specified as saturating.
+    s8 = torch.clamp(gs * (amax / E2M1_MAX), max=E4M3_MAX).to(torch.float8_e4m3fn)
+    out_scale = output_scale_fp32(s8.to(torch.float32), global_scale)
+    v = yf * out_scale.unsqueeze(-1)
+    a = v.abs()
+    idx = (
+        (a > 0.25).to(torch.int32)
+        + (a >= 0.75).to(torch.int32)
+        + (a > 1.25).to(torch.int32)
+        + (a >= 1.75).to(torch.int32)
+        + (a > 2.5).to(torch.int32)
+        + (a >= 3.5).to(torch.int32)
+        + (a > 5.0).to(torch.int32)
+    )
+    codes = (idx + (v < 0).to(torch.int32) * 8).reshape(m, n // 2, 2)
+    packed = (codes[..., 0] + codes[..., 1] * 16).to(torch.uint8)
+    mp, kp = (m + 127) // 128 * 128, (n // BLOCK_SIZE + 3) // 4 * 4
+    sb = torch.nn.functional.pad(s8.view(torch.uint8), (0, kp - n // BLOCK_SIZE, 0, mp - m))
+    sw = sb.reshape(mp // 128, 4, 32, kp // 4, 4).permute(0, 3, 2, 1, 4).reshape(mp, kp)
+    return packed, sw.view(torch.float8_e4m3fn)
+
+
+def _torch_naive(params: Params) -> OpFn:
+    """HF ``LlamaRMSNorm`` (fp32 norm, ``weight * h.to(dtype)``), then the torch quantizer."""
+    eps = float(params["eps"])
+    has_res = bool(params.get("residual"))
+
+    def fn(inputs: Inputs) -> Outputs:
+        x, w = inputs["x"], inputs["weight"]
+        h = x + inputs["residual"] if has_res else x
+        hf = h.to(torch.float32)
+        hf = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)
+        y = w * hf.to(h.dtype)
+        packed, scales = nvfp4_quantize_torch(y, inputs["global_scale"])
+        return (packed, scales, h) if has_res else (packed, scales)
+
+    return fn
+
+
+def _reference_impl(params: Params) -> OpFn:
+    op = OPS[1] if params.get("residual") else OPS[0]
+    return lambda inputs: FAMILY.reference(op, params, inputs)
+
+
+# =========================================================================== Triton
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the family still serves the reference and torch without Triton
+    triton = None  # type: ignore[assignment]
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def nvfp4_config(num_tokens: int, hidden_size: int, dtype: torch.dtype = torch.bfloat16) -> tuple[int, int]:
+    """Heuristic launch config ``(rows_per_program, num_warps)`` of the Triton kernel.
+
+    One program normalizes ``rows_per_program`` whole rows held in registers;
+    aim at about 16 elements per thread (two 16-byte loads of bf16) and keep a
+    program per row once there are enough rows to fill the GPU.
+    See ``scripts/tune_nvfp4.py`` for the measurements behind it.
+    """
+    block_n = triton.next_power_of_2(hidden_size) if triton is not None else 1 << (hidden_size - 1).bit_length()
+    rows = 1
+    if block_n <= 1024 and num_tokens >= 4096:
+        rows = 4
+    elif block_n <= 2048 and num_tokens >= 4096:
+        rows = 2
+    warps = max(4, min(16, rows * block_n // 512))
+    return rows, warps
+
+
+if triton is not None:
+
+    @triton.jit
+    def _round_to_grid(a, MBITS: tl.constexpr, EMIN: tl.constexpr):
+        """RNE of non-negative float32 ``a`` to a float format with MBITS mantissa
+        bits and minimum normal exponent EMIN (subnormals included). Exact for
+        quantum exponents in [-126, 127] (e4m3, fp16)."""
+        e = ((a.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+        qe = tl.maximum(e, EMIN) - MBITS
+        inv_q = ((127 - qe) << 23).to(tl.float32, bitcast=True)
+        q = ((127 + qe) << 23).to(tl.float32, bitcast=True)
+        t = a * inv_q  # exact: scaling by a power of two
+        f = tl.floor(t)
+        d = t - f
+        odd = (f.to(tl.int32) & 1) == 1
+        up = (d > 0.5) | ((d == 0.5) & odd)
+        return (f + up.to(tl.float32)) * q
+
+    @triton.jit
+    def _round_to_dtype(y, DTYPE: tl.constexpr, EXACT: tl.constexpr):
+        """Round float32 ``y`` to DTYPE (RNE) and return it as float32.
+
+        EXACT=False uses the hardware conversion (cvt.rn, RNE on NVIDIA GPUs);
+        EXACT=True does it in integer/float arithmetic, for the interpreter,
+        whose bf16 conversion truncates."""
+        if DTYPE == tl.float32:
+            return y
+        elif not EXACT:
+            return y.to(DTYPE).to(tl.float32)
+        elif DTYPE == tl.bfloat16:
+            b = y.to(tl.int32, bitcast=True)
+            b = (b + 0x7FFF + ((b >> 16) & 1)) & -65536
+            return b.to(tl.float32, bitcast=True)
+        else:
+            r = _round_to_grid(tl.abs(y), 10, -14)
+            return tl.where(y < 0, -r, r)
+
+    @triton.jit
+    def _rms_norm_nvfp4_kernel(
+        x_ptr,
+        res_ptr,
+        res_out_ptr,
+        w_ptr,
+        gs_ptr,
+        q_ptr,
+        s_ptr,
+        M,
+        N,
+        x_stride,
+        res_stride,
+        res_out_stride,
+        q_stride,
+        num_data_programs,
+        pad_row_start,
+        M_PAD,
+        K_PAD,
+        K_TILES,
+        eps,
+        HAS_RES: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        ROWS: tl.constexpr,
+        ZROWS: tl.constexpr,
+        EXACT: tl.constexpr,
+    ):
+        """One program: ROWS whole rows -> residual add, RMSNorm, block amax,
+        E4M3 scales, E2M1 codes, packed bytes and swizzled scale bytes.
+        Programs past ``num_data_programs`` only zero the swizzle padding rows."""
+        DT: tl.constexpr = x_ptr.dtype.element_ty
+        pid = tl.program_id(0)
+        k = tl.arange(0, BLOCK_K)  # block (scale) index within the row
+        if pid < num_data_programs:
+            rows = pid * ROWS + tl.arange(0, ROWS)
+            j = tl.arange(0, 16)
+            row_ok = rows < M
+            k_ok = k < N // 16
+            rows64 = rows.to(tl.int64)
+            cols = k[:, None] * 16 + j[None, :]  # [BLOCK_K, 16]
+            mask = row_ok[:, None, None] & k_ok[None, :, None]
+            xo = rows64[:, None, None] * x_stride + cols[None, :, :]
+            x = tl.load(x_ptr + xo, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            if HAS_RES:
+                r = tl.load(
+                    res_ptr + rows64[:, None, None] * res_stride + cols[None, :, :],
+                    mask=mask,
+                    other=0.0,
+                    eviction_policy="evict_first",
+                ).to(tl.float32)
+                x = _round_to_dtype(x + r, DT, EXACT)
+                tl.store(res_out_ptr + rows64[:, None, None] * res_out_stride + cols[None, :, :], x.to(DT), mask=mask)
+            w = tl.load(w_ptr + cols, mask=k_ok[:, None], other=0.0, eviction_policy="evict_last").to(tl.float32)
+            ss = tl.sum(tl.sum(x * x, axis=2), axis=1)
+            rstd = tl.div_rn(1.0, tl.sqrt_rn(ss / N + eps))
+            y = _round_to_dtype(x * rstd[:, None, None] * w[None, :, :], DT, EXACT)
+
+            # Block scale: amax/6*gs -> E4M3 (RNE, saturating); exact arithmetic on
+            # every target, so no fp8 conversion instruction is needed.
+            gs = tl.load(gs_ptr)
+            amax = tl.max(tl.abs(y), axis=2)  # [ROWS, BLOCK_K]
+            s = _round_to_grid(tl.minimum(gs * (amax / 6.0), 448.0), 3, -6)
+            # div_rn: IEEE reciprocals, as the reference (Triton's '/' may be approximate).
+            denom = tl.where(s != 0.0, s * tl.div_rn(1.0, gs), 1.0)
+            out_scale = tl.where(s != 0.0, tl.div_rn(1.0, denom), 0.0)
+
+            # E2M1 RNE with saturation, in integer arithmetic on the float bits:
+            # below 1.0 add 1.0 (the 0.5-quantum "subnormal" range becomes the
+            # mantissa), then round the mantissa to 1 bit (ties to even); the code
+            # is exponent:mantissa minus the bias.
+            v = y * out_scale[:, :, None]
+            a = tl.minimum(tl.abs(v), 6.0)
+            small = a < 1.0
+            b = tl.where(small, a + 1.0, a).to(tl.int32, bitcast=True)
+            b = b + 0x1FFFFF + ((b >> 22) & 1)
+            code = (b >> 22) - tl.where(small, 254, 252)
+            code = code | ((v.to(tl.int32, bitcast=True) >> 28) & 8)
+            lo, hi = tl.split(tl.reshape(code, (ROWS, BLOCK_K, 8, 2)))
+            packed = (lo | (hi << 4)).to(tl.uint8)
+            qo = rows64[:, None, None] * q_stride + (k[:, None] * 8 + tl.arange(0, 8)[None, :])[None, :, :]
+            tl.store(q_ptr + qo, packed, mask=row_ok[:, None, None] & k_ok[None, :, None])
+
+            # E4M3 bits of s (exact): normal -> (exp+7)<<3 | top 3 mantissa bits;
+            # subnormal (< 2**-6) -> s * 2**9.
+            sb = s.to(tl.int32, bitcast=True)
+            normal_bits = ((((sb >> 23) & 0xFF) - 120) << 3) | ((sb >> 20) & 7)
+            s_bits = tl.where(s >= 0.015625, normal_bits, (s * 512.0).to(tl.int32)).to(tl.uint8)
+            so = (
+                ((rows64 // 128) * K_TILES)[:, None] * 512
+                + (k // 4)[None, :] * 512
+                + ((rows64 % 32) * 16 + ((rows64 % 128) // 32) * 4)[:, None]
+                + (k % 4)[None, :]
+            )
+            # Rows in [M, M_PAD) of this program and columns in [N/16, K_PAD) carry
+            # zero scales (their inputs were masked to 0): the padding is written.
+            tl.store(s_ptr + so, s_bits, mask=(rows < M_PAD)[:, None] & (k < K_PAD)[None, :])
+        else:
+            rows = pad_row_start + (pid - num_data_programs) * ZROWS + tl.arange(0, ZROWS)
+            rows64 = rows.to(tl.int64)
+            so = (
+                ((rows64 // 128) * K_TILES)[:, None] * 512
+                + (k // 4)[None, :] * 512
+                + ((rows64 % 32) * 16 + ((rows64 % 128) // 32) * 4)[:, None]
+                + (k % 4)[None, :]
+            )
+            zeros = tl.zeros((ZROWS, BLOCK_K), dtype=tl.uint8)
+            tl.store(s_ptr + so, zeros, mask=(rows < M_PAD)[:, None] & (k < K_PAD)[None, :])
+
+
+def rms_norm_nvfp4_quant_triton(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    global_scale: torch.Tensor,
+    eps: float = 1e-6,
+    residual: torch.Tensor | None = None,
+    *,
+    rows_per_program: int | None = None,
+    num_warps: int | None = None,
+    exact_rounding: bool | None = None,
+) -> Outputs:
+    """Fused (residual add +) RMSNorm + NVFP4 quantization in one Triton pass.
+
+    Args:
+        x: [m, n] bf16/fp16/fp32, unit stride along n; n % 16 == 0.
+        weight: [n], same dtype. global_scale: float32 with one element (multiplies).
+        residual: optional [m, n] like x; ``residual_out = dtype(x + residual)``
+            is returned as a new tensor (inputs are not modified).
+        rows_per_program, num_warps: launch config (default ``nvfp4_config``);
+            rows_per_program must be a power of two <= 128.
+        exact_rounding: round to the input dtype in arithmetic instead of the
+            conversion instruction (default: only under ``TRITON_INTERPRET=1``).
+    Returns:
+        (codes uint8 [m, n/2], scales float8_e4m3fn [round_up(m,128), round_up(n/16,4)]
+        swizzled[, residual_out [m, n]]).
+    Raises:
+        ValueError: on shapes, strides or dtypes it cannot handle.
+    """
+    if triton is None:
+        raise RuntimeError("triton is not installed")
+    if x.dim() != 2 or x.stride(-1) != 1:
+        raise ValueError(f"x must be 2-D with unit stride along hidden_size, got {tuple(x.shape)} {x.stride()}")
+    m, n = x.shape
+    if n % BLOCK_SIZE:
+        raise ValueError(f"hidden_size {n} is not a multiple of {BLOCK_SIZE}")
+    if x.dtype not in DTYPE_EPS or weight.dtype != x.dtype or weight.shape != (n,):
+        raise ValueError(f"x {x.dtype} / weight {weight.dtype} {tuple(weight.shape)}: need matching bf16/fp16/fp32")
+    if global_scale.numel() != 1 or global_scale.dtype != torch.float32:
+        raise ValueError("global_scale must be a float32 tensor with one element")
+    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype or residual.stride(-1) != 1):
+        raise ValueError("residual must match x in shape, dtype and unit last stride")
+    d_rows, d_warps = nvfp4_config(m, n, x.dtype)
+    rows = rows_per_program or d_rows
+    warps = num_warps or d_warps
+    if rows & (rows - 1) or rows > 128:
+        raise ValueError(f"rows_per_program must be a power of two <= 128, got {rows}")
+    exact = _interpreting() if exact_rounding is None else exact_rounding
+
+    mp, kp = scale_shape(m, n)
+    packed = torch.empty((m, n // 2), dtype=torch.uint8, device=x.device)
+    scales = torch.empty((mp, kp), dtype=torch.uint8, device=x.device)
+    res_out = torch.empty_like(x) if residual is not None else None
+    n_data = triton.cdiv(m, rows)
+    pad_start = n_data * rows
+    zrows = 32
+    n_zero = triton.cdiv(mp - pad_start, zrows)
+    block_k = max(4, triton.next_power_of_2(n // BLOCK_SIZE))
+    res_arg = residual if residual is not None else x
+    res_out_arg = res_out if res_out is not None else x
+    _rms_norm_nvfp4_kernel[(n_data + n_zero,)](
+        x,
+        res_arg,
+        res_out_arg,
+        weight,
+        global_scale,
+        packed,
+        scales,
+        m,
+        n,
+        x.stride(0),
+        res_arg.stride(0),
+        res_out_arg.stride(0),
+        packed.stride(0),
+        n_data,
+        pad_start,
+        mp,
+        kp,
+        kp // 4,
+        float(eps),
+        HAS_RES=residual is not None,
+        BLOCK_K=block_k,
+        ROWS=rows,
+        ZROWS=zrows,
+        EXACT=exact,
+        num_warps=warps,
+    )
+    out = (packed, scales.view(torch.float8_e4m3fn))
+    return out + (res_out,) if res_out is not None else out
+
+
+def _triton(params: Params) -> OpFn:
+    eps = float(params["eps"])
+    has_res = bool(params.get("residual"))
+    rows, warps = params.get("rows_per_program"), params.get("num_warps")
+
+    def fn(inputs: Inputs) -> Outputs:
+        return rms_norm_nvfp4_quant_triton(
+            inputs["x"],
+            inputs["weight"],
+            inputs["global_scale"],
+            eps,
+            inputs["residual"] if has_res else None,
+            rows_per_program=rows,
+            num_warps=warps,
+        )
+
+    return fn
+
+
+# =========================================================================== peers
+def _cuda_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _unsupported(reason: str):
+    from normbench.kernels.providers._family import Unsupported
+
+    return Unsupported(reason)
+
+
+def _vllm(params: Params) -> OpFn:
+    """vLLM: the fused ``torch.ops._C.(fused_add_)rms_norm_nvfp4_quant`` when the
+    build has it (PR #32957), else ``rms_norm`` / ``fused_add_rms_norm`` then
+    ``scaled_fp4_quant(y, global_scale)``. vLLM's NVFP4 kernels are built for
+    SM100/SM120 only; fp16/bf16 only.
+
+    ``fused_add_rms_norm`` (unfused path) works in place: ``x`` becomes the
+    norm output and ``residual`` the sum, which is returned as residual_out.
+    """
+    if params["dtype"] not in ("bfloat16", "float16"):
+        raise _unsupported(f"vLLM's NVFP4 quantization takes fp16/bf16, not {params['dtype']}")
+    why = require_sm(_cuda_device(), 10)
+    if why:
+        raise _unsupported(f"vLLM NVFP4 kernels {why}")
+    import vllm._custom_ops as ops  # noqa: F401  (registers torch.ops._C)
+
+    eps = float(params["eps"])
+    has_res = bool(params.get("residual"))
+    c = torch.ops._C
+    fused_name = "fused_add_rms_norm_nvfp4_quant" if has_res else "rms_norm_nvfp4_quant"
+
+    if hasattr(c, fused_name):
+        fused = getattr(c, fused_name)
+
+        def fn_fused(inputs: Inputs) -> Outputs:
+            x = inputs["x"]
+            m, n = x.shape
+            mp, kp = scale_shape(m, n)
+            out = torch.empty((m, n // 2), dtype=torch.uint8, device=x.device)
+            sf = torch.empty((mp, kp // 4), dtype=torch.int32, device=x.device)
+            if has_res:
+                res = inputs["residual"]
+                fused(out, sf, x, res, inputs["weight"], inputs["global_scale"], eps)
+                return out, sf.view(torch.float8_e4m3fn), res
+            fused(out, sf, x, inputs["weight"], inputs["global_scale"], eps)
+            return out, sf.view(torch.float8_e4m3fn)
+
+        return fn_fused
+
+    def fn_unfused(inputs: Inputs) -> Outputs:
+        x, w = inputs["x"], inputs["weight"]
+        if has_res:
+            res = inputs["residual"]
+            ops.fused_add_rms_norm(x, res, w, eps)  # x <- norm(x + res), res <- x + res
+            q, s = ops.scaled_fp4_quant(x, inputs["global_scale"])
+            return q, s, res
+        y = torch.empty_like(x)
+        ops.rms_norm(y, x, w, eps)
+        q, s = ops.scaled_fp4_quant(y, inputs["global_scale"])
+        return q, s
+
+    return fn_unfused
+
+
+def _flashinfer(params: Params) -> OpFn:
+    """FlashInfer ``flashinfer.norm.rmsnorm_fp4quant`` / ``add_rmsnorm_fp4quant``
+    (CuTe-DSL, SM100+, fp16/bf16, hidden_size >= 64), swizzled E4M3 scales.
+
+    Global-scale convention: FlashInfer's docstring says it *divides* by
+    ``global_scale``, while the kernel in the stored source multiplies (like
+    vLLM). The factory probes the installed version once on a one-row input
+    and passes ``global_scale`` or ``1/global_scale`` accordingly (the inverse
+    is computed here, outside the timed call).
+
+    FlashInfer writes only the valid scale rows and (for n % 64 != 0) not the
+    padded k columns, so the adapter keeps one zero-initialized scale buffer
+    per num_tokens and reuses it across calls: padding stays zero and no
+    memset is timed. ``add_rmsnorm_fp4quant`` updates ``residual`` in place to
+    ``x + residual`` and returns it as residual_out.
+    """
+    if params["dtype"] not in ("bfloat16", "float16"):
+        raise _unsupported(f"FlashInfer's rmsnorm_fp4quant takes fp16/bf16, not {params['dtype']}")
+    if int(params["hidden_size"]) < 64:
+        raise _unsupported("FlashInfer's rmsnorm_fp4quant needs hidden_size >= 64")
+    dev = _cuda_device()
+    why = require_sm(dev, 10)
+    if why:
+        raise _unsupported(why)
+    try:
+        from flashinfer.norm import add_rmsnorm_fp4quant, rmsnorm_fp4quant
+    except ImportError as e:
+        raise _unsupported(f"this flashinfer has no rmsnorm_fp4quant: {e}") from None
+    has_res = bool(params.get("residual"))
+    kernel = add_rmsnorm_fp4quant if has_res else rmsnorm_fp4quant
+    sig = inspect.signature(kernel).parameters
+    if "global_scale" not in sig or "is_sf_swizzled_layout" not in sig:
+        raise _unsupported("this flashinfer's rmsnorm_fp4quant has no global_scale / swizzled layout")
+    eps = float(params["eps"])
+    dtype = TORCH_DTYPES[params["dtype"]]
+    n = int(params["hidden_size"])
+    buffers: dict[int, torch.Tensor] = {}
+    inverses: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def call(x, w, gs_arg, res, y, s):
+        kw = dict(
+            y_fp4=y, block_scale=s.view(-1), global_scale=gs_arg, eps=eps,
+            block_size=16, scale_format="e4m3", is_sf_swizzled_layout=True,
+        )
+        if res is not None:
+            add_rmsnorm_fp4quant(x, res, w, **kw)
+        else:
+            rmsnorm_fp4quant(x, w, **kw)
+
+    # Probe the convention: y = 1 everywhere (x = w = 1), gs = 64. Multiplying
+    # gives a scale of 64/6 ~ 10.7; dividing gives 1/384 ~ 0.0026.
+    px = torch.ones((1, n), dtype=dtype, device=dev)
+    pres = torch.zeros_like(px) if has_res else None
+    py = torch.empty((1, n // 2), dtype=torch.uint8, device=dev)
+    ps = torch.zeros(scale_shape(1, n), dtype=torch.float8_e4m3fn, device=dev)
+    call(px, torch.ones(n, dtype=dtype, device=dev), torch.full((1,), 64.0, device=dev), pres, py, ps)
+    divides = float(ps.view(-1)[0].float()) < 1.0
+
+    def fn(inputs: Inputs) -> Outputs:
+        x = inputs["x"]
+        m = x.shape[0]
+        s = buffers.get(m)
+        if s is None:
+            s = buffers[m] = torch.zeros(scale_shape(m, n), dtype=torch.float8_e4m3fn, device=x.device)
+        gs = inputs["global_scale"]
+        if divides:
+            cached = inverses.get(id(gs))
+            if cached is None or cached[0] is not gs:
+                cached = inverses[id(gs)] = (gs, torch.reciprocal(gs))
+            gs = cached[1]
+        y = torch.empty((m, n // 2), dtype=torch.uint8, device=x.device)
+        res = inputs["residual"] if has_res else None
+        call(x, inputs["weight"], gs, res, y, s)
+        return (y, s, res) if has_res else (y, s)
+
+    return fn
+
+
+IMPLS: dict[str, dict[str, Any]] = {
+    "reference": {op: _reference_impl for op in OPS},
+    "torch_naive": {op: _torch_naive for op in OPS},
+    "triton": {op: _triton for op in OPS},
+    "vllm": {op: _vllm for op in OPS},
+    "flashinfer": {op: _flashinfer for op in OPS},
+}

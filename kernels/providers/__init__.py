@@ -1,0 +1,1 @@
+"""Provider adapters: one module per implementation (see ``normbench.registry.PROVIDERS``)."""

@@ -1,0 +1,1007 @@
+"""fp8 / int8 quantization and RMSNorm + quantization fusions: inputs, float64 reference,
+check, Triton kernels, peer adapters.
+
+Ops (``normbench.ops``), tensors row-major ``[num_tokens, hidden_size]`` (T x H):
+
+* ``scaled_quant``: ``x`` (bfloat16 / float16 / float32) -> ``(codes [T, H], scale)``.
+  ``static_scale``: the given fp32 ``inputs["scale"]`` ``[1]`` is used and returned;
+  dynamic ``per_tensor``: one scale ``[1]`` from ``amax(|x|)``; dynamic ``per_token``:
+  scales ``[T, 1]`` from each row's amax.
+* ``rms_norm_quant``: ``y = rms_norm(x [+ residual]) * weight``, then dynamic per-token
+  quantization -> ``(codes [T, H], scales fp32 [T, 1])`` plus ``residual_out`` (the
+  dtype-rounded ``x + residual``) when ``params["residual"]``. With ``params["scale_ub"]``
+  each row's amax is first clamped to the fp32 scalar ``inputs["scale_ub"]`` (vLLM's
+  ``scale_ub``).
+* ``rms_norm_group_quant``: the same norm, then one scale per ``group_size`` consecutive
+  elements of a row -> ``(codes, scales fp32 [T, H / group_size], [residual_out])``.
+  ``scale_layout=row_major``: ``scales`` is contiguous ``[T, G]``; ``col_major``: the
+  storage is a contiguous ``[G, T]`` tensor and ``scales`` is its transposed ``[T, G]``
+  view (strides ``(1, T)``), vLLM's ``rms_norm_per_block_quant(..., is_scale_transposed=True)``.
+* ``group_quant`` (internal, not a suite op): per-group quantization of a given ``x``
+  (params ``quant_dtype``, ``group_size``, ``scale_layout``) -> ``(codes, scales)``: the
+  standalone half of the unfused ``rms_norm_group_quant`` compositions
+  (``normbench.kernels.providers.unfused``).
+
+Quantization rules (the reference's, and every provider's up to rounding):
+
+* fp8 = ``torch.float8_e4m3fn``, ``qmax = 448``; int8 symmetric, ``qmax = 127``.
+* Dynamic scale of a block (tensor, row or group): ``scale = max(min(amax, scale_ub) / qmax,
+  min_scale)`` stored as fp32, ``min_scale = 1 / (448 * 512)`` for fp8 and
+  ``FLT_EPSILON = 2**-23`` for int8 (vLLM ``csrc/quantization/utils.cuh``
+  ``min_scaling_factor``). A block of zeros (amax 0) thus gets ``min_scale`` and codes 0,
+  never NaN. Differences from vLLM's standalone kernels, accepted by ``check`` because
+  the codes are the same: ``dynamic_scaled_int8_quant`` writes scale 0 for a zero row
+  (``scaled_quant.cu``), ``per_token_group_quant_fp8`` floors amax at 1e-10
+  (scale ``1e-10 / 448``); vLLM's dynamic per-tensor fp8 has no floor (a whole zero
+  tensor gives scale 0 and, there, NaN-derived codes, which ``check`` rejects).
+* Codes: ``v = y / scale`` (real value), clamped to ``[-448, 448]`` (fp8) or
+  ``[-128, 127]`` (int8), then rounded to nearest, ties to even: to the e4m3 grid, or to
+  an integer (CUDA's ``cvt.rni.sat.s8.f32``, vLLM ``float_to_int8_rn``). vLLM's fp8
+  kernels clamp first as well (``scaled_fp8_conversion``). Group scales are plain fp32
+  (no power-of-two ``ue8m0`` rounding: vLLM's default ``use_ue8m0=False``).
+
+Reference rounding rule (float64, ``reference``): ``r = x + residual`` is rounded to the
+activation dtype once (what every fused kernel stores and the next layer reads; the
+rmsnorm family's convention), ``y = r * rsqrt(mean(r**2) + eps) * weight`` is *not*
+rounded (real-valued), the scale is computed from ``y``'s amax in float64 and rounded to
+fp32, and the codes are ``RNE(clamp(y / scale32))`` computed exactly. Providers that
+follow HuggingFace / vLLM rounding instead (``y = weight * (r * rstd).to(dtype)``, two
+dtype roundings; vLLM's fused kernel also normalizes the unrounded fp32 sum) differ from
+it only at rounding ties, which ``check`` accepts (rule in ``QuantFamily.check``).
+Our Triton kernels keep ``y`` in fp32 and match the reference to fp32 rounding.
+
+Sources: vLLM ``csrc/quantization/fused_kernels/layernorm_utils.cuh`` (per-token and
+per-group scales, ``scale_ub``), ``fused_layernorm_dynamic_per_token_quant.cu``,
+``quant_conversions.cuh``, ``csrc/quantization/w8a8/fp8/common.cu|.cuh``
+(``scaled_fp8_quant``), ``csrc/quantization/w8a8/int8/scaled_quant.cu``,
+``vllm/_custom_ops.py``, ``benchmarks/fused_kernels/layernorm_rms_benchmarks.py``.
+
+Providers in ``IMPLS``: ``reference``, ``torch_naive`` (eager, unfused, compile-friendly;
+``torch_compile`` compiles it), ``triton`` (ours: one program per row, the row held in
+registers, one read of the input), ``vllm`` (``vllm._custom_ops``, imported lazily).
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from normbench.kernels.base import (
+    CheckResult,
+    Inputs,
+    OpFn,
+    Outputs,
+    Params,
+    Tolerance,
+    TORCH_DTYPES,
+    check_close,
+    merge_checks,
+)
+from normbench.kernels.providers._family import Unsupported
+
+try:
+    import triton
+    import triton.language as tl
+
+    _HAVE_TRITON = True
+except ImportError:  # pragma: no cover - triton is a Linux-only dependency (pyproject)
+    # The reference and the torch providers must still import without Triton.
+    triton = types.SimpleNamespace(jit=lambda fn=None, **kw: fn if fn is not None else (lambda f: f))
+    tl = types.SimpleNamespace(constexpr=object)
+    _HAVE_TRITON = False
+
+SUITE_OPS = ("scaled_quant", "rms_norm_quant", "rms_norm_group_quant")
+#: Internal op of the unfused per-group compositions (not in ``normbench.ops.OPS``).
+GROUP_QUANT = "group_quant"
+NORM_OPS = ("rms_norm_quant", "rms_norm_group_quant")
+
+QUANT_TORCH_DTYPES = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}
+QMAX = {"fp8": 448.0, "int8": 127.0}
+QMIN = {"fp8": -448.0, "int8": -128.0}
+#: vLLM ``min_scaling_factor``: fp8 ``1 / (448 * 512)`` (as fp32), int8 ``FLT_EPSILON``.
+MIN_SCALE = {
+    "fp8": float(torch.tensor(1.0 / (448.0 * 512.0), dtype=torch.float32)),
+    "int8": float(torch.finfo(torch.float32).eps),
+}
+#: Unit roundoff of each activation dtype (half its epsilon).
+UNIT_ROUNDOFF = {"bfloat16": 2.0**-8, "float16": 2.0**-11, "float32": 2.0**-24}
+#: Slack for fp32 arithmetic (reductions, rsqrt, reciprocal scales) in every rule below.
+FP32_SLACK = 2.0**-16
+
+
+def _granularity(op: str, params: Params) -> str:
+    """``"tensor"``, ``"token"`` or ``"group"``: the blocks that share one scale."""
+    if op == "scaled_quant":
+        if params.get("static_scale") or params.get("scale_granularity") == "per_tensor":
+            return "tensor"
+        return "token"
+    return "token" if op == "rms_norm_quant" else "group"
+
+
+def _has_residual(op: str, params: Params) -> bool:
+    return op in NORM_OPS and bool(params.get("residual", False))
+
+
+def _has_scale_ub(op: str, params: Params) -> bool:
+    """``scale_ub`` is an axis of ``rms_norm_quant``; the unfused compositions also pass it
+    to their per-token ``scaled_quant`` half (dynamic per-token only)."""
+    return bool(params.get("scale_ub", False)) and _granularity(op, params) == "token"
+
+
+def _col_major(params: Params) -> bool:
+    return params.get("scale_layout", "row_major") == "col_major"
+
+
+def _check_quant_dtype(params: Params) -> str:
+    qd = params.get("quant_dtype", "fp8")
+    if qd not in QMAX:
+        raise Unsupported(f"quant_dtype {qd!r}: this family quantizes to fp8 or int8")
+    return qd
+
+
+# =========================================================================== reference
+
+
+@dataclass
+class _RefParts:
+    """Float64 internals of one reference computation (kept for ``check``).
+
+    Attributes:
+        y: [T, H] float64, the real-valued values that get quantized.
+        scale: [T, H] float64, each element's fp32 scale (broadcast).
+        block_amax: [T, H] float64, each element's block amax before ``scale_ub``/floor.
+    """
+
+    y: torch.Tensor
+    scale: torch.Tensor
+    block_amax: torch.Tensor
+
+
+def _norm_f64(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None):
+    """(y float64 real-valued, residual_out in x.dtype or None), the reference's norm."""
+    r = x.to(torch.float64)
+    res_out = None
+    if residual is not None:
+        res_out = (r + residual.to(torch.float64)).to(x.dtype)
+        r = res_out.to(torch.float64)
+    rstd = torch.rsqrt(r.square().mean(dim=-1, keepdim=True) + eps)
+    return r * rstd * weight.to(torch.float64), res_out
+
+
+def _block_amax(a: torch.Tensor, gran: str, group_size: int) -> torch.Tensor:
+    """Per-block amax of ``a`` [T, H], shaped [1], [T, 1] or [T, G]."""
+    if gran == "tensor":
+        return a.abs().amax().reshape(1)
+    if gran == "token":
+        return a.abs().amax(dim=-1, keepdim=True)
+    t, h = a.shape
+    return a.reshape(t, h // group_size, group_size).abs().amax(dim=-1)
+
+
+def _expand(blocks: torch.Tensor, shape: tuple[int, int], gran: str, group_size: int) -> torch.Tensor:
+    """Broadcast per-block values ([1], [T, 1] or [T, G]) to [T, H]."""
+    if gran == "group":
+        return blocks.repeat_interleave(group_size, dim=1)
+    return blocks.expand(shape)
+
+
+def round_e4m3(v: torch.Tensor) -> torch.Tensor:
+    """Round float64 ``v`` (already within [-448, 448]) to the nearest e4m3 value, ties to even.
+
+    Exact in float64: ``frexp`` gives the binade, the quantum is ``2**(e - 3)`` (3 mantissa
+    bits), ``2**-9`` below the smallest normal ``2**-6``; ``torch.round`` is half-to-even.
+    """
+    _, exp = torch.frexp(v)
+    e = (exp - 1).clamp(min=-6)  # floor(log2 |v|), clamped to the subnormal range
+    quantum = torch.ldexp(torch.ones_like(v), e - 3)
+    return torch.round(v / quantum) * quantum
+
+
+def quantize_f64(v: torch.Tensor, quant_dtype: str) -> torch.Tensor:
+    """Codes of the real values ``v = y / scale`` (float64): clamp, RNE, stored dtype."""
+    v = v.clamp(QMIN[quant_dtype], QMAX[quant_dtype])
+    if quant_dtype == "fp8":
+        return round_e4m3(v).to(torch.float8_e4m3fn)  # exact: already on the grid
+    return torch.round(v).to(torch.int8)
+
+
+def _reference_parts(op: str, params: Params, inputs: Inputs) -> tuple[Outputs, _RefParts]:
+    qd = _check_quant_dtype(params)
+    gran = _granularity(op, params)
+    gs = int(params.get("group_size", 0) or 0)
+    x = inputs["x"]
+    res_out = None
+    if op in NORM_OPS:
+        y, res_out = _norm_f64(
+            x, inputs["weight"], float(params["eps"]), inputs["residual"] if _has_residual(op, params) else None
+        )
+    else:
+        y = x.to(torch.float64)
+    shape = tuple(y.shape)
+    amax = _block_amax(y, gran, gs)
+    if op == "scaled_quant" and params.get("static_scale"):
+        scale32 = inputs["scale"].to(torch.float32).reshape(1)
+    else:
+        a = amax
+        if _has_scale_ub(op, params):
+            a = torch.minimum(a, inputs["scale_ub"].to(torch.float64))
+        scale32 = (a / QMAX[qd]).clamp(min=MIN_SCALE[qd]).to(torch.float32)
+    scale_el = _expand(scale32.to(torch.float64), shape, gran, gs)
+    codes = quantize_f64(y / scale_el, qd)
+    if gran == "group" and _col_major(params):
+        scales_out = scale32.t().contiguous().t()
+    else:
+        scales_out = scale32.contiguous()
+    outs: Outputs = (codes, scales_out) + ((res_out,) if res_out is not None else ())
+    return outs, _RefParts(y, scale_el, _expand(amax, shape, gran, gs))
+
+
+# id(reference codes tensor) -> (weakref to it, parts): check() finds the float64 internals
+# of the reference it is handed without recomputing them from (possibly mutated) inputs.
+_PARTS: dict[int, tuple[weakref.ref, _RefParts]] = {}
+
+
+def _remember(codes: torch.Tensor, parts: _RefParts) -> None:
+    key = id(codes)
+    _PARTS[key] = (weakref.ref(codes), parts)
+    weakref.finalize(codes, _PARTS.pop, key, None)
+
+
+def _recall(codes: torch.Tensor) -> _RefParts | None:
+    hit = _PARTS.get(id(codes))
+    if hit is not None and hit[0]() is codes:
+        return hit[1]
+    return None
+
+
+# =========================================================================== check
+
+
+def _code_index(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signed step index, NaN mask) of fp8 / int8 codes: adjacent codes differ by 1.
+
+    e4m3fn magnitudes are monotonic in their 7 low bits (0x7F = NaN), so the index is
+    ``sign * (bits & 0x7F)``; +0 and -0 are both 0. int8: the code itself.
+    """
+    if codes.dtype == torch.int8:
+        return codes.to(torch.int32), torch.zeros_like(codes, dtype=torch.bool)
+    bits = codes.contiguous().view(torch.uint8).to(torch.int32)
+    mag = bits & 0x7F
+    return torch.where(bits >= 0x80, -mag, mag), mag == 0x7F
+
+
+def _rules(op: str, params: Params) -> tuple[float, float]:
+    """(tie_rel, scale_rtol) for this case, see ``QuantFamily.check``."""
+    u = UNIT_ROUNDOFF[params["dtype"]] if op in NORM_OPS else 0.0
+    return 6.0 * u + FP32_SLACK, 3.0 * u + FP32_SLACK
+
+
+def _first(mask: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in torch.nonzero(mask)[0].tolist())
+
+
+class QuantFamily:
+    """``OpFamily`` of ``scaled_quant``, ``rms_norm_quant``, ``rms_norm_group_quant`` (and the
+    internal ``group_quant``); see the module docstring for semantics."""
+
+    ops = SUITE_OPS + (GROUP_QUANT,)
+
+    def make_inputs(self, op: str, params: Params, device: torch.device, seed: int) -> Inputs:
+        """Fresh inputs drawn from ``seed`` on ``device`` (float32 draws, then rounded to dtype).
+
+        * norm ops: ``x``, ``residual`` ~ N(0, 1), ``weight`` ~ 1 + 0.1 N(0, 1) (vLLM's
+          benchmark); with ``scale_ub`` a 0-d fp32 ``scale_ub`` = min(90th percentile of
+          the row amaxes of the norm output, 0.95 x the largest), so that some rows (at
+          least the largest) are clamped.
+        * ``scaled_quant`` / ``group_quant``: ``x`` ~ 3 N(0, 1); with ``static_scale`` an fp32
+          ``scale`` [1] = amax(|x|) / qmax (the largest value maps to qmax exactly).
+        """
+        device = torch.device(device)
+        qd = _check_quant_dtype(params)
+        t, h = int(params["num_tokens"]), int(params["hidden_size"])
+        dtype = TORCH_DTYPES[params["dtype"]]
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+
+        def randn(*shape: int) -> torch.Tensor:
+            return torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+
+        if op in NORM_OPS:
+            inputs = {"x": randn(t, h).to(dtype), "weight": (1.0 + 0.1 * randn(h)).to(dtype)}
+            if _has_residual(op, params):
+                inputs["residual"] = randn(t, h).to(dtype)
+            if _has_scale_ub(op, params):
+                r = inputs["x"].float()
+                if "residual" in inputs:
+                    r = (r + inputs["residual"].float()).to(dtype).float()
+                y = r * torch.rsqrt(r.square().mean(-1, keepdim=True) + float(params["eps"])) * inputs["weight"].float()
+                amax = y.abs().amax(dim=-1)
+                ub = torch.minimum(torch.quantile(amax, 0.9), 0.95 * amax.max())
+                inputs["scale_ub"] = ub.to(torch.float32).reshape(())
+            return inputs
+        inputs = {"x": (3.0 * randn(t, h)).to(dtype)}
+        if op == "scaled_quant" and params.get("static_scale"):
+            amax = inputs["x"].float().abs().amax()
+            inputs["scale"] = (amax / QMAX[qd]).to(torch.float32).reshape(1)
+        return inputs
+
+    def reference(self, op: str, params: Params, inputs: Inputs) -> Outputs:
+        """``(codes, scales[, residual_out])`` by the module docstring's rules, in float64."""
+        outs, parts = _reference_parts(op, params, inputs)
+        _remember(outs[0], parts)
+        return outs
+
+    def check(
+        self, op: str, params: Params, inputs: Inputs, out: Outputs, ref: Outputs, tol: Tolerance
+    ) -> CheckResult:
+        """Compare a provider's quantized outputs with the reference's.
+
+        Let ``u`` be the unit roundoff of the activation dtype for the norm ops (bf16 2^-8,
+        fp16 2^-11, fp32 2^-24) and ``u = 0`` for ``scaled_quant`` / ``group_quant`` (their
+        input is exact). A provider may round the norm output to the dtype twice (HF, vLLM),
+        add the residual in fp32 and compute its scale from those values: its ``y`` and its
+        scale then each differ from the reference's by at most 3u relatively, so its real
+        value ``v' = y'/s'`` differs from ``v = y/s`` by at most about ``6u |v|``.
+
+        1. Structure: as many outputs as the reference, codes ``[T, H]`` in
+           float8_e4m3fn / int8, scales fp32 of the reference's shape, and for
+           ``scale_layout=col_major`` a ``[T, G]`` view of a contiguous ``[G, T]`` tensor
+           (strides ``(1, T)``).
+        2. ``residual_out``: ``base.check_close`` within one ulp of the dtype
+           (``rtol = 2u``, ``norm_rel = u``; the sum is rounded once either way).
+        3. Scales: finite everywhere; where the block amax is > 0,
+           ``|s - s_ref| <= scale_rtol * s_ref`` with ``scale_rtol = 3u + 2^-16``; a block of
+           zeros may have any finite scale >= 0 (its codes must be 0).
+        4. Codes: each code equals the reference's, or lies between the codes of
+           ``v * (1 - tie_rel)`` and ``v * (1 + tie_rel)`` (same clamp and rounding), where
+           ``v = y / s_ref`` is the reference's real value and ``tie_rel = 6u + 2^-16``: a
+           tie mismatch. Where that window holds at most one rounding boundary (always for
+           fp8: its relative code spacing, >= 2^-4, exceeds the window's width; for int8 with
+           fp16/fp32 inputs; for bf16 int8 below |v| of about 21) this is the one-step rule:
+           a code one step away is accepted only where ``v`` is within ``tie_rel * |v|`` of
+           the boundary (midpoint) between the two codes. bf16 int8 codes near 127 are
+           ambiguous by up to 3 steps (a step is 1/127 = 2u there), and accepted so.
+           Anything else (NaN codes, codes outside the window) fails. ``mismatch_rate`` =
+           tie mismatches / codes; ``max_code_step`` = the largest step difference.
+        5. Dequantized error: ``deq = codes * s`` against the reference's real values
+           saturated to the code range, ``y_sat = clamp(y, qmin * s_ref, qmax * s_ref)``:
+           ``deq_rel_err = ||deq - y_sat|| / ||y_sat||`` must not exceed the reference's own
+           ``ref_deq_rel_err + 2 tie_rel ||y|| / ||y_sat|| + 2 scale_rtol`` (what the tie
+           flips and the scale tolerance can add).
+
+        ``tol`` (the stage's per-dtype tolerance) is not applied: these bounds follow from
+        the dtypes. In particular ``tol.mismatch_rate`` is not an upper bound here: legit
+        HF-rounding providers show about 3% (fp8) and 6.5% (int8) tie mismatches for bf16
+        and 0.4% / 0.8% for fp16 against the real-valued reference (more than the suites'
+        default 0.02), all inside the per-element tie windows.
+
+        Metrics: ``mismatch_rate``, ``tie_mismatches``, ``hard_mismatches``, ``max_code_step``,
+        ``deq_rel_err``, ``ref_deq_rel_err``, ``scale_max_rel_err`` (and ``residual_out_*``).
+        """
+        qd = _check_quant_dtype(params)
+        names = ("codes", "scales", "residual_out")[: len(ref)]
+        if not isinstance(out, (tuple, list)) or len(out) != len(ref):
+            got = len(out) if isinstance(out, (tuple, list)) else type(out).__name__
+            return CheckResult(False, {}, f"expected {len(ref)} outputs ({', '.join(names)}), got {got}")
+        codes, scales = out[0], out[1]
+        ref_codes, ref_scales = ref[0], ref[1]
+        want = QUANT_TORCH_DTYPES[qd]
+        if codes.dtype != want:
+            return CheckResult(False, {}, f"codes: dtype {codes.dtype}, expected {want}")
+        if tuple(codes.shape) != tuple(ref_codes.shape):
+            return CheckResult(False, {}, f"codes: shape {tuple(codes.shape)}, expected {tuple(ref_codes.shape)}")
+        if scales.dtype != torch.float32:
+            return CheckResult(False, {}, f"scales: dtype {scales.dtype}, expected torch.float32")
+        if tuple(scales.shape) != tuple(ref_scales.shape):
+            return CheckResult(False, {}, f"scales: shape {tuple(scales.shape)}, expected {tuple(ref_scales.shape)}")
+        gran = _granularity(op, params)
+        gs = int(params.get("group_size", 0) or 0)
+        if gran == "group":
+            t, g = scales.shape
+            if _col_major(params) and t > 1 and g > 1 and scales.stride() != (1, t):
+                return CheckResult(
+                    False, {}, f"scales: strides {scales.stride()}, expected (1, {t}) (col_major: a [G, T] tensor transposed)"
+                )
+            if not _col_major(params) and t > 1 and g > 1 and scales.stride() != (g, 1):
+                return CheckResult(False, {}, f"scales: strides {scales.stride()}, expected ({g}, 1) (row_major)")
+
+        results = []
+        if len(ref) == 3:
+            u = UNIT_ROUNDOFF[params["dtype"]]
+            results.append(check_close("residual_out", out[2], ref[2], Tolerance(norm_rel=u, rtol=2 * u, atol=0.0)))
+
+        parts = _recall(ref_codes)
+        if parts is None:  # a reference made elsewhere: recompute (inputs must be unmutated)
+            _, parts = _reference_parts(op, params, inputs)
+        tie_rel, scale_rtol = _rules(op, params)
+        y, s_ref, amax = parts.y, parts.scale, parts.block_amax
+        shape = tuple(y.shape)
+        metrics: dict[str, float] = {}
+
+        # 3. scales
+        s_out = _expand(scales.to(torch.float64), shape, gran, gs)
+        live = amax > 0
+        finite = torch.isfinite(s_out) & (s_out >= 0)
+        rel = torch.where(live, (s_out - s_ref).abs() / s_ref, torch.zeros_like(s_ref))
+        rel = torch.where(finite, rel, torch.full_like(rel, math.inf))
+        metrics["scale_max_rel_err"] = float(rel.max()) if rel.numel() else 0.0
+        bad_scale = rel > scale_rtol
+        if bool(bad_scale.any()):
+            i = _first(bad_scale)
+            results.append(CheckResult(
+                False, metrics,
+                f"scales: {int(bad_scale.sum())} elements' scales off by more than {scale_rtol:.3g} relative "
+                f"(max {metrics['scale_max_rel_err']:.3g}), first at element {i}: {s_out[i].item():.8g} vs {s_ref[i].item():.8g}",
+            ))
+            return merge_checks(*results)
+
+        # 4. codes
+        ci, nan = _code_index(codes)
+        ri, _ = _code_index(ref_codes)
+        v = y / s_ref
+        window = tie_rel * v.abs()
+        lo_c, hi_c = quantize_f64(v - window, qd), quantize_f64(v + window, qd)
+        lo, _ = _code_index(lo_c)
+        hi, _ = _code_index(hi_c)
+        diff = ci != ri
+        inside = (ci >= lo) & (ci <= hi) & ~nan
+        tie = diff & inside
+        hard = diff & ~inside
+        n = codes.numel()
+        n_tie, n_hard = int(tie.sum()), int(hard.sum())
+        metrics.update(
+            mismatch_rate=n_tie / n if n else 0.0, tie_mismatches=float(n_tie), hard_mismatches=float(n_hard),
+            max_code_step=float((ci - ri).abs().max()) if n else 0.0,
+        )
+        cval = codes.to(torch.float64)
+        rval = ref_codes.to(torch.float64)
+
+        # 5. dequantized error (reported even when codes fail)
+        y_sat = torch.maximum(torch.minimum(y, QMAX[qd] * s_ref), QMIN[qd] * s_ref)
+        nrm_sat = float(torch.linalg.vector_norm(y_sat))
+        denom = nrm_sat if nrm_sat > 0 else 1.0
+        deq_err = float(torch.linalg.vector_norm(cval * s_out - y_sat)) / denom
+        ref_err = float(torch.linalg.vector_norm(rval * s_ref - y_sat)) / denom
+        if not math.isfinite(deq_err):
+            deq_err = math.inf
+        metrics.update(deq_rel_err=deq_err, ref_deq_rel_err=ref_err)
+        if n_hard:
+            i = _first(hard)
+            results.append(CheckResult(
+                False, metrics,
+                f"codes: {n_hard} of {n} differ from the reference beyond a rounding tie, first at {i}: "
+                f"{cval[i].item():.6g} vs {rval[i].item():.6g} (real value {v[i].item():.8g}, "
+                f"allowed {lo_c[i].double().item():.6g}..{hi_c[i].double().item():.6g} by the tie window +-{tie_rel:.3g} relative)",
+            ))
+            return merge_checks(*results)
+        nrm_y = float(torch.linalg.vector_norm(y))
+        bound = ref_err + 2 * tie_rel * nrm_y / denom + 2 * scale_rtol + 1e-12
+        if deq_err > bound:
+            results.append(CheckResult(
+                False, metrics, f"dequantized: norm-wise relative error {deq_err:.4g} > {bound:.4g} (reference's own {ref_err:.4g})"
+            ))
+        else:
+            results.append(CheckResult(True, metrics))
+        return merge_checks(*results)
+
+
+FAMILY = QuantFamily()
+
+
+# =========================================================================== torch_naive
+
+
+def _naive_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None):
+    """HF ``LlamaRMSNorm`` (fp32 statistics, round, weight product in the dtype) after a
+    dtype residual add, as the rmsnorm family's ``torch_naive``."""
+    res_out = None
+    if residual is not None:
+        x = x + residual
+        res_out = x
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype), res_out
+
+
+def _naive_quant(
+    y: torch.Tensor, quant_dtype: str, gran: str, group_size: int = 0,
+    scale: torch.Tensor | None = None, scale_ub: torch.Tensor | None = None, col_major: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize ``y`` [T, H] with torch ops; no host syncs (``torch.compile`` friendly)."""
+    qmax, qmin = QMAX[quant_dtype], QMIN[quant_dtype]
+    yf = y.to(torch.float32)
+    t, h = yf.shape
+    if gran == "group":
+        yf = yf.view(t, h // group_size, group_size)
+    if scale is None:
+        if gran == "tensor":
+            amax = yf.abs().amax().reshape(1)
+        else:
+            amax = yf.abs().amax(dim=-1, keepdim=gran == "token")
+        if scale_ub is not None:
+            amax = torch.minimum(amax, scale_ub)
+        scale = (amax / qmax).clamp(min=MIN_SCALE[quant_dtype])
+    s_b = scale.unsqueeze(-1) if gran == "group" else scale
+    v = (yf / s_b).clamp(qmin, qmax)
+    if quant_dtype == "int8":
+        v = torch.round(v)
+    codes = v.to(QUANT_TORCH_DTYPES[quant_dtype]).view(t, h)
+    if gran == "group" and col_major:
+        scale = scale.t().contiguous().t()
+    return codes, scale
+
+
+def _naive_factory(op: str):
+    def factory(params: Params) -> OpFn:
+        qd = _check_quant_dtype(params)
+        gran = _granularity(op, params)
+        gs = int(params.get("group_size", 0) or 0)
+        col = _col_major(params)
+        res, ub = _has_residual(op, params), _has_scale_ub(op, params)
+        static = op == "scaled_quant" and bool(params.get("static_scale"))
+        eps = float(params.get("eps", 1e-6))
+
+        def fn(inputs: Inputs) -> Outputs:
+            x = inputs["x"]
+            res_out = None
+            if op in NORM_OPS:
+                x, res_out = _naive_norm(x, inputs["weight"], eps, inputs["residual"] if res else None)
+            codes, scales = _naive_quant(
+                x, qd, gran, gs, inputs["scale"] if static else None, inputs["scale_ub"] if ub else None, col
+            )
+            return (codes, scales, res_out) if res_out is not None else (codes, scales)
+
+        return fn
+
+    return factory
+
+
+def _reference_factory(op: str):
+    def factory(params: Params) -> OpFn:
+        _check_quant_dtype(params)
+
+        def fn(inputs: Inputs) -> Outputs:
+            return FAMILY.reference(op, params, inputs)
+
+        return fn
+
+    return factory
+
+
+# =========================================================================== Triton kernels
+#
+# One program handles ROWS rows, one at a time, each row whole in registers as a
+# [BLOCK_G, GS] tile (per-token: [1, next_pow2(H)]; per-group: [next_pow2(G), group_size],
+# so the group amax is a reduction along axis 1). fp32 math; the input is read once
+# (evict_first), the weight kept in L2 (evict_last). The residual sum is rounded to the
+# dtype, stored in place (vLLM's convention) and normalized as rounded (the reference's).
+# Codes are rounded to nearest-even *in fp32 arithmetic* before the conversion, so the
+# conversion itself is exact: for int8 by adding and subtracting 1.5 * 2**23 (valid for
+# |v| <= 2**22, here <= 128); for e4m3 by the same trick with 1.5 * 2**20 times the value's
+# power-of-two binade (floored at 2**-6, the subnormal quantum 2**-9), which makes the
+# ulp of the sum equal to the e4m3 quantum of that binade. This does not depend on the
+# hardware's (or the interpreter's) float -> fp8 rounding mode.
+
+
+@triton.jit
+def _rne_bf16_grid(v):
+    """fp32 ``v`` rounded to the nearest bfloat16 value (ties to even), still fp32.
+
+    Same trick as the codes: 1.5 * 2**16 times the binade (floored at the smallest normal,
+    where bf16 subnormals share fp32's exponent) has an ulp equal to bf16's quantum. Done
+    explicitly because the Triton interpreter truncates fp32 -> bf16 (the GPU rounds to
+    nearest even, so there the conversion after this is exact either way).
+    """
+    binade = (v.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True)
+    magic = tl.maximum(binade, 1.1754943508222875e-38) * 98304.0
+    return (v + magic) - magic
+
+
+@triton.jit
+def _rowquant_kernel(
+    x_ptr, w_ptr, res_ptr, q_ptr, s_ptr, ub_ptr, sin_ptr,
+    n_rows, n_cols, n_groups,
+    stride_x, stride_res, stride_q, stride_s_row, stride_s_grp,
+    eps, qmax, qmin, min_scale,
+    BLOCK_G: tl.constexpr, GS: tl.constexpr,
+    NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_UB: tl.constexpr,
+    SCALE_MODE: tl.constexpr,  # 0: dynamic per block, 1: static scale at sin_ptr, 2: from the amax at sin_ptr
+    IS_FP8: tl.constexpr, ROWS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    g_idx = tl.arange(0, BLOCK_G)
+    cols = g_idx[:, None] * GS + tl.arange(0, GS)[None, :]
+    cmask = cols < n_cols
+    # Row validity enters the masks through their limits (a tensor & scalar-bool mask
+    # is mis-typed by the Triton 3.9 interpreter).
+    if NORM:
+        w = tl.load(w_ptr + cols, mask=cmask, other=0.0, eviction_policy="evict_last").to(tl.float32)
+    if SCALE_MODE == 1:
+        inv_fixed = 1.0 / tl.load(sin_ptr)
+    if SCALE_MODE == 2:
+        s_fixed = tl.maximum(tl.load(sin_ptr) / qmax, min_scale)
+        inv_fixed = 1.0 / s_fixed
+        tl.store(s_ptr, s_fixed, mask=pid == 0)
+    for r in tl.static_range(ROWS):
+        row = pid * ROWS + r
+        row_ok = row < n_rows
+        m = cols < tl.where(row_ok, n_cols, 0)
+        row64 = row.to(tl.int64)
+        x = tl.load(x_ptr + row64 * stride_x + cols, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        if HAS_RES:
+            rp = res_ptr + row64 * stride_res + cols
+            x = x + tl.load(rp, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            if res_ptr.dtype.element_ty == tl.bfloat16:
+                x = _rne_bf16_grid(x)
+            rsum = x.to(res_ptr.dtype.element_ty)
+            tl.store(rp, rsum, mask=m)
+            x = rsum.to(tl.float32)
+        if NORM:
+            ss = tl.sum(tl.sum(x * x, axis=1), axis=0)
+            x = x * tl.rsqrt(ss / n_cols + eps) * w
+        if SCALE_MODE == 0:
+            amax = tl.max(tl.abs(x), axis=1)
+            if HAS_UB:
+                amax = tl.minimum(amax, tl.load(ub_ptr))
+            s = tl.maximum(amax / qmax, min_scale)
+            tl.store(s_ptr + row64 * stride_s_row + g_idx * stride_s_grp, s, mask=g_idx < tl.where(row_ok, n_groups, 0))
+            v = x * (1.0 / s)[:, None]
+        else:
+            v = x * inv_fixed
+        v = tl.minimum(tl.maximum(v, qmin), qmax)
+        if IS_FP8:
+            binade = (v.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True)
+            magic = tl.maximum(binade, 0.015625) * 1572864.0
+        else:
+            magic = 12582912.0
+        v = (v + magic) - magic
+        tl.store(q_ptr + row64 * stride_q + cols, v.to(q_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _amax_kernel(x_ptr, amax_ptr, n_rows, n_cols, stride_x, BLOCK: tl.constexpr):
+    """Pass 1 of dynamic per-tensor quantization: max |x| into ``amax_ptr`` (zeroed, fp32)."""
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK)
+    cmask = cols < n_cols
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    row_ptr = x_ptr + pid.to(tl.int64) * stride_x
+    step = nprog.to(tl.int64) * stride_x
+    for _ in range(pid, n_rows, nprog):
+        # evict_last: the quantize pass reads the same bytes next (an L2 hit when they fit).
+        x = tl.load(row_ptr + cols, mask=cmask, other=0.0, eviction_policy="evict_last")
+        acc = tl.maximum(acc, tl.abs(x.to(tl.float32)))
+        row_ptr += step
+    tl.atomic_max(amax_ptr, tl.max(acc, axis=0))
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Launch parameters of ``_rowquant_kernel``: warps per program and rows per program."""
+
+    num_warps: int
+    rows_per_program: int = 1
+
+
+#: Largest tile (elements) one program keeps in registers.
+MAX_BLOCK = 32768
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def heuristic_config(num_tokens: int, hidden_size: int, elem_bytes: int) -> LaunchConfig:
+    """Default launch config: about 32 bytes of input per thread (two 16-byte vectors).
+
+    num_warps = next_pow2(H) * elem_bytes / (32 B * 32 threads), clamped to [4, 32]; rows
+    per program: 1 (see ``docs/kernels/quant-notes.md`` and ``scripts/tune_quant.py`` for
+    the measured choice on H100).
+    """
+    row_bytes = _pow2(hidden_size) * elem_bytes
+    nw = min(32, max(4, row_bytes // 1024))
+    return LaunchConfig(num_warps=nw, rows_per_program=1)
+
+
+def _tile(hidden_size: int, group_size: int) -> tuple[int, int, int]:
+    """(BLOCK_G, GS, n_groups) of a row: per-token [1, next_pow2(H)], per-group [next_pow2(G), gs]."""
+    if group_size:
+        if hidden_size % group_size:
+            raise Unsupported(f"hidden_size {hidden_size} is not a multiple of group_size {group_size}")
+        if group_size & (group_size - 1):
+            raise Unsupported(f"group_size {group_size} is not a power of two")
+        n_groups = hidden_size // group_size
+        bg, gs = _pow2(n_groups), group_size
+    else:
+        bg, gs, n_groups = 1, _pow2(hidden_size), 1
+    if bg * gs > MAX_BLOCK:
+        raise Unsupported(f"hidden_size {hidden_size} exceeds the one-row-in-registers kernel's {MAX_BLOCK} elements")
+    return bg, gs, n_groups
+
+
+def _launch_rowquant(
+    x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, quant_dtype: str, *,
+    weight: torch.Tensor | None = None, residual: torch.Tensor | None = None, eps: float = 0.0,
+    group_size: int = 0, scale_mode: int = 0, scale_in: torch.Tensor | None = None,
+    scale_ub: torch.Tensor | None = None, config: LaunchConfig | None = None,
+) -> None:
+    """Launch ``_rowquant_kernel`` into given buffers.
+
+    Args:
+        x: [T, H], unit column stride. codes: [T, H] fp8 / int8, unit column stride.
+        scales: fp32, written as ``scales[row, group]`` through its two strides (a
+            [T, 1], [T, G] or transposed [G, T] view), or ``scales[0]`` for modes 1-2.
+        scale_mode: 0 dynamic per block, 1 static ``scale_in`` [1], 2 per-tensor from the
+            amax in ``scale_in`` (program 0 writes ``scales[0]``).
+        config: overrides ``heuristic_config``.
+    """
+    t, h = x.shape
+    if t == 0:
+        return
+    bg, gs, n_groups = _tile(h, group_size)
+    cfg = config or heuristic_config(t, h, x.element_size())
+    rows = max(1, int(cfg.rows_per_program))
+    s_row, s_grp = (scales.stride(0), scales.stride(1)) if scales.dim() == 2 else (0, 0)
+    dummy = x
+    _rowquant_kernel[(triton.cdiv(t, rows),)](
+        x, weight if weight is not None else dummy, residual if residual is not None else dummy,
+        codes, scales, scale_ub if scale_ub is not None else scales, scale_in if scale_in is not None else scales,
+        t, h, n_groups,
+        x.stride(0), residual.stride(0) if residual is not None else 0, codes.stride(0), s_row, s_grp,
+        float(eps), QMAX[quant_dtype], QMIN[quant_dtype], MIN_SCALE[quant_dtype],
+        BLOCK_G=bg, GS=gs, NORM=weight is not None, HAS_RES=residual is not None, HAS_UB=scale_ub is not None,
+        SCALE_MODE=scale_mode, IS_FP8=quant_dtype == "fp8", ROWS=rows,
+        num_warps=int(cfg.num_warps),
+    )
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() != 2:
+        raise ValueError(f"expected a [num_tokens, hidden_size] tensor, got shape {tuple(x.shape)}")
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _group_scales(t: int, g: int, col_major: bool, device: torch.device) -> torch.Tensor:
+    if col_major:
+        return torch.empty((g, t), dtype=torch.float32, device=device).t()
+    return torch.empty((t, g), dtype=torch.float32, device=device)
+
+
+def triton_rms_norm_quant(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, quant_dtype: str,
+    residual: torch.Tensor | None = None, scale_ub: torch.Tensor | None = None,
+    config: LaunchConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused [residual add +] RMSNorm + dynamic per-token quantization, one read of ``x``.
+
+    Args:
+        x: [T, H] bf16 / fp16 / fp32; weight: [H] same dtype; residual: [T, H] same dtype,
+            updated in place to the dtype-rounded ``x + residual`` (vLLM's convention);
+        quant_dtype: ``"fp8"`` or ``"int8"``; scale_ub: fp32 scalar tensor or None.
+        config: launch override (``LaunchConfig``), else ``heuristic_config``.
+
+    Returns:
+        (codes [T, H] float8_e4m3fn / int8, scales fp32 [T, 1]).
+    """
+    x = _rows(x)
+    t, h = x.shape
+    codes = torch.empty((t, h), dtype=QUANT_TORCH_DTYPES[quant_dtype], device=x.device)
+    scales = torch.empty((t, 1), dtype=torch.float32, device=x.device)
+    _launch_rowquant(x, codes, scales, quant_dtype, weight=weight, residual=residual, eps=eps,
+                     scale_ub=scale_ub, config=config)
+    return codes, scales
+
+
+def triton_rms_norm_group_quant(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, quant_dtype: str, group_size: int,
+    col_major: bool = False, residual: torch.Tensor | None = None, config: LaunchConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused [residual add +] RMSNorm + dynamic per-group quantization, one read of ``x``.
+
+    Returns:
+        (codes [T, H], scales fp32 [T, H / group_size]: contiguous, or with ``col_major``
+        the transposed view of a contiguous [G, T] tensor). Arguments as
+        ``triton_rms_norm_quant``; ``residual`` is updated in place.
+    """
+    x = _rows(x)
+    t, h = x.shape
+    codes = torch.empty((t, h), dtype=QUANT_TORCH_DTYPES[quant_dtype], device=x.device)
+    scales = _group_scales(t, h // group_size, col_major, x.device)
+    _launch_rowquant(x, codes, scales, quant_dtype, weight=weight, residual=residual, eps=eps,
+                     group_size=group_size, config=config)
+    return codes, scales
+
+
+def triton_scaled_quant(
+    x: torch.Tensor, quant_dtype: str, scale: torch.Tensor | None = None, per_token: bool = True,
+    scale_ub: torch.Tensor | None = None, config: LaunchConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standalone quantization of ``x`` [T, H].
+
+    ``scale`` given (fp32 [1]): static, returned as is. Else dynamic: per token (one pass,
+    scales [T, 1], optional ``scale_ub``) or per tensor (two passes: an amax kernel with one
+    atomic max per program, then quantization; scale [1]).
+    """
+    x = _rows(x)
+    t, h = x.shape
+    codes = torch.empty((t, h), dtype=QUANT_TORCH_DTYPES[quant_dtype], device=x.device)
+    if scale is not None:
+        _launch_rowquant(x, codes, scale, quant_dtype, scale_mode=1, scale_in=scale, config=config)
+        return codes, scale
+    if per_token:
+        scales = torch.empty((t, 1), dtype=torch.float32, device=x.device)
+        _launch_rowquant(x, codes, scales, quant_dtype, scale_ub=scale_ub, config=config)
+        return codes, scales
+    amax = torch.zeros(1, dtype=torch.float32, device=x.device)
+    scales = torch.empty(1, dtype=torch.float32, device=x.device)
+    if t:
+        _, gs, _ = _tile(h, 0)
+        n_sm = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
+        cfg = config or heuristic_config(t, h, x.element_size())
+        _amax_kernel[(min(t, 4 * n_sm),)](x, amax, t, h, x.stride(0), BLOCK=gs, num_warps=int(cfg.num_warps))
+    _launch_rowquant(x, codes, scales, quant_dtype, scale_mode=2, scale_in=amax, config=config)
+    return codes, scales
+
+
+def triton_group_quant(
+    x: torch.Tensor, quant_dtype: str, group_size: int, col_major: bool = False,
+    config: LaunchConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standalone dynamic per-group quantization of ``x`` [T, H] (scales as
+    ``triton_rms_norm_group_quant``)."""
+    x = _rows(x)
+    t, h = x.shape
+    codes = torch.empty((t, h), dtype=QUANT_TORCH_DTYPES[quant_dtype], device=x.device)
+    scales = _group_scales(t, h // group_size, col_major, x.device)
+    _launch_rowquant(x, codes, scales, quant_dtype, group_size=group_size, config=config)
+    return codes, scales
+
+
+def _triton_factory(op: str):
+    def factory(params: Params) -> OpFn:
+        if not _HAVE_TRITON:
+            raise Unsupported("triton is not installed")
+        qd = _check_quant_dtype(params)
+        gs = int(params.get("group_size", 0) or 0)
+        if gs:
+            _tile(int(params["hidden_size"]), gs)
+        elif op != GROUP_QUANT:
+            _tile(int(params["hidden_size"]), 0)
+        col = _col_major(params)
+        res, ub = _has_residual(op, params), _has_scale_ub(op, params)
+        eps = float(params.get("eps", 1e-6))
+        static = bool(params.get("static_scale"))
+        per_token = params.get("scale_granularity", "per_token") == "per_token"
+        cfg = params.get("launch_config")  # optional LaunchConfig override (tuning)
+
+        def fn(inputs: Inputs) -> Outputs:
+            x = inputs["x"]
+            if op == "rms_norm_quant":
+                r = inputs["residual"] if res else None
+                codes, scales = triton_rms_norm_quant(
+                    x, inputs["weight"], eps, qd, r, inputs["scale_ub"] if ub else None, config=cfg
+                )
+                return (codes, scales, r) if res else (codes, scales)
+            if op == "rms_norm_group_quant":
+                r = inputs["residual"] if res else None
+                codes, scales = triton_rms_norm_group_quant(x, inputs["weight"], eps, qd, gs, col, r, config=cfg)
+                return (codes, scales, r) if res else (codes, scales)
+            if op == GROUP_QUANT:
+                return triton_group_quant(x, qd, gs, col, config=cfg)
+            return triton_scaled_quant(
+                x, qd, inputs["scale"] if static else None, per_token, inputs["scale_ub"] if ub else None, config=cfg
+            )
+
+        return fn
+
+    return factory
+
+
+# =========================================================================== vLLM adapters
+
+
+def _vllm_factory(op: str):
+    """``vllm._custom_ops`` (and vLLM's per-token-group quant helpers for ``group_quant``).
+
+    * ``scaled_quant``: ``scaled_fp8_quant(x, scale, scale_ub=..., use_per_token_if_dynamic=...)``
+      / ``scaled_int8_quant(x, scale)`` (returns ``(codes, scale, azp)``); vLLM has no
+      dynamic per-tensor int8.
+    * ``rms_norm_quant``: ``rms_norm_dynamic_per_token_quant(x, w, eps, dtype, scale_ub=,
+      residual=)``, residual updated in place; ``scale_ub`` is fp8 only.
+    * ``rms_norm_group_quant``: ``rms_norm_per_block_quant(x, w, eps, dtype, [1, gs],
+      scale_ub, residual, is_scale_transposed)``.
+    * ``group_quant``: ``per_token_group_quant_fp8(x, gs, column_major_scales=, use_ue8m0=False)``
+      / ``per_token_group_quant_int8(x, gs)`` (row-major scales only).
+    """
+
+    def factory(params: Params) -> OpFn:
+        qd = _check_quant_dtype(params)
+        from vllm import _custom_ops as vops
+
+        qdtype = QUANT_TORCH_DTYPES[qd]
+        eps = float(params.get("eps", 1e-6))
+        res, ub = _has_residual(op, params), _has_scale_ub(op, params)
+        gs = int(params.get("group_size", 0) or 0)
+        col = _col_major(params)
+        if ub and qd != "fp8":
+            raise Unsupported("vLLM's scale_ub is fp8 only")
+
+        if op == "scaled_quant":
+            static = bool(params.get("static_scale"))
+            per_token = params.get("scale_granularity", "per_token") == "per_token"
+            if qd == "int8":
+                if not static and not per_token:
+                    raise Unsupported("vLLM has no dynamic per-tensor int8 quantization")
+
+                def fn(inputs: Inputs) -> Outputs:
+                    out = vops.scaled_int8_quant(inputs["x"], inputs["scale"] if static else None)
+                    return out[0], out[1]
+
+                return fn
+
+            def fn(inputs: Inputs) -> Outputs:
+                return tuple(vops.scaled_fp8_quant(
+                    inputs["x"], inputs["scale"] if static else None,
+                    scale_ub=inputs["scale_ub"] if ub else None, use_per_token_if_dynamic=per_token,
+                ))
+
+            return fn
+
+        if op == "rms_norm_quant":
+
+            def fn(inputs: Inputs) -> Outputs:
+                r = inputs["residual"] if res else None
+                codes, scales = vops.rms_norm_dynamic_per_token_quant(
+                    inputs["x"], inputs["weight"], eps, qdtype,
+                    scale_ub=inputs["scale_ub"] if ub else None, residual=r,
+                )
+                return (codes, scales, r) if res else (codes, scales)
+
+            return fn
+
+        if op == "rms_norm_group_quant":
+            if not hasattr(vops, "rms_norm_per_block_quant"):
+                raise Unsupported("this vLLM has no rms_norm_per_block_quant")
+
+            def fn(inputs: Inputs) -> Outputs:
+                r = inputs["residual"] if res else None
+                codes, scales = vops.rms_norm_per_block_quant(
+                    inputs["x"], inputs["weight"], eps, qdtype, [1, gs], None, r, is_scale_transposed=col
+                )
+                return (codes, scales, r) if res else (codes, scales)
+
+            return fn
+
+        # group_quant
+        if qd == "fp8":
+            from vllm.model_executor.layers.quantization.utils.fp8_utils import per_token_group_quant_fp8
+
+            def fn(inputs: Inputs) -> Outputs:
+                return tuple(per_token_group_quant_fp8(inputs["x"], gs, column_major_scales=col, use_ue8m0=False))
+
+            return fn
+        if col:
+            raise Unsupported("vLLM's per_token_group_quant_int8 writes row-major scales only")
+        from vllm.model_executor.layers.quantization.utils.int8_utils import per_token_group_quant_int8
+
+        def fn(inputs: Inputs) -> Outputs:
+            return tuple(per_token_group_quant_int8(inputs["x"], gs))
+
+        return fn
+
+    return factory
+
+
+_ALL = SUITE_OPS + (GROUP_QUANT,)
+
+IMPLS = {
+    "reference": {op: _reference_factory(op) for op in _ALL},
+    "torch_naive": {op: _naive_factory(op) for op in _ALL},
+    "triton": {op: _triton_factory(op) for op in _ALL},
+    "vllm": {op: _vllm_factory(op) for op in _ALL},
+}

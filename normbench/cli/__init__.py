@@ -1,0 +1,102 @@
+"""The ``normbench`` command line (Typer + rich).
+
+The only place that prints for the user and chooses exit codes:
+
+* 0: everything ran and every case that ran was correct;
+* 1: a case FAILED or was INCORRECT (or ``compare --fail-on`` found a regression);
+* 2: bad input (``NormbenchError``: suite, names, runs, options);
+* 130: interrupted (Ctrl-C / SIGTERM); finished cases are kept, ``--resume`` completes the run.
+
+Commands live in ``normbench.cli.run`` (list, validate, run, show) and
+``normbench.cli.analysis`` (compare, noise, export, plot); both register on
+``app``. Neither imports torch at module level, so ``normbench list`` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from normbench.errors import NormbenchError
+
+app = typer.Typer(
+    name="normbench",
+    help=(
+        "Benchmark RMSNorm-family kernels and their quantization fusions, from the "
+        "micro-kernel to the served model.\n\n"
+        "Typical use: `normbench run suites/rmsnorm.yaml`, then "
+        "`normbench compare <run-a> <run-b> --format markdown` for a pull request."
+    ),
+    no_args_is_help=False,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+
+#: Global state set by the callback.
+STATE = {"debug": False}
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    STATE["debug"] = debug
+    if version:
+        from normbench import __version__
+
+        console().print(f"normbench {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        console().print(ctx.get_help())
+        raise typer.Exit(0)
+
+
+def _register() -> None:
+    import importlib
+
+    for name in ("normbench.cli.run", "normbench.cli.analysis"):
+        try:
+            importlib.import_module(name)  # each module registers its commands on `app`
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the app, maps errors to messages and exit codes."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        rc = app(args=args, prog_name="normbench", standalone_mode=False)
+    except NormbenchError as e:
+        if debug:
+            raise
+        err_console().print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err_console().print("interrupted")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -1,0 +1,306 @@
+"""``normbench list | validate | run | show``."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections import Counter, defaultdict
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from normbench.cli import STATE, app, console, err_console
+from normbench.errors import NormbenchError, SuiteError
+from normbench.registry import did_you_mean
+
+DEFAULT_SUITE = "smoke"
+
+RESULTS_DIR_OPT = typer.Option(
+    None, "--results-dir", help="Where runs are stored (default: $NORMBENCH_RESULTS_DIR, else ./runs).",
+    show_default=False,
+)
+SUITES_DIR_OPT = typer.Option(
+    None, "--suites-dir", help="An extra folder of suites, searched before ./suites and the bundled ones.",
+    show_default=False,
+)
+
+
+# --------------------------------------------------------------------------- suite lookup
+def suite_dirs(extra: Optional[Path]) -> list[Path]:
+    """Where suites are found: --suites-dir, ./suites, then the suites bundled with normbench."""
+    dirs = [d for d in (extra, Path("suites")) if d is not None and d.is_dir()]
+    try:
+        bundled = Path(str(resources.files("normbench.suites")))
+    except ModuleNotFoundError:  # running from a source tree that is not installed
+        return dirs
+    if bundled.is_dir() and all(bundled.resolve() != d.resolve() for d in dirs):
+        dirs.append(bundled)
+    return dirs
+
+
+def find_suite(ref: str, extra: Optional[Path]) -> Path:
+    """A suite by path, or by name in the suite folders (``rmsnorm`` -> ``suites/rmsnorm.yaml``)."""
+    p = Path(ref)
+    if p.suffix in (".yaml", ".yml") or p.exists() or "/" in ref:
+        return p
+    known: list[str] = []
+    for d in suite_dirs(extra):
+        for cand in (d / f"{ref}.yaml", d / f"{ref}.yml"):
+            if cand.is_file():
+                return cand
+        known += [f.stem for f in sorted(d.glob("*.y*ml"))]
+    raise SuiteError(did_you_mean("suite", ref, sorted(set(known))))
+
+
+# --------------------------------------------------------------------------- list
+@app.command("list")
+def list_suites(suites_dir: Optional[Path] = SUITES_DIR_OPT) -> None:
+    """List the suites: name, description, stage kinds and case counts (before capability skips)."""
+    from normbench.expand import sweep_size
+    from normbench.suite import load_suite
+
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    table.add_column("suite", no_wrap=True, style="bold", min_width=17)
+    table.add_column("stages", no_wrap=True, min_width=6)
+    table.add_column("cases", justify="right", no_wrap=True, min_width=5)
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=72)
+    seen: set[str] = set()
+    problems: list[str] = []
+    for d in suite_dirs(suites_dir):
+        for f in sorted(d.glob("*.y*ml")):
+            if f.stem in seen:
+                continue
+            seen.add(f.stem)
+            try:
+                s = load_suite(f).suite
+            except SuiteError as e:
+                problems.append(str(e).splitlines()[0])
+                table.add_row(f.stem, "", "", Text(f"invalid: normbench validate {f}", style="red"))
+                continue
+            kinds = Counter(st.kind for st in s.stages)
+            stages = ", ".join(f"{k}" + (f" x{n}" if n > 1 else "") for k, n in kinds.items())
+            table.add_row(s.name, stages, f"{sweep_size(s):,}", _first_sentence(s.description))
+    console().print(table)
+    for p in problems:
+        err_console().print(Text(p, style="red"))
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    cut = text.find(": ")
+    return text[:cut] if 0 < cut < 100 else text
+
+
+# --------------------------------------------------------------------------- validate
+def _load(ref: str, suites_dir: Optional[Path]):
+    from normbench.suite import load_suite
+
+    return load_suite(find_suite(ref, suites_dir))
+
+
+def _plan_table(cases: list, title: str) -> tuple[Table, list[str]]:
+    """Per stage: cases to run, skipped, and skip reasons grouped."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for col, just in (("stage", "left"), ("kind", "left"), ("op / client", "left"), ("providers / variants", "left"),
+                      ("points", "right"), ("run", "right"), ("skip", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    by_stage: dict[str, list] = defaultdict(list)
+    for c in cases:
+        by_stage[c.stage].append(c)
+    reasons: Counter = Counter()
+    for stage, cs in by_stage.items():
+        who = sorted({c.provider or c.variant or "-" for c in cs}, key=lambda n: [x.provider or x.variant for x in cs].index(n))
+        points = len({c.params for c in cs})
+        run_n = sum(1 for c in cs if not c.skip)
+        table.add_row(stage, cs[0].kind, cs[0].op or dict(cs[0].params).get("client", "") or cs[0].kind,
+                      ", ".join(who), str(points), str(run_n), str(len(cs) - run_n))
+        for c in cs:
+            if c.skip:
+                reasons[(stage, c.provider or c.variant or "-", c.skip)] += 1
+    lines = [f"{stage} / {who}: SKIPPED x{n}: {why}" for (stage, who, why), n in sorted(reasons.items())]
+    return table, lines
+
+
+@app.command()
+def validate(
+    suite: str = typer.Argument(DEFAULT_SUITE, help="Suite file or name (see `normbench list`)."),
+    suites_dir: Optional[Path] = SUITES_DIR_OPT,
+    cases: bool = typer.Option(False, "--cases", help="List every case id."),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="Expand with N repeats per kernel case."),
+) -> None:
+    """Check a suite and show its cases and the reasons for every skip (no GPU needed)."""
+    from normbench.expand import Capabilities, expand
+
+    loaded = _load(suite, suites_dir)
+    caps = Capabilities.detect()
+    expanded = expand(loaded.suite, caps, repeat)
+    _print_plan(loaded, expanded, caps, list_cases=cases)
+
+
+def _print_plan(loaded: Any, cases: list, caps: Any, list_cases: bool) -> None:
+    out = console()
+    where = caps.gpu_name or "CPU (no CUDA GPU)"
+    table, reasons = _plan_table(cases, f"{loaded.suite.name} ({loaded.path}) on {where}")
+    out.print(table)
+    for line in reasons:
+        out.print(Text("  " + line, style="dim"))
+    if list_cases:
+        for c in cases:
+            out.print(Text(c.case_id + (f"  [SKIPPED: {c.skip}]" if c.skip else ""), style="dim" if c.skip else ""))
+    n_run = sum(1 for c in cases if not c.skip)
+    out.print(f"{len(cases)} cases: {n_run} to run, {len(cases) - n_run} skipped")
+
+
+# --------------------------------------------------------------------------- run
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@app.command()
+def run(
+    suite: str = typer.Argument(DEFAULT_SUITE, help="Suite file or name; default: the CPU-sized smoke suite."),
+    filter: list[str] = typer.Option(
+        [], "--filter", "-k",
+        help="Keep matching cases; repeatable. `key=v1,v2` matches a param/op/provider/stage/variant "
+        "(globs allowed), anything else is a glob on the case id.",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the cases and skips; run nothing."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name used in the run id (default: the suite's)."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="Complete an interrupted run (id, prefix, path or `latest`); its suite is the one stored."
+    ),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="Run each kernel case N times, interleaved (for noise)."),
+    results_dir: Optional[Path] = RESULTS_DIR_OPT,
+    suites_dir: Optional[Path] = SUITES_DIR_OPT,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    """Run a suite: check every case for correctness, time it, store the run, print tables.
+
+    Exit code 1 when a case FAILED or was INCORRECT; finished cases survive Ctrl-C
+    (`normbench run --resume latest` completes the run).
+    """
+    from normbench import store
+    from normbench.expand import Capabilities, apply_filters, expand
+    from normbench.suite import LoadedSuite, Suite
+
+    base = store.results_dir(results_dir)
+    caps = Capabilities.detect()
+    if resume:
+        run_dir = store.resolve_run(resume, base)
+        previous = store.load_run(run_dir)
+        loaded = LoadedSuite(
+            suite=Suite.model_validate(previous.suite.spec), path=previous.suite.path, sha256=previous.suite.sha256
+        )
+        filter, repeat = previous.options.get("filters", []), previous.options.get("repeat", 1)
+    else:
+        loaded = _load(suite, suites_dir)
+    cases = apply_filters(expand(loaded.suite, caps, repeat), filter)
+    if not cases:
+        raise NormbenchError(f"no cases match the filters {filter}" if filter else "the suite has no cases")
+    if dry_run:
+        _print_plan(loaded, cases, caps, list_cases=True)
+        return
+
+    from normbench import env as envmod
+    from normbench.report.run_table import render_run
+
+    out = console()
+    if resume:
+        writer = store.resume_run(run_dir)
+        done = set(writer.record.case_map())
+        pending = [c for c in cases if c.case_id not in done]
+        out.print(f"resuming {writer.record.run_id}: {len(done)} cases stored, {len(pending)} to go")
+    else:
+        out.print(f"measuring the environment ({caps.gpu_name or 'CPU'}) ...")
+        environment = envmod.collect(caps.device)
+        snapshot = store.SuiteSnapshot(
+            name=loaded.suite.name, path=loaded.path, sha256=loaded.sha256, spec=loaded.suite.model_dump(mode="json")
+        )
+        writer = store.create_run(base, name or loaded.suite.name, snapshot, environment, ["normbench", *sys.argv[1:]],
+                                  planned=len(cases), options={"filters": list(filter), "repeat": repeat})
+        pending = cases
+    out.print(f"run {writer.record.run_id} -> {writer.dir}")
+
+    previous_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    status = "interrupted"
+    try:
+        _execute(pending, loaded.suite, caps, writer, progress)
+        status = "complete"
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        record = writer.finish(status)  # type: ignore[arg-type]
+    render_run(record, out)
+    if status == "interrupted":
+        err_console().print(
+            f"interrupted: {len(record.cases)} cases kept in {writer.dir}; "
+            f"complete it with `normbench run --resume {record.run_id}`"
+        )
+        raise typer.Exit(130)
+    if any(c.status in ("FAILED", "INCORRECT") for c in record.cases):
+        raise typer.Exit(1)
+
+
+def _execute(cases: list, suite: Any, caps: Any, writer: Any, show_progress: bool) -> None:
+    """Record skips, then hand the runnable cases to their runners, with a progress bar."""
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
+    from normbench.registry import load
+    from normbench.runners import RUNNERS, RunContext, base_record
+
+    progress = Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
+        console=err_console(), disable=not show_progress, transient=False,
+    )
+    counts: Counter = Counter()
+    with progress:
+        task = progress.add_task("", total=len(cases), stage="")
+
+        def record(case: Any, rec: Any) -> None:
+            writer.add(rec)
+            counts[rec.status] += 1
+            progress.update(task, advance=1, stage=case.stage)
+            if rec.status in ("FAILED", "INCORRECT"):
+                progress.console.print(Text(f"{rec.status}: {case.case_id}: {(rec.reason or '').splitlines()[0][:200]}", style="red"))
+
+        def status(line: str) -> None:
+            progress.update(task, description=line[:80])
+
+        ctx = RunContext(suite=suite, caps=caps, environment=writer.record.environment, run_dir=writer.dir,
+                         record=record, status=status, debug=STATE["debug"])
+        runnable = []
+        for c in cases:
+            if c.skip:
+                record(c, base_record(c, "SKIPPED", c.skip))
+            else:
+                runnable.append(c)
+        kernel_stages: dict[int, list] = defaultdict(list)
+        e2e = []
+        for c in runnable:
+            (kernel_stages[c.stage_index] if c.kind == "kernel" else e2e).append(c)
+        for _, stage_cases in sorted(kernel_stages.items()):
+            load(RUNNERS["kernel"])(stage_cases, ctx)
+        if e2e:
+            load(RUNNERS["e2e"])(e2e, ctx)
+
+
+# --------------------------------------------------------------------------- show
+@app.command()
+def show(
+    run_ref: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, path, or `latest`."),
+    results_dir: Optional[Path] = RESULTS_DIR_OPT,
+) -> None:
+    """Re-render a stored run's tables."""
+    from normbench import store
+    from normbench.report.run_table import render_run
+
+    record = store.load_run(store.resolve_run(run_ref, store.results_dir(results_dir)))
+    render_run(record, console())

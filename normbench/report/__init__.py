@@ -1,0 +1,1 @@
+"""Renderers: rich tables, Markdown, JSON/CSV and plots. Pure: no torch."""

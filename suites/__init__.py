@@ -1,0 +1,1 @@
+"""The suites bundled with normbench (installed as package data of normbench.suites)."""
