@@ -708,16 +708,17 @@ if triton is not None:
             # zero scales (their inputs were masked to 0): the padding is written.
             tl.store(s_ptr + so, s_bits, mask=(rows < M_PAD)[:, None] & (k < K_PAD)[None, :])
         else:
-            rows = pad_row_start + (pid - num_data_programs) * ZROWS + tl.arange(0, ZROWS)
-            rows64 = rows.to(tl.int64)
-            so = (
-                ((rows64 // 128) * K_TILES)[:, None] * 512
+            # (names differ from the other branch: Triton needs one type per name)
+            prow = pad_row_start + (pid - num_data_programs) * ZROWS + tl.arange(0, ZROWS)
+            prow64 = prow.to(tl.int64)
+            pso = (
+                ((prow64 // 128) * K_TILES)[:, None] * 512
                 + (k // 4)[None, :] * 512
-                + ((rows64 % 32) * 16 + ((rows64 % 128) // 32) * 4)[:, None]
+                + ((prow64 % 32) * 16 + ((prow64 % 128) // 32) * 4)[:, None]
                 + (k % 4)[None, :]
             )
             zeros = tl.zeros((ZROWS, BLOCK_K), dtype=tl.uint8)
-            tl.store(s_ptr + so, zeros, mask=(rows < M_PAD)[:, None] & (k < K_PAD)[None, :])
+            tl.store(s_ptr + pso, zeros, mask=(prow < M_PAD)[:, None] & (k < K_PAD)[None, :])
 
 
 def rms_norm_nvfp4_quant_triton(

@@ -197,11 +197,11 @@ def _rms_norm_chunked_kernel(
         gdc_wait()
         gdc_launch_dependents()
     for row in range(pid, n_rows, nprog):
-        row = tl.cast(row, tl.int64)
-        x_row = x_ptr + row * stride_x
-        out_row = out_ptr + row * stride_out
-        res_row = res_ptr + row * stride_res
-        res_out_row = res_out_ptr + row * stride_res_out
+        row64 = tl.cast(row, tl.int64)  # num_tokens * hidden_size may pass 2**31
+        x_row = x_ptr + row64 * stride_x
+        out_row = out_ptr + row64 * stride_out
+        res_row = res_ptr + row64 * stride_res
+        res_out_row = res_out_ptr + row64 * stride_res_out
         acc = tl.zeros([BLOCK_N], dtype=tl.float32)
         for start in range(0, n_cols, BLOCK_N):
             cols = start + offs

@@ -231,6 +231,35 @@ def bootstrap_ratio_ci(
     return mb / ma, float(lo), float(hi)
 
 
+def median_interval(
+    x: Sequence[float] | np.ndarray,
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int | None = DEFAULT_SEED,
+) -> tuple[float, float, float]:
+    """``(median, low, high)``: percentile-bootstrap interval of one sample set's median.
+
+    With a single sample the interval is ``(nan, nan)``. Used for error bars.
+    """
+    check_confidence(confidence)
+    a = _array(x)
+    m = float(np.median(a))
+    if a.size < 2:
+        return m, float("nan"), float("nan")
+    boot = bootstrap_medians(a, resamples, np.random.default_rng(seed))
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return m, float(lo), float(hi)
+
+
+def proportion_interval(successes: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float, float]:
+    """``(rate, low, high)``: Wilson score interval of a proportion (``scipy.stats.binomtest``)."""
+    if n <= 0:
+        return float("nan"), float("nan"), float("nan")
+    ci = _st.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return successes / n, float(ci.low), float(ci.high)
+
+
 def mann_whitney_p(base: Sequence[float] | np.ndarray, cand: Sequence[float] | np.ndarray) -> float:
     """Two-sided Mann-Whitney U p-value (``nan`` when a side has fewer than 2 samples).
 

@@ -172,8 +172,10 @@ def candidates(hidden: int, tokens: int, pdl: bool, sms: int, quick: bool) -> li
         return out
     for rows in (1, 2) if tokens >= 1024 else (1,):
         for epl in (8, 16, 32, 64) if not quick else (8, 16, 32):
+            # epl = values per thread; sm_90 ptxas: 2-row tiles at 8 lose 16-byte vectors
+            # and spill, and anything past 64 spills.
             nw = rows * block // (32 * epl)
-            if not 1 <= nw <= 32 or (rows > 1 and epl > 32):
+            if not 1 <= nw <= 32 or (rows > 1 and epl not in (16, 32)):
                 continue
             for grid in tiles_grids:
                 out.append(Config(block, nw, rows, grid, pdl))

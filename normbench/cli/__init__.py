@@ -18,12 +18,29 @@ import sys
 
 import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.text import Text
 
 from normbench.errors import NormbenchError
 
+
+class _Group(typer.core.TyperGroup):
+    """Maps ``NormbenchError`` to its message and exit code for every entry point
+    (the console script and Typer's test runner alike); ``--debug`` re-raises."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except NormbenchError as e:
+            if STATE["debug"]:
+                raise
+            err_console().print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
+            ctx.exit(e.exit_code)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="normbench",
     help=(
         "Benchmark RMSNorm-family kernels and their quantization fusions, from the "
@@ -81,22 +98,6 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the app, maps errors to messages and exit codes."""
+    """Console-script entry point."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
-    try:
-        rc = app(args=args, prog_name="normbench", standalone_mode=False)
-    except NormbenchError as e:
-        if debug:
-            raise
-        err_console().print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
-        sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        err_console().print("interrupted")
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(2)
-    sys.exit(rc if isinstance(rc, int) else 0)
+    app(args=args, prog_name="normbench")

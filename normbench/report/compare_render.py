@@ -694,11 +694,9 @@ def noise_renderables(report: NoiseReport, top: int | None = None) -> list[Any]:
         out.append(Text(f"  ... {len(rows) - top} more (--top 0 shows all)", style="dim"))
     if rows:
         p95, p50 = report.resolvable(95.0), report.resolvable(50.0)
-        out.append(Text(
-            f"smallest effect this machine resolves: ~{p95:.1f}% (p95 over {len(rows)} cases; median {p50:.1f}%); "
-            f"a --min-effect below that is below the noise floor",
-            style="bold",
-        ))
+        out.append(Text(f"smallest effect this machine resolves: ~{p95:.1f}% (p95 over {len(rows)} cases; "
+                        f"median {p50:.1f}%)", style="bold"))
+        out.append(Text(f"  compare runs of this machine with --min-effect {max(p95, 0.1):.1f}% or more", style="dim"))
     else:
         out.append(Text("no case has the repeats or samples to measure its noise "
                         "(`normbench run --repeat N` repeats kernel cases; end-to-end stages take `repeats:`)",

@@ -405,8 +405,10 @@ def test_check_mismatch_rate_cap(good_case):
     strict = Tolerance(norm_rel=1e-2, rtol=1e-2, atol=1e-6, mismatch_rate=0.0)
     out = F.IMPLS["torch_naive"][OP](p)(inp)
     res = F.FAMILY.check(OP, p, inp, out, ref, strict)
-    if res.metrics["mismatch_rate"] or res.metrics["scale_mismatch_rate"]:
-        assert not res.ok and "mismatch_rate" in res.message
+    # HF-style double rounding flips a few codes/scales at near-ties (tolerated by the default)
+    assert res.metrics["mismatch_rate"] > 0 and res.metrics["scale_mismatch_rate"] > 0
+    assert not res.ok and "mismatch_rate" in res.message
+    assert F.FAMILY.check(OP, p, inp, out, ref, tol()).ok
 
 
 # ----------------------------------------------------------------------------- providers

@@ -1,0 +1,236 @@
+"""``normbench compare | noise | export | plot``: reading stored runs.
+
+Runs are named by id, unique id prefix, path, or ``latest`` (``store.resolve_run``)
+in ``--results-dir`` (else ``$NORMBENCH_RESULTS_DIR``, else ``./runs``).
+
+Exit codes (``normbench.cli``): 0 ok; 1 ``compare --fail-on`` found a
+significant regression beyond its threshold (or a case OK in the baseline is
+INCORRECT/FAILED in the candidate); 2 bad input (unknown run, bad option,
+``--strict`` across GPUs, a ``--fail-on`` that does not parse or names no metric).
+None of these commands imports torch.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from normbench.cli import app, console, err_console
+from normbench.errors import NormbenchError
+
+RESULTS_DIR = typer.Option(
+    None, "--results-dir", help="Where runs are stored (default: $NORMBENCH_RESULTS_DIR, else ./runs).",
+    show_default=False,
+)
+COMPARE_FORMATS = ("rich", "markdown", "json", "csv")
+
+
+def _load(ref: str, results_dir: Optional[Path]):
+    from normbench import store
+
+    return store.load_run(store.resolve_run(ref, store.results_dir(results_dir)))
+
+
+def parse_fraction(text: str, option: str, *, percent_default: bool) -> float:
+    """``2%`` -> 0.02, ``0.02`` -> 0.02; ``95%`` -> 0.95.
+
+    A bare number is a fraction; with ``percent_default`` a bare number of 1 or
+    more is refused (``--min-effect 2`` is ambiguous: write 2% or 0.02).
+
+    Raises:
+        NormbenchError: not a number.
+    """
+    raw = text.strip()
+    try:
+        if raw.endswith("%"):
+            return float(raw[:-1]) / 100.0
+        value = float(raw)
+    except ValueError:
+        raise NormbenchError(f"{option} '{text}': expected a percentage such as 2% or a fraction such as 0.02") from None
+    if percent_default and value >= 1.0:
+        raise NormbenchError(f"{option} {text}: write {value:g}% or {value / 100:g}")
+    return value
+
+
+def _check_format(fmt: str, allowed: tuple[str, ...]) -> str:
+    f = fmt.lower()
+    if f == "md":
+        f = "markdown"
+    if f not in allowed:
+        raise NormbenchError(f"--format '{fmt}': choose one of {', '.join(allowed)}")
+    return f
+
+
+def _emit(text: str, output: Optional[Path]) -> None:
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        err_console().print(f"wrote {output}")
+    else:
+        typer.echo(text, nl=False)
+
+
+# --------------------------------------------------------------------------- compare
+@app.command()
+def compare(
+    runs: list[str] = typer.Argument(
+        ..., metavar="RUN...",
+        help="The baseline run, then one or more candidate runs (id, unique prefix, path, or `latest`). "
+             "With --variants: one run.",
+    ),
+    variants: bool = typer.Option(False, "--variants", help="Compare the variants of one run against its baseline variant."),
+    baseline_variant: Optional[str] = typer.Option(
+        None, "--baseline-variant", help="The variant the others are compared with (default: the suite's `baseline`)."
+    ),
+    fmt: str = typer.Option("rich", "--format", "-f", help="rich, markdown (for a pull request), json or csv."),
+    min_effect: str = typer.Option("2%", "--min-effect", help="Smallest relative change that counts (2% or 0.02)."),
+    confidence: str = typer.Option("0.95", "--confidence", help="Interval level and 1 - significance level."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse to compare runs measured on different GPUs."),
+    fail_on: Optional[list[str]] = typer.Option(
+        None, "--fail-on",
+        help="Exit 1 on a significant regression beyond a threshold: `median:+5%` (every metric) or per metric, "
+             "`time_us:+5%`, `output_throughput:-3%`. Repeatable. Never fails on noise.",
+    ),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
+    resamples: int = typer.Option(4000, "--resamples", help="Bootstrap resamples per row."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed (same seed, same intervals)."),
+    results_dir: Optional[Path] = RESULTS_DIR,
+) -> None:
+    """Compare runs (baseline first) or the variants of one run: deltas with verdicts.
+
+    Every delta is **faster**, **slower** or **within noise**: a 95% bootstrap
+    interval of the ratio of medians and a Mann-Whitney test on the stored
+    samples, and at least --min-effect; gsm8k uses McNemar's test on the
+    paired items. `--format markdown` pastes into a pull request as is.
+    """
+    from normbench import compare as cmpmod
+    from normbench.report import compare_render
+
+    fmt = _check_format(fmt, COMPARE_FORMATS)
+    gates = cmpmod.parse_fail_on(fail_on)
+    options = cmpmod.CompareOptions(
+        confidence=parse_fraction(confidence, "--confidence", percent_default=False),
+        min_effect=parse_fraction(min_effect, "--min-effect", percent_default=True),
+        resamples=resamples, seed=seed, strict=strict,
+    )
+    records = [_load(r, results_dir) for r in runs]
+    if variants or (len(records) == 1 and baseline_variant):
+        if len(records) != 1:
+            raise NormbenchError("--variants compares the variants of one run: give exactly one run")
+        result = cmpmod.compare_variants(records[0], baseline_variant, options)
+    elif len(records) == 1:
+        if len(cmpmod.run_variants(records[0])) >= 2:
+            result = cmpmod.compare_variants(records[0], None, options)
+        else:
+            raise NormbenchError(
+                "compare needs a baseline run and a candidate run (`normbench compare <run-a> <run-b>`), "
+                "or one run with variants and --variants"
+            )
+    else:
+        if baseline_variant:
+            raise NormbenchError("--baseline-variant applies to --variants (one run)")
+        result = cmpmod.compare(records[0], records[1:], options)
+
+    if fmt == "rich":
+        if output is not None:
+            buf = io.StringIO()
+            compare_render.render_rich(result, Console(file=buf, width=120, color_system=None, highlight=False))
+            _emit(buf.getvalue(), output)
+        else:
+            compare_render.render_rich(result, console())
+    else:
+        text = compare_render.render(result, fmt, console())
+        _emit(text or "", output)
+
+    if gates:
+        failures = cmpmod.check_gates(result, gates)
+        err = err_console()
+        if failures:
+            for f in failures:
+                r = f.row
+                what = " ".join(x for x in (r.stage, r.provider or r.variant or "", _params_short(r.params)) if x)
+                err.print(f"[bold red]regression[/] ({f.gate.text}): {what}: {f.why}", soft_wrap=True)
+            raise typer.Exit(1)
+        err.print(f"[green]--fail-on: no significant regression beyond {', '.join(g.text for g in gates)}[/]")
+
+
+def _params_short(params: dict) -> str:
+    if "num_tokens" in params and "hidden_size" in params:
+        extra = [f"{k}={v}" for k, v in params.items() if k in ("dtype", "residual", "quant_dtype", "group_size")]
+        return " ".join([f"{params['num_tokens']}x{params['hidden_size']}", *extra])
+    return " ".join(f"{k}={v}" for k, v in params.items() if k in ("input_len",))
+
+
+# --------------------------------------------------------------------------- noise
+@app.command()
+def noise(
+    run_ref: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, path, or `latest`."),
+    fmt: str = typer.Option("rich", "--format", "-f", help="rich or json."),
+    confidence: str = typer.Option("0.95", "--confidence", help="Interval level of the A/A intervals."),
+    top: int = typer.Option(0, "--top", help="Show only the N noisiest cases (0: all)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
+    results_dir: Optional[Path] = RESULTS_DIR,
+) -> None:
+    """A/A noise floor of a run: the spread between repeats of identical cases.
+
+    Run a suite with `normbench run --repeat N` (kernel cases) or `repeats:`
+    (end-to-end stages) first; the summary says the smallest effect this
+    machine resolves, the --min-effect to compare its runs with.
+    """
+    import json
+
+    from normbench import compare as cmpmod
+    from normbench.report import compare_render
+
+    fmt = _check_format(fmt, ("rich", "json"))
+    record = _load(run_ref, results_dir)
+    report = cmpmod.noise(record, parse_fraction(confidence, "--confidence", percent_default=False))
+    if fmt == "json":
+        _emit(json.dumps(report.to_dict(), indent=2) + "\n", output)
+        return
+    if output is not None:
+        buf = io.StringIO()
+        compare_render.render_noise(report, Console(file=buf, width=120, color_system=None), top or None)
+        _emit(buf.getvalue(), output)
+    else:
+        compare_render.render_noise(report, console(), top or None)
+
+
+# --------------------------------------------------------------------------- export
+@app.command()
+def export(
+    run_ref: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, path, or `latest`."),
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv or json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout)."),
+    results_dir: Optional[Path] = RESULTS_DIR,
+) -> None:
+    """A run as flat rows, one per case and metric, params as columns (for pandas)."""
+    from normbench.report import export as exp
+
+    fmt = _check_format(fmt, ("csv", "json"))
+    record = _load(run_ref, results_dir)
+    _emit(exp.to_csv(record) if fmt == "csv" else exp.to_json(record), output)
+
+
+# --------------------------------------------------------------------------- plot
+@app.command()
+def plot(
+    run_ref: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, path, or `latest`."),
+    vs: Optional[str] = typer.Option(None, "--vs", help="A second run to overlay (dashed lines, hatched bars)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the PNGs (default: <run>/plots)."),
+    results_dir: Optional[Path] = RESULTS_DIR,
+) -> None:
+    """PNG plots: kernel time and GB/s against num_tokens per provider; end-to-end bars per variant."""
+    from normbench.report.plot import write_plots
+
+    record = _load(run_ref, results_dir)
+    other = _load(vs, results_dir) if vs else None
+    folder = out or Path(record.path or ".") / "plots"
+    paths = write_plots(record, folder, other)
+    c = console()
+    for p in paths:
+        c.print(str(p), soft_wrap=True)

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs normbench on the lent GPU machine (the device tool), one mode per call.
+#
+#   bash scripts/gpu_bench.sh MODE [MODE ...]
+#
+# Modes: setup (install normbench + pydantic wheels carried in .whl/), probe (GPU facts +
+# smoke suite), tune (the kernel families' tuning scripts), suites names (e.g.
+# `suite:rmsnorm`, `suite:quant:FILTER...`), aa (an A/A pair + an A/B pair with a
+# deliberately slowed provider), crosscheck (do_bench vs normbench for torch.compile).
+# Everything lands in /tmp/nbout and is packed into $OUT/<label>.tgz on exit, so it
+# comes back even when a step times out. Peers (FlashInfer, Liger, quack) come from
+# ../shared/tools/device-peers; source /tmp/peers-site/env.sh first when present.
+set -u
+export PYTHONUNBUFFERED=1
+OUTDIR=/tmp/nbout
+RUNS=$OUTDIR/runs
+mkdir -p "$RUNS"
+LABEL=${NB_LABEL:-results}
+pack() { [ -n "${OUT:-}" ] && tar -C "$OUTDIR" -czf "$OUT/$LABEL.tgz" . 2>/dev/null; }
+trap pack EXIT
+step() {  # step SECONDS NAME CMD...
+  local secs=$1 name=$2; shift 2
+  echo "=== $name (limit ${secs}s) $(date -u +%T)"
+  timeout --signal=INT --kill-after=20 "$secs" "$@" > >(tee "$OUTDIR/$name.log") 2>&1
+  local rc=$?
+  echo "=== $name rc=$rc $(date -u +%T)"
+  return 0
+}
+
+setup() {
+  if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  fi
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/nbsite . \
+    || { echo "normbench install failed"; exit 3; }
+  export PYTHONPATH=/tmp/nbsite:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  export PATH=/tmp/nbsite/bin:$PATH
+  [ -f /tmp/peers-site/env.sh ] && . /tmp/peers-site/env.sh
+  python3 -c "import normbench.kernels.rmsnorm, pydantic; print('normbench ok, pydantic', pydantic.VERSION)"
+}
+
+nb() { python3 -m normbench.cli "$@"; }
+
+setup
+for mode in "$@"; do
+  case "$mode" in
+    probe)
+      nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
+      python3 -c "import torch, triton; p=torch.cuda.get_device_properties(0); print(torch.__version__, triton.__version__, p.name, p.multi_processor_count, 'SMs', p.L2_cache_size>>20, 'MiB L2')"
+      step 240 smoke nb run smoke --results-dir "$RUNS" --no-progress
+      ;;
+    tune)
+      for fam in rmsnorm quant nvfp4; do
+        [ -f "scripts/tune_$fam.py" ] && step 200 "tune_$fam" python3 "scripts/tune_$fam.py" --out "$OUTDIR/tune_$fam.json"
+      done
+      ;;
+    suite:*)
+      spec=${mode#suite:}; suite=${spec%%:*}; filters=()
+      if [ "$spec" != "$suite" ]; then IFS=':' read -ra parts <<< "${spec#*:}"; for f in "${parts[@]}"; do filters+=(--filter "$f"); done; fi
+      step "${NB_STEP_SECONDS:-540}" "suite_$suite" nb run "$suite" --results-dir "$RUNS" --no-progress "${filters[@]}"
+      ;;
+    aa)
+      # The same code twice (A/A), then B with the triton provider slowed by an extra
+      # full copy of its input (scripts/slowed_provider.py): compare must call the
+      # A/A pair within noise and flag B slower where the copy exceeds the noise floor.
+      f=(--filter "provider=triton,torch_compile,liger" --filter "residual=False")
+      step 200 aa_1 nb run rmsnorm --name aa-1 --results-dir "$RUNS" --no-progress "${f[@]}"
+      step 200 aa_2 nb run rmsnorm --name aa-2 --results-dir "$RUNS" --no-progress "${f[@]}"
+      step 200 ab_slowed python3 scripts/slowed_provider.py run rmsnorm --name ab-slowed --results-dir "$RUNS" --no-progress "${f[@]}"
+      ;;
+    crosscheck)
+      step 240 crosscheck python3 scripts/crosscheck_do_bench.py --results-dir "$RUNS" --out "$OUTDIR/crosscheck.json"
+      ;;
+    *) echo "unknown mode $mode"; exit 2 ;;
+  esac
+done
