@@ -602,6 +602,11 @@ def _rne_bf16_grid(v):
 
 
 @triton.jit
+def _sum_and_max(a0, a1, b0, b1):
+    return a0 + b0, tl.maximum(a1, b1)
+
+
+@triton.jit
 def _rowquant_kernel(
     x_ptr, w_ptr, res_ptr, q_ptr, s_ptr, ub_ptr, sin_ptr,
     n_rows, n_cols, n_groups,
@@ -610,7 +615,7 @@ def _rowquant_kernel(
     BLOCK_G: tl.constexpr, GS: tl.constexpr,
     NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_UB: tl.constexpr,
     SCALE_MODE: tl.constexpr,  # 0: dynamic per block, 1: static scale at sin_ptr, 2: from the amax at sin_ptr
-    IS_FP8: tl.constexpr, ROWS: tl.constexpr,
+    IS_FP8: tl.constexpr, ROWS: tl.constexpr, RES_BF16: tl.constexpr,
 ):
     pid = tl.program_id(0)
     g_idx = tl.arange(0, BLOCK_G)
@@ -635,16 +640,26 @@ def _rowquant_kernel(
         if HAS_RES:
             rp = res_ptr + row64 * stride_res + cols
             x = x + tl.load(rp, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
-            if res_ptr.dtype.element_ty == tl.bfloat16:
+            if RES_BF16:
                 x = _rne_bf16_grid(x)
             rsum = x.to(res_ptr.dtype.element_ty)
             tl.store(rp, rsum, mask=m)
             x = rsum.to(tl.float32)
         if NORM:
-            ss = tl.sum(tl.sum(x * x, axis=1), axis=0)
-            x = x * tl.rsqrt(ss / n_cols + eps) * w
-        if SCALE_MODE == 0:
+            # amax(|y|) = rstd * amax(|x * w|) (rstd > 0): the sum of squares and the amax
+            # come out of one reduction phase instead of two dependent ones.
+            xw = x * w
+            if BLOCK_G == 1:
+                ss, amax = tl.reduce((x * x, tl.abs(xw)), 1, _sum_and_max)
+                rstd = tl.rsqrt(tl.sum(ss, axis=0) / n_cols + eps)
+            else:
+                amax = tl.max(tl.abs(xw), axis=1)
+                rstd = tl.rsqrt(tl.sum(tl.sum(x * x, axis=1), axis=0) / n_cols + eps)
+            x = xw * rstd
+            amax = amax * rstd
+        elif SCALE_MODE == 0:
             amax = tl.max(tl.abs(x), axis=1)
+        if SCALE_MODE == 0:
             if HAS_UB:
                 amax = tl.minimum(amax, tl.load(ub_ptr))
             s = tl.maximum(amax / qmax, min_scale)
@@ -756,6 +771,7 @@ def _launch_rowquant(
         float(eps), QMAX[quant_dtype], QMIN[quant_dtype], MIN_SCALE[quant_dtype],
         BLOCK_G=bg, GS=gs, NORM=weight is not None, HAS_RES=residual is not None, HAS_UB=scale_ub is not None,
         SCALE_MODE=scale_mode, IS_FP8=quant_dtype == "fp8", ROWS=rows,
+        RES_BF16=residual is not None and residual.dtype == torch.bfloat16,
         num_warps=int(cfg.num_warps),
     )
 

@@ -27,7 +27,7 @@ Providers in ``IMPLS``: ``reference``, ``torch_naive`` (HF formula, also what
 import functools
 import inspect
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -310,9 +310,8 @@ def default_config(n_rows: int, n_cols: int, elem_bytes: int, residual: bool, pd
     if elem_bytes == 2:
         for bound, cfg in _tuned_rows(n_cols, residual):
             if n_rows <= bound:
-                return Config(cfg.block_n, cfg.num_warps, cfg.rows, cfg.programs_per_sm, cfg.pdl and pdl)
-    cfg = formula_config(n_rows, n_cols, elem_bytes)
-    return Config(cfg.block_n, cfg.num_warps, cfg.rows, cfg.programs_per_sm, pdl)
+                return replace(cfg, pdl=cfg.pdl and pdl)
+    return replace(formula_config(n_rows, n_cols, elem_bytes), pdl=pdl)
 
 
 @functools.lru_cache(maxsize=None)

@@ -936,8 +936,8 @@ def check_gates(cmp: Comparison, gates: Sequence[Gate]) -> list[GateFailure]:
                 direction = "higher" if ref.higher_is_better else "lower"
                 want = "-" if ref.higher_is_better else "+"
                 raise NormbenchError(
-                    f"--fail-on '{gate.text}': {gate.metric} is {direction}-is-better, so a regression is a "
-                    f"{'decrease' if ref.higher_is_better else 'increase'}: write {gate.metric}:{want}{gate.threshold_pct:g}%"
+                    f"--fail-on '{gate.text}': {gate.metric} is {direction}-is-better, so a regression is "
+                    f"{'a decrease' if ref.higher_is_better else 'an increase'}: write {gate.metric}:{want}{gate.threshold_pct:g}%"
                 )
         if gate.metric is None and gate.sign < 0:
             raise NormbenchError(

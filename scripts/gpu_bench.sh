@@ -11,7 +11,7 @@
 # comes back even when a step times out. Peers (FlashInfer, Liger, quack) come from
 # ../shared/tools/device-peers; source /tmp/peers-site/env.sh first when present.
 set -u
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 COLUMNS=${COLUMNS:-160}
 OUTDIR=/tmp/nbout
 RUNS=$OUTDIR/runs
 mkdir -p "$RUNS"
@@ -39,7 +39,7 @@ setup() {
   python3 -c "import normbench.kernels.rmsnorm, pydantic; print('normbench ok, pydantic', pydantic.VERSION)"
 }
 
-nb() { python3 -m normbench.cli "$@"; }
+NB=(python3 -m normbench.cli)
 
 setup
 for mode in "$@"; do
@@ -47,7 +47,7 @@ for mode in "$@"; do
     probe)
       nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
       python3 -c "import torch, triton; p=torch.cuda.get_device_properties(0); print(torch.__version__, triton.__version__, p.name, p.multi_processor_count, 'SMs', p.L2_cache_size>>20, 'MiB L2')"
-      step 240 smoke nb run smoke --results-dir "$RUNS" --no-progress
+      step 240 smoke "${NB[@]}" run smoke --results-dir "$RUNS" --no-progress
       ;;
     tune)
       for fam in rmsnorm quant nvfp4; do
@@ -57,15 +57,15 @@ for mode in "$@"; do
     suite:*)
       spec=${mode#suite:}; suite=${spec%%:*}; filters=()
       if [ "$spec" != "$suite" ]; then IFS=':' read -ra parts <<< "${spec#*:}"; for f in "${parts[@]}"; do filters+=(--filter "$f"); done; fi
-      step "${NB_STEP_SECONDS:-540}" "suite_$suite" nb run "$suite" --results-dir "$RUNS" --no-progress "${filters[@]}"
+      step "${NB_STEP_SECONDS:-540}" "suite_$suite" "${NB[@]}" run "$suite" --results-dir "$RUNS" --no-progress "${filters[@]}"
       ;;
     aa)
       # The same code twice (A/A), then B with the triton provider slowed by an extra
       # full copy of its input (scripts/slowed_provider.py): compare must call the
       # A/A pair within noise and flag B slower where the copy exceeds the noise floor.
       f=(--filter "provider=triton,torch_compile,liger" --filter "residual=False")
-      step 200 aa_1 nb run rmsnorm --name aa-1 --results-dir "$RUNS" --no-progress "${f[@]}"
-      step 200 aa_2 nb run rmsnorm --name aa-2 --results-dir "$RUNS" --no-progress "${f[@]}"
+      step 200 aa_1 "${NB[@]}" run rmsnorm --name aa-1 --results-dir "$RUNS" --no-progress "${f[@]}"
+      step 200 aa_2 "${NB[@]}" run rmsnorm --name aa-2 --results-dir "$RUNS" --no-progress "${f[@]}"
       step 200 ab_slowed python3 scripts/slowed_provider.py run rmsnorm --name ab-slowed --results-dir "$RUNS" --no-progress "${f[@]}"
       ;;
     crosscheck)

@@ -3,18 +3,22 @@
 
 Usage (repository root, CUDA GPU; the package need not be installed)::
 
-    python3 scripts/tune_rmsnorm.py [--out FILE] [--quick] [--peers flashinfer,liger,quack,vllm]
+    python3 scripts/tune_rmsnorm.py [--out FILE] [--quick] [--peers flashinfer,liger,quack,torch_compile]
                                     [--hidden 2880,4096,7168,8192] [--tokens 1,16,...] [--budget SECONDS]
+    python3 scripts/tune_rmsnorm.py --table-from FILE   # the TUNED table of a (partial) JSON, no GPU
 
 For rms_norm and fused_add_rms_norm (bf16) at every hidden_size x num_tokens it times the
 candidate ``Config``s of ``normbench.kernels.rmsnorm`` (num_warps, rows per tile, persistent
 grid, PDL; chunk size for rows too long for registers) and prints, per shape, the best
 config with its us / GB/s / % of 3.0 TB/s, the heuristic's config and time, and the ratio.
 It ends with a ``TUNED = {...}`` table to paste into kernels/rmsnorm.py and writes every
-timing to JSON (default ``tune_rmsnorm.json``).
+timing to JSON (default ``tune_rmsnorm.json``), rewritten after every shape so a run cut
+short still leaves its results. About 90 s on an H100 (a third of it compiling); past
+``--budget`` seconds the remaining shapes get the ``--quick`` candidates.
 
-Timing: one CUDA graph of G launches, each on its own input set (x, residual, weight, out,
-residual_out: fresh tensors per launch), replayed after an L2 flush (a 256 MiB memset
+Timing: one CUDA graph of G launches, each on its own input set (x, residual, weight; the
+outputs are one buffer reused by every launch, as the triton provider's factory and vLLM's
+benchmark reuse theirs), replayed after an L2 flush (a 256 MiB memset
 enqueued before the start event, so the GPU never idles between the events); the time
 per call is (end - start) / G, and a config's time is the median of 25 replays. Back to
 back launches in one graph are how a model runs and let PDL overlap them, as in the
@@ -24,6 +28,7 @@ anchor measurements. Bytes are ``normbench.ops`` bytes_moved (each tensor once).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -91,9 +96,10 @@ class Bench:
         g, m, n = self.launches, tokens, hidden
         mk = lambda: torch.randn(g * m, n, device=device, dtype=torch.bfloat16)  # noqa: E731
         self.x, self.w = mk(), (1 + 0.1 * torch.randn(g, n, device=device)).to(torch.bfloat16)
-        self.out = torch.empty_like(self.x)
         self.res = mk() if residual else None
-        self.res_out = torch.empty_like(self.x) if residual else None
+        # One output buffer for all launches, as the triton provider's factory reuses it.
+        self.out = torch.empty(m, n, device=device, dtype=torch.bfloat16)
+        self.res_out = torch.empty_like(self.out) if residual else None
         self.flush = _flush_buffer(device)
 
     def sets(self):
@@ -101,9 +107,9 @@ class Bench:
         for i in range(self.launches):
             s = slice(i * m, (i + 1) * m)
             yield {
-                "x": self.x[s], "weight": self.w[i], "out": self.out[s],
+                "x": self.x[s], "weight": self.w[i], "out": self.out,
                 "residual": self.res[s] if self.residual else None,
-                "residual_out": self.res_out[s] if self.residual else None,
+                "residual_out": self.res_out,
             }
 
     def time_fn(self, call) -> float:
@@ -144,7 +150,10 @@ class Bench:
         op = "fused_add_rms_norm" if self.residual else "rms_norm"
         params = {"num_tokens": self.tokens, "hidden_size": self.hidden, "dtype": "bfloat16",
                   "residual": self.residual, "eps": 1e-6}
-        fn = rn.IMPLS[name][op](params)
+        if name == "torch_compile":  # the HF formula under torch.compile, as providers.torch_ops
+            fn = torch.compile(rn.IMPLS["torch_naive"][op](params))
+        else:
+            fn = rn.IMPLS[name][op](params)
 
         def call(s):
             inputs = {"x": s["x"], "weight": s["weight"]}
@@ -193,9 +202,15 @@ def main() -> int:
     ap.add_argument("--hidden", default=",".join(map(str, HIDDEN)))
     ap.add_argument("--tokens", default=",".join(map(str, TOKENS)))
     ap.add_argument("--no-extra", action="store_true", help="skip hidden 32768 (chunked kernel)")
-    ap.add_argument("--peers", default="", help="comma list of providers to time too: flashinfer,liger,quack,vllm")
-    ap.add_argument("--budget", type=float, default=165.0, help="seconds; past it, shapes get --quick candidates")
+    ap.add_argument(
+        "--peers", default="", help="comma list to time too: flashinfer,liger,quack,vllm,torch_compile (adds JIT time)"
+    )
+    ap.add_argument("--budget", type=float, default=110.0, help="seconds; past it, shapes get --quick candidates")
+    ap.add_argument("--table-from", metavar="FILE", help="print the TUNED table of a JSON written earlier and exit")
     args = ap.parse_args()
+    if args.table_from:
+        print(tuned_table(json.loads(Path(args.table_from).read_text())["records"]))
+        return 0
     if not torch.cuda.is_available():
         print("tune_rmsnorm needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -238,7 +253,7 @@ def main() -> int:
             no_pdl = {}
             if pdl_ok:
                 for cfg in ranked[:3]:
-                    alt = Config(cfg.block_n, cfg.num_warps, cfg.rows, cfg.programs_per_sm, False)
+                    alt = dataclasses.replace(cfg, pdl=False)
                     no_pdl[alt] = run(alt)
             heur = rn.default_config(tokens, hidden, 2, residual, pdl_ok)
             heur_us = run(heur)
@@ -269,8 +284,10 @@ def main() -> int:
             })
             del bench
             torch.cuda.empty_cache()
+            tmp = Path(args.out + ".tmp")
+            tmp.write_text(json.dumps({"env": env, "records": records}, indent=1))
+            tmp.replace(args.out)
 
-    Path(args.out).write_text(json.dumps({"env": env, "records": records}, indent=1))
     print(f"# wrote {args.out}; {time.time() - t0:.0f} s", flush=True)
     print(tuned_table(records))
     return 0

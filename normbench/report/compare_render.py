@@ -405,6 +405,7 @@ def rich_renderables(cmp: Comparison, width: int = 100) -> list[Any]:
         for d in cmp.env_diffs:
             t.add_row(d.key, fmt_env(d.baseline), *(fmt_env(d.candidates.get(c.label)) for c in cmp.candidates))
         out.append(t)
+        out.append(Text(""))
     elif cmp.mode == "runs":
         out.append(Text("environments: no differences", style="dim"))
     out.append(Text(_options_line(cmp), style="dim"))
@@ -663,13 +664,24 @@ def noise_renderables(report: NoiseReport, top: int | None = None) -> list[Any]:
     measured = [r for r in report.rows if r.resolves_pct is not None]
     rows = sorted(measured, key=lambda r: -(r.resolves_pct or 0.0))
     shown = rows[:top] if top else rows
-    t = Table(title=f"A/A noise of {report.run_id}" + (f" ({report.gpu})" if report.gpu else ""),
+    stages = list(dict.fromkeys(r.stage for r in rows))
+    one_stage = len(stages) == 1
+    metrics = list(dict.fromkeys(r.metric for r in rows))
+    one_metric = len(metrics) == 1
+    head = Text(f"A/A noise of {report.run_id}" + (f" ({report.gpu})" if report.gpu else ""), style="bold")
+    title = " · ".join(x for x in (
+        f"stage {stages[0]}" if one_stage else "",
+        f"{metrics[0]} ({unit_label(rows[0].unit)})" if one_metric and rows else "",
+    ) if x)
+    t = Table(title=title or None,
               title_justify="left", box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False,
               padding=(0, 1), collapse_padding=True)
-    for name, just in (("stage", "left"), ("case", "left"), ("metric", "left"), ("reps", "right"),
-                       ("n", "right"), ("repeat medians", "right"), ("spread", "right"),
-                       ("A/A Δ% ± CI", "right"), ("resolves", "right")):
-        t.add_column(name, justify=just, no_wrap=name != "metric")  # type: ignore[arg-type]
+    columns = [("stage", "left")] if not one_stage else []
+    columns += [("case", "left")] + ([] if one_metric else [("metric", "left")])
+    columns += [("reps", "right"), ("n", "right"), ("medians", "right"), ("spread", "right"),
+                ("A/A Δ% ± CI", "right"), ("resolves", "right")]
+    for name, just in columns:
+        t.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]
     by_stage: dict[str, list] = defaultdict(list)
     for r in report.rows:
         by_stage[r.stage].append(r)
@@ -685,11 +697,11 @@ def noise_renderables(report: NoiseReport, top: int | None = None) -> list[Any]:
         if r.method == "split samples":
             aa += " (split)"
         t.add_row(
-            r.stage, case, r.metric, str(r.repeats), str(r.samples), meds,
+            *(() if one_stage else (r.stage,)), case, *(() if one_metric else (r.metric,)), str(r.repeats), str(r.samples), meds,
             "-" if r.spread_pct is None else f"{r.spread_pct:.1f}%", aa,
             Text(f"{r.resolves_pct:.1f}%", style="bold" if (r.resolves_pct or 0) >= 2 else ""),
         )
-    out: list[Any] = [t] if rows else []
+    out: list[Any] = [head] + ([t] if rows else [])
     if top and len(rows) > top:
         out.append(Text(f"  ... {len(rows) - top} more (--top 0 shows all)", style="dim"))
     if rows:

@@ -84,7 +84,8 @@ def test_triton_rms_norm_quant(tokens, hidden, qd, residual, ub):
     res = assert_ok("rms_norm_quant", p, inputs, out, ref)
     # fp32 math end to end: only fp32-level ties differ from the float64 reference.
     assert res.metrics["mismatch_rate"] < 2e-3
-    assert res.metrics["scale_max_rel_err"] < 1e-6
+    # fp32 reductions (sequential in the interpreter's custom-combine reduce): within 2^-16.
+    assert res.metrics["scale_max_rel_err"] < q.FP32_SLACK
     if residual:
         assert torch.equal(out[2], ref[2])
 
@@ -124,7 +125,7 @@ def test_triton_rms_norm_group_quant(tokens, hidden, qd, group, layout, residual
         assert out[1].is_contiguous()
     res = assert_ok("rms_norm_group_quant", p, inputs, out, ref)
     assert res.metrics["mismatch_rate"] < 2e-3
-    assert torch.equal(out[1], ref[1]) or res.metrics["scale_max_rel_err"] < 1e-6
+    assert res.metrics["scale_max_rel_err"] < q.FP32_SLACK
 
 
 SCALED_CASES = [
