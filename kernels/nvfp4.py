@@ -70,7 +70,10 @@ Correctness (``FAMILY.check``)
    the nibbles would fix is reported as such.
 4. ``mismatch_rate`` (tolerated code flips / codes) and
    ``scale_mismatch_rate`` (tolerated scale flips / blocks) must not exceed
-   ``tol.mismatch_rate``.
+   ``tol.mismatch_rate`` (counts: at most ``rate * N + 3 * sqrt(rate * N) + 1``,
+   so that tiny cases do not fail on one or two flips). Measured: bf16 about
+   2% of scales and 0.4% of codes flip for implementations that round the norm
+   differently (HF order, FlashInfer order); fp16 0.2% / 0.04%; fp32 none.
 5. Dequantized ``e2m1 * scale / global_scale`` vs the float64 norm output:
    ``dequant_rel_err`` (norm-wise) must not exceed the reference's own
    ``ref_dequant_rel_err`` (the format's error) by more than ``tol.norm_rel``.
@@ -440,11 +443,11 @@ class NVFP4Family:
                 first = tuple(int(i) for i in torch.nonzero(_zero_norm(codes) != _zero_norm(rcodes))[0].tolist())
                 msg += f", first at {first}: {int(codes[first])} vs {int(rcodes[first])} (value {v[first].item():.6g})"
             return CheckResult(False, metrics, msg)
-        if metrics["mismatch_rate"] > tol.mismatch_rate:
+        if _over_cap(flips, n_codes, tol.mismatch_rate):
             return CheckResult(
                 False, metrics, f"codes: near-tie flips {metrics['mismatch_rate']:.3g} > mismatch_rate {tol.mismatch_rate:g}"
             )
-        if metrics["scale_mismatch_rate"] > tol.mismatch_rate:
+        if _over_cap(int(s_diff.sum().item()), n_blocks, tol.mismatch_rate):
             return CheckResult(
                 False,
                 metrics,
@@ -463,6 +466,13 @@ class NVFP4Family:
         if params.get("residual"):
             result = merge_checks(result, check_close("residual_out", out[2].to(device), ref[2].to(device), tol))
         return result
+
+
+def _over_cap(count: int, total: int, rate: float) -> bool:
+    """More tolerated flips than ``rate`` allows, with a binomial 3-sigma + 1
+    allowance so that a case of a few blocks does not fail on one or two flips."""
+    expected = rate * total
+    return count > expected + 3.0 * math.sqrt(expected) + 1.0
 
 
 def _zero_norm(codes: torch.Tensor) -> torch.Tensor:
@@ -579,8 +589,8 @@ if triton is not None:
     @triton.jit
     def _round_to_grid(a, MBITS: tl.constexpr, EMIN: tl.constexpr):
         """RNE of non-negative float32 ``a`` to a float format with MBITS mantissa
-        bits and minimum normal exponent EMIN (subnormals included). Exact for
-        quantum exponents in [-126, 127] (e4m3, fp16)."""
+        bits and minimum normal exponent EMIN (subnormals included), as float32.
+        Exact when the quantum exponent stays in [-126, 127] (fp16 here)."""
         e = ((a.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
         qe = tl.maximum(e, EMIN) - MBITS
         inv_q = ((127 - qe) << 23).to(tl.float32, bitcast=True)
@@ -594,39 +604,77 @@ if triton is not None:
 
     @triton.jit
     def _round_to_dtype(y, DTYPE: tl.constexpr, EXACT: tl.constexpr):
-        """Round float32 ``y`` to DTYPE (RNE) and return it as float32.
+        """Round float32 ``y`` to DTYPE (RNE), returned as float32.
 
-        EXACT=False uses the hardware conversion (cvt.rn, RNE on NVIDIA GPUs);
-        EXACT=True does it in integer/float arithmetic, for the interpreter,
-        whose bf16 conversion truncates."""
+        bfloat16: integer RNE on the bits (exact everywhere, also in the
+        interpreter, whose bf16 conversion truncates). float16: the conversion
+        instruction (cvt.rn), or with EXACT arithmetic (for the interpreter,
+        whose fp16 conversion rounds ties up)."""
         if DTYPE == tl.float32:
             return y
-        elif not EXACT:
-            return y.to(DTYPE).to(tl.float32)
         elif DTYPE == tl.bfloat16:
-            b = y.to(tl.int32, bitcast=True)
-            b = (b + 0x7FFF + ((b >> 16) & 1)) & -65536
+            b = y.to(tl.uint32, bitcast=True)
+            b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
             return b.to(tl.float32, bitcast=True)
-        else:
+        elif EXACT:
             r = _round_to_grid(tl.abs(y), 10, -14)
             return tl.where(y < 0, -r, r)
+        else:
+            return y.to(DTYPE).to(tl.float32)
 
     @triton.jit
-    def _e2m1_nibble(v, POS: tl.constexpr):
-        """E2M1 code of float32 ``v`` (RNE, ties to even, saturating at 6) placed at
-        bit POS (0 or 4) of an int32: magnitude index in bits POS..POS+2, sign in
-        bit POS+3 (set for negative v, also when it rounds to 0, as PTX cvt does).
+    def _load_pairs(ptr, rows64, stride, k, jj, mask, IS_BF16: tl.constexpr, POLICY: tl.constexpr):
+        """Load [ROWS, BLOCK_K, 8] element pairs of a row-major tensor as float32
+        (even, odd): element (r, 16k + 2j) and (r, 16k + 2j + 1).
 
-        Integer arithmetic on the float bits: below 1.0 add 1.0 (the 0.5-quantum
-        subnormal range becomes the mantissa of [1, 2)), round the mantissa to one
-        bit, ties to even (+0x1FFFFF + lsb), then exponent:mantissa minus the bias
-        (252, or 254 after the +1) is the index."""
-        a = tl.minimum(tl.abs(v), 6.0)
-        small = a < 1.0
-        b = tl.where(small, a + 1.0, a).to(tl.int32, bitcast=True)
-        b = b + (0x1FFFFF - tl.where(small, 254 << 22, 252 << 22)) + ((b >> 22) & 1)
-        sign = (v.to(tl.int32, bitcast=True) >> (28 - POS)) & (8 << POS)
-        return ((b >> (22 - POS)) & (7 << POS)) | sign
+        bf16 is read as int32 words: the even element is the low half, so each
+        conversion is one shift or mask. Other dtypes load [.., 8, 2] and split."""
+        if IS_BF16:
+            words = tl.load(
+                ptr.to(tl.pointer_type(tl.uint32)) + rows64[:, None, None] * (stride // 2)
+                + (k[:, None] * 8 + jj[None, :])[None, :, :],
+                mask=mask, other=0, eviction_policy=POLICY,
+            )
+            return (words << 16).to(tl.float32, bitcast=True), (words & 0xFFFF0000).to(tl.float32, bitcast=True)
+        else:
+            p = tl.arange(0, 2)
+            offs = rows64[:, None, None, None] * stride + (
+                k[:, None, None] * 16 + jj[None, :, None] * 2 + p[None, None, :]
+            )[None, :, :, :]
+            v = tl.load(ptr + offs, mask=mask[:, :, :, None], other=0.0, eviction_policy=POLICY)
+            return tl.split(v.to(tl.float32))
+
+    @triton.jit
+    def _store_pairs(ptr, lo, hi, rows64, stride, k, jj, mask, IS_BF16: tl.constexpr):
+        """Store float32 pairs (already on the dtype's grid) as the dtype."""
+        if IS_BF16:
+            words = (lo.to(tl.uint32, bitcast=True) >> 16) | (hi.to(tl.uint32, bitcast=True) & 0xFFFF0000)
+            tl.store(
+                ptr.to(tl.pointer_type(tl.uint32)) + rows64[:, None, None] * (stride // 2)
+                + (k[:, None] * 8 + jj[None, :])[None, :, :],
+                words, mask=mask,
+            )
+        else:
+            p = tl.arange(0, 2)
+            offs = rows64[:, None, None, None] * stride + (
+                k[:, None, None] * 16 + jj[None, :, None] * 2 + p[None, None, :]
+            )[None, :, :, :]
+            tl.store(ptr + offs, tl.join(lo, hi).to(ptr.dtype.element_ty), mask=mask[:, :, :, None])
+
+    @triton.jit
+    def _e2m1_index_bits(a, c2, c1, c05):
+        """float32 bits whose low 3 bits are the E2M1 magnitude index of ``a * c1``
+        (a >= 0; RNE, ties to even, saturating at 6). Bits 3-7 are zero.
+
+        The index is RNE(min(2v, v + 2, v/2 + 4)) for v = a * c1 in [0, 6]
+        (piecewise-linear through the E2M1 grid; even index = even mantissa), and
+        adding 2**23 makes the float adder do the rounding. c2 = 2 * c1 and
+        c05 = c1 / 2 are passed in so the multiplies fuse into FMAs."""
+        MAGIC: tl.constexpr = 8388608.0  # 2**23: ulp 1
+        t = tl.minimum(a * c2 + MAGIC, a * c1 + (MAGIC + 2.0))
+        t = tl.minimum(t, a * c05 + (MAGIC + 4.0))
+        t = tl.minimum(t, MAGIC + 7.0)  # saturate at 6.0 (index 7)
+        return t.to(tl.int32, bitcast=True)
 
     @triton.jit
     def _rms_norm_nvfp4_kernel(
@@ -658,65 +706,75 @@ if triton is not None:
     ):
         """One program: ROWS whole rows -> residual add, RMSNorm, block amax,
         E4M3 scales, E2M1 codes, packed bytes and swizzled scale bytes.
-        Programs past ``num_data_programs`` only zero the swizzle padding rows."""
+        Programs past ``num_data_programs`` only zero the swizzle padding rows.
+
+        Every row is held as (even, odd) element pairs [ROWS, BLOCK_K, 8]: the
+        pair (16k + 2j, 16k + 2j + 1) becomes byte 8k + j of the codes."""
         DT: tl.constexpr = x_ptr.dtype.element_ty
+        IS_BF16: tl.constexpr = DT == tl.bfloat16
         pid = tl.program_id(0)
         k = tl.arange(0, BLOCK_K)  # block (scale) index within the row
         if pid < num_data_programs:
             rows = pid * ROWS + tl.arange(0, ROWS)
-            j = tl.arange(0, 16)
+            jj = tl.arange(0, 8)
             row_ok = rows < M
             k_ok = k < N // 16
             rows64 = rows.to(tl.int64)
-            cols = k[:, None] * 16 + j[None, :]  # [BLOCK_K, 16]
-            mask = row_ok[:, None, None] & k_ok[None, :, None]
-            xo = rows64[:, None, None] * x_stride + cols[None, :, :]
-            x = tl.load(x_ptr + xo, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            mask = row_ok[:, None, None] & k_ok[None, :, None]  # [ROWS, BLOCK_K, 1]
+            mask8 = mask & (jj < 8)[None, None, :]
+            x_lo, x_hi = _load_pairs(x_ptr, rows64, x_stride, k, jj, mask8, IS_BF16, "evict_first")
             if HAS_RES:
-                r = tl.load(
-                    res_ptr + rows64[:, None, None] * res_stride + cols[None, :, :],
-                    mask=mask,
-                    other=0.0,
-                    eviction_policy="evict_first",
-                ).to(tl.float32)
-                x = _round_to_dtype(x + r, DT, EXACT)
-                tl.store(res_out_ptr + rows64[:, None, None] * res_out_stride + cols[None, :, :], x.to(DT), mask=mask)
-            w = tl.load(w_ptr + cols, mask=k_ok[:, None], other=0.0, eviction_policy="evict_last").to(tl.float32)
-            ss = tl.sum(tl.sum(x * x, axis=2), axis=1)
-            rstd = tl.div_rn(1.0, tl.sqrt_rn(ss / N + eps))
+                r_lo, r_hi = _load_pairs(res_ptr, rows64, res_stride, k, jj, mask8, IS_BF16, "evict_first")
+                x_lo = _round_to_dtype(x_lo + r_lo, DT, EXACT)
+                x_hi = _round_to_dtype(x_hi + r_hi, DT, EXACT)
+                _store_pairs(res_out_ptr, x_lo, x_hi, rows64, res_out_stride, k, jj, mask8, IS_BF16)
+            zero = tl.zeros((1,), dtype=tl.int64)
+            w_lo, w_hi = _load_pairs(w_ptr, zero, 0, k, jj, k_ok[None, :, None] & (jj < 8)[None, None, :],
+                                     IS_BF16, "evict_last")
+            ss = tl.sum(tl.sum(x_lo * x_lo + x_hi * x_hi, axis=2), axis=1)
+            rstd = tl.div_rn(1.0, tl.sqrt_rn(ss / N + eps))  # [ROWS]
             gs = tl.load(gs_ptr)
             if ROUND_NORM:
-                # The reference's rule: y = dtype(x * rstd * w), quantize y.
-                y = _round_to_dtype(x * rstd[:, None, None] * w[None, :, :], DT, EXACT)
-                amax = tl.max(tl.abs(y), axis=2)  # [ROWS, BLOCK_K]
+                # The reference's rule: y = dtype(x * rstd * w), quantized.
+                y_lo = _round_to_dtype(x_lo * rstd[:, None, None] * w_lo, DT, EXACT)
+                y_hi = _round_to_dtype(x_hi * rstd[:, None, None] * w_hi, DT, EXACT)
+                amax = tl.maximum(tl.max(tl.abs(y_lo), axis=2), tl.max(tl.abs(y_hi), axis=2))
             else:
-                # Fast path (FlashInfer's order): y = (x * w) * rstd in float32, never
-                # rounded; rstd moves into the per-block multiplier, saving a multiply
-                # and a round trip through the dtype per element.
-                y = x * w[None, :, :]
-                amax = tl.max(tl.abs(y), axis=2) * rstd[:, None]
+                # Fast path (FlashInfer's order): y = x * w in float32, never rounded;
+                # rstd moves into the per-block multiplier.
+                y_lo = x_lo * w_lo
+                y_hi = x_hi * w_hi
+                amax = tl.maximum(tl.max(tl.abs(y_lo), axis=2), tl.max(tl.abs(y_hi), axis=2)) * rstd[:, None]
 
-            # Block scale: amax/6*gs -> E4M3 (RNE, saturating), in exact arithmetic on
-            # every target: no fp8 conversion instruction needed.
-            s = _round_to_grid(tl.minimum(gs * (amax / 6.0), 448.0), 3, -6)
-            # div_rn: IEEE reciprocals like the reference (Triton's '/' may be approximate).
+            # Block scale: amax / 6 * gs -> E4M3, RNE, saturating at 448. Adding
+            # 2**(e+20) (ulp 2**(e-3), the E4M3 quantum of binade e, clamped at the
+            # subnormal quantum 2**-9) rounds in the float adder; the E4M3 bits are
+            # (e + 6) * 8 plus the rounded mantissa count. No fp8 instructions.
+            s_pre = tl.minimum(gs * (amax / 6.0), 448.0)
+            ef = tl.maximum(s_pre.to(tl.int32, bitcast=True) >> 23, 121)
+            magic_bits = (ef + 20) << 23
+            magic = magic_bits.to(tl.float32, bitcast=True)
+            s_sum = s_pre + magic
+            s = s_sum - magic
+            s_bits = ((ef - 121) * 8 + (s_sum.to(tl.int32, bitcast=True) - magic_bits)).to(tl.uint8)
+            # vLLM's multiplier 1 / (s * (1 / gs)), 0 where s == 0.
             denom = tl.where(s != 0.0, s * tl.div_rn(1.0, gs), 1.0)
-            out_scale = tl.where(s != 0.0, tl.div_rn(1.0, denom), 0.0)
-            if not ROUND_NORM:
-                out_scale = out_scale * rstd[:, None]
+            if ROUND_NORM:
+                out_scale = tl.where(s != 0.0, tl.div_rn(1.0, denom), 0.0)  # IEEE, like the reference
+                v_lo = y_lo * out_scale[:, :, None]
+                v_hi = y_hi * out_scale[:, :, None]
+                t_lo = _e2m1_index_bits(tl.abs(v_lo), 2.0, 1.0, 0.5)
+                t_hi = _e2m1_index_bits(tl.abs(v_hi), 2.0, 1.0, 0.5)
+            else:
+                c1 = (tl.where(s != 0.0, 1.0 / denom, 0.0) * rstd[:, None])[:, :, None]
+                t_lo = _e2m1_index_bits(tl.abs(y_lo), c1 * 2.0, c1, c1 * 0.5)
+                t_hi = _e2m1_index_bits(tl.abs(y_hi), c1 * 2.0, c1, c1 * 0.5)
+            # Sign bits from y (the multiplier is >= 0): bit 3 (even), bit 7 (odd).
+            sign = ((y_lo.to(tl.int32, bitcast=True) >> 28) & 0x08) | ((y_hi.to(tl.int32, bitcast=True) >> 24) & 0x80)
+            packed = (t_lo + (t_hi << 4) | sign).to(tl.uint8)  # low byte only: higher bits are dropped
+            qo = rows64[:, None, None] * q_stride + (k[:, None] * 8 + jj[None, :])[None, :, :]
+            tl.store(q_ptr + qo, packed, mask=mask8)
 
-            # E2M1 codes of v = y * out_scale, the even element in the low nibble.
-            v = y * out_scale[:, :, None]
-            v_lo, v_hi = tl.split(tl.reshape(v, (ROWS, BLOCK_K, 8, 2)))
-            packed = (_e2m1_nibble(v_lo, 0) | _e2m1_nibble(v_hi, 4)).to(tl.uint8)
-            qo = rows64[:, None, None] * q_stride + (k[:, None] * 8 + tl.arange(0, 8)[None, :])[None, :, :]
-            tl.store(q_ptr + qo, packed, mask=row_ok[:, None, None] & k_ok[None, :, None])
-
-            # E4M3 bits of s (exact): normal -> (exp+7)<<3 | top 3 mantissa bits;
-            # subnormal (< 2**-6) -> s * 2**9.
-            sb = s.to(tl.int32, bitcast=True)
-            normal_bits = ((((sb >> 23) & 0xFF) - 120) << 3) | ((sb >> 20) & 7)
-            s_bits = tl.where(s >= 0.015625, normal_bits, (s * 512.0).to(tl.int32)).to(tl.uint8)
             so = (
                 ((rows64 // 128) * K_TILES)[:, None] * 512
                 + (k // 4)[None, :] * 512

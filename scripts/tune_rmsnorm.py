@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import importlib.util
 import json
 import math
 import statistics
@@ -41,32 +40,12 @@ from pathlib import Path
 import torch
 
 
-def _import_family():
-    """normbench.kernels.rmsnorm, from the installed package or straight from this checkout."""
-    try:
-        import normbench.kernels.rmsnorm as mod
-        import normbench.ops as ops
+# This checkout's kernels, installed or not (normbench/__init__.py maps kernels/ to
+# normbench.kernels in a source checkout).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import normbench.kernels.rmsnorm as rn  # noqa: E402
+import normbench.ops as nops  # noqa: E402
 
-        return mod, ops
-    except ModuleNotFoundError:
-        root = Path(__file__).resolve().parents[1]
-        sys.path.insert(0, str(root))
-        import normbench  # noqa: F401  (the pure-Python package at the repo root)
-
-        # kernels/ is installed as normbench.kernels (pyproject package-dir); mirror that.
-        spec = importlib.util.spec_from_file_location(
-            "normbench.kernels", root / "kernels" / "__init__.py", submodule_search_locations=[str(root / "kernels")]
-        )
-        pkg = importlib.util.module_from_spec(spec)
-        sys.modules["normbench.kernels"] = pkg
-        spec.loader.exec_module(pkg)
-        import normbench.kernels.rmsnorm as mod
-        import normbench.ops as ops
-
-        return mod, ops
-
-
-rn, nops = _import_family()
 Config = rn.Config
 
 PEAK_GBPS = 3000.0  # H100 SXM device copy (anchors.md); % columns are against this

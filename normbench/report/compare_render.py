@@ -67,7 +67,7 @@ def fmt_value(v: float | None, unit: str | None = None) -> str:
     """A median for a table: 4 significant digits or so, thousands separated."""
     if v is None or not math.isfinite(v):
         return "-"
-    if unit == "GB/s":
+    if unit == "GB/s" and abs(v) >= 100:
         return f"{v:,.0f}"
     a = abs(v)
     if a >= 1000:
@@ -156,8 +156,12 @@ def _constants(rows: list[Row], varying: list[str], skip: Iterable[str] = ()) ->
     return out
 
 
+DTYPE_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
 def kernel_case_label(params: dict[str, Any], varying: list[str]) -> str:
-    """``16x4096`` plus the other axes that vary (``residual`` / ``no residual``, ``dtype=float16``)."""
+    """``16x4096`` plus the other axes that vary, as the run table writes them
+    (``bf16``, ``+residual`` / ``-residual``, ``group_size=128``)."""
     parts = []
     if "num_tokens" in params and "hidden_size" in params:
         parts.append(f"{params['num_tokens']}x{params['hidden_size']}")
@@ -165,7 +169,12 @@ def kernel_case_label(params: dict[str, Any], varying: list[str]) -> str:
         if k in ("num_tokens", "hidden_size"):
             continue
         v = params.get(k)
-        parts.append((k if v else f"no {k}") if isinstance(v, bool) else f"{k}={v}")
+        if isinstance(v, bool):
+            parts.append(f"{'+' if v else '-'}{k}")
+        elif k in ("dtype", "quant_dtype") and isinstance(v, str):
+            parts.append(DTYPE_SHORT.get(v, v))
+        else:
+            parts.append(f"{k}={v}")
     return " ".join(parts) or "-"
 
 
@@ -255,7 +264,7 @@ def _rich_kernel(view: _StageView, width: int) -> Table:
     if view.multi:
         t.add_column("vs", no_wrap=True)
     t.add_column("provider", no_wrap=True)
-    t.add_column("case", no_wrap=True)
+    t.add_column("case")
     t.add_column("base", justify="right", no_wrap=True)
     t.add_column("cand", justify="right", no_wrap=True)
     t.add_column("Δ%", justify="right", no_wrap=True)
@@ -504,9 +513,11 @@ def _md_stage(view: _StageView) -> list[str]:
         body.append(cells)
     out += _md_table(header, align, body)
     out.append("")
-    for c in cmp.candidates:
-        prefix = f"`{c.label}`: " if len(cmp.candidates) > 1 else ""
-        out.append(f"{prefix}{cmp.summary(c.label, view.stage).line()}  ")
+    if len(cmp.candidates) == 1:
+        out += [f"**Summary**: {cmp.summary(cmp.candidates[0].label, view.stage).line()}", ""]
+    else:
+        out += [f"- `{c.label}`: {cmp.summary(c.label, view.stage).line()}" for c in cmp.candidates]
+        out.append("")
     extra = view.skipped_lines()
     extra += sorted({
         f"{r.provider or r.variant or '-'}"
@@ -571,12 +582,12 @@ def to_markdown(cmp: Comparison) -> str:
             lines += _md_stage(view)
     lines += ["---", ""]
     if cmp.mode == "variants":
-        lines.append(f"**Run** `{cmp.baseline.run_id}`: `{_cmdline(cmp.baseline.command)}`  ")
+        lines.append(f"- **Run** `{cmp.baseline.run_id}`: `{_cmdline(cmp.baseline.command)}`")
     else:
-        lines.append(f"**Baseline** `{cmp.baseline.run_id}`: `{_cmdline(cmp.baseline.command)}`  ")
+        lines.append(f"- **Baseline** `{cmp.baseline.run_id}`: `{_cmdline(cmp.baseline.command)}`")
         for c in cmp.candidates:
-            lines.append(f"**Candidate** `{c.run_id}`: `{_cmdline(c.command)}`  ")
-    lines.append(f"**Environment**: {_versions(cmp.baseline.environment)}")
+            lines.append(f"- **Candidate** `{c.run_id}`: `{_cmdline(c.command)}`")
+    lines.append(f"- **Environment**: {_versions(cmp.baseline.environment)}")
     lines.append("")
     if cmp.env_diffs:
         lines.append("**Environment differences**:")
@@ -681,7 +692,7 @@ def noise_renderables(report: NoiseReport, top: int | None = None) -> list[Any]:
     columns += [("reps", "right"), ("n", "right"), ("medians", "right"), ("spread", "right"),
                 ("A/A Δ% ± CI", "right"), ("resolves", "right")]
     for name, just in columns:
-        t.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]
+        t.add_column(name, justify=just, no_wrap=name not in ("case", "metric", "stage"))  # type: ignore[arg-type]
     by_stage: dict[str, list] = defaultdict(list)
     for r in report.rows:
         by_stage[r.stage].append(r)

@@ -172,7 +172,27 @@ CASES = [
 
 
 @pytest.mark.parametrize("m,n,residual,dtype,rows", CASES)
-def test_triton_matches_reference(m, n, residual, dtype, rows):
+def test_triton_round_norm_is_bit_exact(m, n, residual, dtype, rows):
+    """round_norm=True follows the reference's rule: identical bytes."""
+    p = params(m, n, dtype, residual, rows_per_program=rows, round_norm=True)
+    op = OP_RES if residual else OP
+    inp = F.FAMILY.make_inputs(op, p, CPU, seed=m + n)
+    ref = F.FAMILY.reference(op, p, inp)
+    out = F.IMPLS["triton"][op](p)(inp)
+    res = F.FAMILY.check(op, p, inp, out, ref, tol(dtype))
+    assert res.ok, res.message
+    assert res.metrics["mismatch_rate"] == 0 and res.metrics["scale_mismatch_rate"] == 0
+    assert torch.equal(out[0], ref[0])
+    assert torch.equal(out[1].view(torch.uint8), ref[1].view(torch.uint8))
+    if residual:
+        assert torch.equal(out[2], ref[2])
+    assert res.metrics["dequant_rel_err"] == pytest.approx(res.metrics["ref_dequant_rel_err"])
+
+
+@pytest.mark.parametrize("m,n,residual,dtype,rows", CASES)
+def test_triton_default_fast_path_passes_check(m, n, residual, dtype, rows):
+    """The default (unrounded norm, rstd folded into the block multiplier) differs
+    from the reference only by near-tie flips."""
     p = params(m, n, dtype, residual, rows_per_program=rows)
     op = OP_RES if residual else OP
     inp = F.FAMILY.make_inputs(op, p, CPU, seed=m + n)
@@ -180,13 +200,10 @@ def test_triton_matches_reference(m, n, residual, dtype, rows):
     out = F.IMPLS["triton"][op](p)(inp)
     res = F.FAMILY.check(op, p, inp, out, ref, tol(dtype))
     assert res.ok, res.message
-    # The kernel follows the reference's rounding rule: bit-exact here.
-    assert res.metrics["mismatch_rate"] == 0 and res.metrics["scale_mismatch_rate"] == 0
-    assert torch.equal(out[0], ref[0])
-    assert torch.equal(out[1].view(torch.uint8), ref[1].view(torch.uint8))
+    assert res.metrics["mismatch_rate"] < (5e-3 if dtype != "float32" else 1e-4)
+    assert res.metrics["dequant_rel_err"] < res.metrics["ref_dequant_rel_err"] + 1e-3
     if residual:
-        assert torch.equal(out[2], ref[2])
-    assert res.metrics["dequant_rel_err"] == pytest.approx(res.metrics["ref_dequant_rel_err"])
+        assert torch.equal(out[2], ref[2])  # the residual sum is rounded exactly either way
 
 
 @pytest.mark.parametrize("m,n,residual,dtype,rows", CASES[:6])

@@ -24,8 +24,8 @@ runner = CliRunner()
 
 def invoke(*args: str):
     """Run the app; returns (exit code as ``normbench.cli.main`` maps it, result)."""
-    result = runner.invoke(app, [*args, "--results-dir", str(RUNS)])
-    if isinstance(result.exception, NormbenchError):
+    result = runner.invoke(app, [*args, "--results-dir", str(RUNS)], env={"COLUMNS": "120"})
+    if isinstance(result.exception, NormbenchError):  # an app that lets the error through to main()
         return result.exception.exit_code, result
     return result.exit_code, result
 
@@ -45,6 +45,7 @@ def test_compare_by_path_and_markdown_output(tmp_path):
     md = out.read_text()
     assert md.startswith(f"## normbench: `{CAND}` vs `{BASE}`")
     assert (Path(__file__).resolve().parents[1] / "golden" / "compare_kernel.md").read_text() == md
+    assert f"wrote {out}" in r.stderr.replace("\n", "")
 
 
 def test_compare_json_csv():
@@ -116,7 +117,8 @@ def test_fail_on_noise_exits_0():
 def test_bad_input_exits_2(args, message):
     code, r = invoke(*args)
     assert code == 2
-    assert message in str(r.exception)
+    assert message in (r.stderr if not isinstance(r.exception, NormbenchError) else str(r.exception))
+    assert "Traceback" not in r.output
 
 
 def test_main_maps_errors_to_exit_2(capsys):
