@@ -569,18 +569,20 @@ def _interpreting() -> bool:
 def nvfp4_config(num_tokens: int, hidden_size: int, dtype: torch.dtype = torch.bfloat16) -> tuple[int, int]:
     """Heuristic launch config ``(rows_per_program, num_warps)`` of the Triton kernel.
 
-    One program normalizes ``rows_per_program`` whole rows held in registers;
-    aim at about 16 elements per thread (two 16-byte loads of bf16) and keep a
-    program per row once there are enough rows to fill the GPU.
-    See ``scripts/tune_nvfp4.py`` for the measurements behind it.
+    One program normalizes ``rows_per_program`` whole rows held in registers.
+    Many rows (>= 2 waves of 132 SMs): about 32 elements per thread, where the
+    kernel needs ~22 SASS instructions per element (bf16) against a budget of
+    ~30 at 90% of H100 copy bandwidth, with rows of 2048 paired to keep 4 warps.
+    Few rows (latency-bound): about 16 elements per thread, to split each row
+    over more warps. ``scripts/tune_nvfp4.py`` measures the alternatives.
     """
-    block_n = triton.next_power_of_2(hidden_size) if triton is not None else 1 << (hidden_size - 1).bit_length()
-    rows = 1
-    if block_n <= 1024 and num_tokens >= 4096:
-        rows = 4
-    elif block_n <= 2048 and num_tokens >= 4096:
-        rows = 2
-    warps = max(4, min(16, rows * block_n // 512))
+    block_n = 1 << max(hidden_size - 1, 1).bit_length()
+    if num_tokens >= 264:
+        rows = 2 if block_n <= 2048 else 1
+        per_thread = 32
+    else:
+        rows, per_thread = 1, 16
+    warps = max(2, min(16, rows * block_n // (32 * per_thread)))
     return rows, warps
 
 
@@ -623,58 +625,71 @@ if triton is not None:
             return y.to(DTYPE).to(tl.float32)
 
     @triton.jit
-    def _load_pairs(ptr, rows64, stride, k, jj, mask, IS_BF16: tl.constexpr, POLICY: tl.constexpr):
-        """Load [ROWS, BLOCK_K, 8] element pairs of a row-major tensor as float32
-        (even, odd): element (r, 16k + 2j) and (r, 16k + 2j + 1).
+    def _pair_index(h, k, p, H: tl.constexpr, P: tl.constexpr):
+        """Pair index (= code byte index) 8k + hP + p of pair (h, k, p), [1, H, K, P]."""
+        return k[None, None, :, None] * 8 + h[None, :, None, None] * P + p[None, None, None, :]
 
-        bf16 is read as int32 words: the even element is the low half, so each
-        conversion is one shift or mask. Other dtypes load [.., 8, 2] and split."""
+    @triton.jit
+    def _load_pairs(ptr, rows64, stride, h, k, p, mask, H: tl.constexpr, P: tl.constexpr,
+                    IS_BF16: tl.constexpr, POLICY: tl.constexpr):
+        """(even, odd) float32 elements of pairs [ROWS, H, BLOCK_K, P]: pair
+        (r, h, k, p) holds elements 16k + 2(hP + p) and the next one of row r.
+
+        Each thread reads 16 contiguous bytes per (h, k); all H chunks of a block
+        (hence the whole block) stay in one thread. bf16 is read as uint32 words:
+        the even element is the low half, one shift or mask converts it."""
+        pair = _pair_index(h, k, p, H, P)
         if IS_BF16:
             words = tl.load(
-                ptr.to(tl.pointer_type(tl.uint32)) + rows64[:, None, None] * (stride // 2)
-                + (k[:, None] * 8 + jj[None, :])[None, :, :],
+                ptr.to(tl.pointer_type(tl.uint32)) + rows64[:, None, None, None] * (stride // 2) + pair,
                 mask=mask, other=0, eviction_policy=POLICY,
             )
             return (words << 16).to(tl.float32, bitcast=True), (words & 0xFFFF0000).to(tl.float32, bitcast=True)
         else:
-            p = tl.arange(0, 2)
+            e = tl.arange(0, 2 * P)
             offs = rows64[:, None, None, None] * stride + (
-                k[:, None, None] * 16 + jj[None, :, None] * 2 + p[None, None, :]
-            )[None, :, :, :]
-            v = tl.load(ptr + offs, mask=mask[:, :, :, None], other=0.0, eviction_policy=POLICY)
-            return tl.split(v.to(tl.float32))
+                k[None, None, :, None] * 16 + h[None, :, None, None] * (2 * P) + e[None, None, None, :]
+            )
+            m2 = tl.reshape(tl.join(mask, mask), (mask.shape[0], H, mask.shape[2], 2 * P))
+            v = tl.load(ptr + offs, mask=m2, other=0.0, eviction_policy=POLICY).to(tl.float32)
+            return tl.split(tl.reshape(v, (mask.shape[0], H, mask.shape[2], P, 2)))
 
     @triton.jit
-    def _store_pairs(ptr, lo, hi, rows64, stride, k, jj, mask, IS_BF16: tl.constexpr):
+    def _store_pairs(ptr, lo, hi, rows64, stride, h, k, p, mask, H: tl.constexpr, P: tl.constexpr,
+                     IS_BF16: tl.constexpr):
         """Store float32 pairs (already on the dtype's grid) as the dtype."""
         if IS_BF16:
             words = (lo.to(tl.uint32, bitcast=True) >> 16) | (hi.to(tl.uint32, bitcast=True) & 0xFFFF0000)
-            tl.store(
-                ptr.to(tl.pointer_type(tl.uint32)) + rows64[:, None, None] * (stride // 2)
-                + (k[:, None] * 8 + jj[None, :])[None, :, :],
-                words, mask=mask,
-            )
+            pair = _pair_index(h, k, p, H, P)
+            tl.store(ptr.to(tl.pointer_type(tl.uint32)) + rows64[:, None, None, None] * (stride // 2) + pair,
+                     words, mask=mask)
         else:
-            p = tl.arange(0, 2)
+            e = tl.arange(0, 2 * P)
             offs = rows64[:, None, None, None] * stride + (
-                k[:, None, None] * 16 + jj[None, :, None] * 2 + p[None, None, :]
-            )[None, :, :, :]
-            tl.store(ptr + offs, tl.join(lo, hi).to(ptr.dtype.element_ty), mask=mask[:, :, :, None])
+                k[None, None, :, None] * 16 + h[None, :, None, None] * (2 * P) + e[None, None, None, :]
+            )
+            m2 = tl.reshape(tl.join(mask, mask), (mask.shape[0], H, mask.shape[2], 2 * P))
+            v = tl.reshape(tl.join(lo, hi), (lo.shape[0], H, lo.shape[2], 2 * P))
+            tl.store(ptr + offs, v.to(ptr.dtype.element_ty), mask=m2)
 
     @triton.jit
-    def _e2m1_index_bits(a, c2, c1, c05):
-        """float32 bits whose low 3 bits are the E2M1 magnitude index of ``a * c1``
-        (a >= 0; RNE, ties to even, saturating at 6). Bits 3-7 are zero.
+    def _e2m1_code(a, sign_src, c2, c1, c05):
+        """4-bit E2M1 code (bits 0-3 of an int32, bits 4-7 zero, higher bits junk) of
+        ``a * c1`` for a >= 0, sign taken from ``sign_src``'s sign bit.
 
-        The index is RNE(min(2v, v + 2, v/2 + 4)) for v = a * c1 in [0, 6]
-        (piecewise-linear through the E2M1 grid; even index = even mantissa), and
-        adding 2**23 makes the float adder do the rounding. c2 = 2 * c1 and
-        c05 = c1 / 2 are passed in so the multiplies fuse into FMAs."""
+        Magnitude: RNE(min(2v, v + 2, v/2 + 4)) for v = a * c1, saturated at 6
+        (index 7): the piecewise-linear map through the E2M1 grid sends every
+        E2M1 value to its index and keeps ties on even indices (= even
+        mantissas); adding 2**23 makes the float adder round to an integer,
+        which lands in the low mantissa bits. c2 = 2 c1 and c05 = c1 / 2 come in
+        precomputed so the products fuse into FMAs. Sign: bit 31 -> bit 3 (set
+        for negative values, also when they round to 0, like PTX cvt)."""
         MAGIC: tl.constexpr = 8388608.0  # 2**23: ulp 1
         t = tl.minimum(a * c2 + MAGIC, a * c1 + (MAGIC + 2.0))
         t = tl.minimum(t, a * c05 + (MAGIC + 4.0))
-        t = tl.minimum(t, MAGIC + 7.0)  # saturate at 6.0 (index 7)
-        return t.to(tl.int32, bitcast=True)
+        t = tl.minimum(t, MAGIC + 7.0)
+        # Bits 3-7 of t are 0 (2**23 + index); the callers keep only the low byte.
+        return t.to(tl.int32, bitcast=True) | ((sign_src.to(tl.int32, bitcast=True) >> 28) & 8)
 
     @triton.jit
     def _rms_norm_nvfp4_kernel(
@@ -708,48 +723,55 @@ if triton is not None:
         E4M3 scales, E2M1 codes, packed bytes and swizzled scale bytes.
         Programs past ``num_data_programs`` only zero the swizzle padding rows.
 
-        Every row is held as (even, odd) element pairs [ROWS, BLOCK_K, 8]: the
-        pair (16k + 2j, 16k + 2j + 1) becomes byte 8k + j of the codes."""
+        Rows are held as (even, odd) element pairs [ROWS, H, BLOCK_K, P]
+        (H 16-byte chunks per 16-element block, P pairs per chunk): pair
+        (h, k, p) is byte 8k + hP + p of the codes."""
         DT: tl.constexpr = x_ptr.dtype.element_ty
         IS_BF16: tl.constexpr = DT == tl.bfloat16
+        H: tl.constexpr = 4 if DT == tl.float32 else 2
+        P: tl.constexpr = 8 // H
         pid = tl.program_id(0)
         k = tl.arange(0, BLOCK_K)  # block (scale) index within the row
         if pid < num_data_programs:
             rows = pid * ROWS + tl.arange(0, ROWS)
-            jj = tl.arange(0, 8)
+            h = tl.arange(0, H)
+            p = tl.arange(0, P)
             row_ok = rows < M
             k_ok = k < N // 16
             rows64 = rows.to(tl.int64)
-            mask = row_ok[:, None, None] & k_ok[None, :, None]  # [ROWS, BLOCK_K, 1]
-            mask8 = mask & (jj < 8)[None, None, :]
-            x_lo, x_hi = _load_pairs(x_ptr, rows64, x_stride, k, jj, mask8, IS_BF16, "evict_first")
+            full = (h < H)[None, :, None, None] & (p < P)[None, None, None, :]
+            mask = row_ok[:, None, None, None] & k_ok[None, None, :, None] & full
+            x_lo, x_hi = _load_pairs(x_ptr, rows64, x_stride, h, k, p, mask, H, P, IS_BF16, "evict_first")
             if HAS_RES:
-                r_lo, r_hi = _load_pairs(res_ptr, rows64, res_stride, k, jj, mask8, IS_BF16, "evict_first")
+                r_lo, r_hi = _load_pairs(res_ptr, rows64, res_stride, h, k, p, mask, H, P, IS_BF16, "evict_first")
                 x_lo = _round_to_dtype(x_lo + r_lo, DT, EXACT)
                 x_hi = _round_to_dtype(x_hi + r_hi, DT, EXACT)
-                _store_pairs(res_out_ptr, x_lo, x_hi, rows64, res_out_stride, k, jj, mask8, IS_BF16)
-            zero = tl.zeros((1,), dtype=tl.int64)
-            w_lo, w_hi = _load_pairs(w_ptr, zero, 0, k, jj, k_ok[None, :, None] & (jj < 8)[None, None, :],
-                                     IS_BF16, "evict_last")
-            ss = tl.sum(tl.sum(x_lo * x_lo + x_hi * x_hi, axis=2), axis=1)
-            rstd = tl.div_rn(1.0, tl.sqrt_rn(ss / N + eps))  # [ROWS]
+                _store_pairs(res_out_ptr, x_lo, x_hi, rows64, res_out_stride, h, k, p, mask, H, P, IS_BF16)
+            w_lo, w_hi = _load_pairs(w_ptr, tl.zeros((1,), dtype=tl.int64), 0, h, k, p,
+                                     k_ok[None, None, :, None] & full, H, P, IS_BF16, "evict_last")
+            # in-thread axes (pairs, chunks) first: one cross-thread tree
+            ss = tl.sum(tl.sum(tl.sum(x_lo * x_lo + x_hi * x_hi, axis=3), axis=1), axis=1)
+            if ROUND_NORM:
+                rstd = tl.div_rn(1.0, tl.sqrt_rn(ss / N + eps))  # [ROWS], IEEE like the reference
+            else:
+                rstd = tl.math.rsqrt(ss / N + eps)
             gs = tl.load(gs_ptr)
             if ROUND_NORM:
                 # The reference's rule: y = dtype(x * rstd * w), quantized.
-                y_lo = _round_to_dtype(x_lo * rstd[:, None, None] * w_lo, DT, EXACT)
-                y_hi = _round_to_dtype(x_hi * rstd[:, None, None] * w_hi, DT, EXACT)
-                amax = tl.maximum(tl.max(tl.abs(y_lo), axis=2), tl.max(tl.abs(y_hi), axis=2))
+                y_lo = _round_to_dtype(x_lo * rstd[:, None, None, None] * w_lo, DT, EXACT)
+                y_hi = _round_to_dtype(x_hi * rstd[:, None, None, None] * w_hi, DT, EXACT)
+                amax = tl.max(tl.max(tl.maximum(tl.abs(y_lo), tl.abs(y_hi)), axis=3), axis=1)
             else:
                 # Fast path (FlashInfer's order): y = x * w in float32, never rounded;
                 # rstd moves into the per-block multiplier.
                 y_lo = x_lo * w_lo
                 y_hi = x_hi * w_hi
-                amax = tl.maximum(tl.max(tl.abs(y_lo), axis=2), tl.max(tl.abs(y_hi), axis=2)) * rstd[:, None]
+                amax = tl.max(tl.max(tl.maximum(tl.abs(y_lo), tl.abs(y_hi)), axis=3), axis=1) * rstd[:, None]
 
-            # Block scale: amax / 6 * gs -> E4M3, RNE, saturating at 448. Adding
-            # 2**(e+20) (ulp 2**(e-3), the E4M3 quantum of binade e, clamped at the
-            # subnormal quantum 2**-9) rounds in the float adder; the E4M3 bits are
-            # (e + 6) * 8 plus the rounded mantissa count. No fp8 instructions.
+            # Block scale [ROWS, BLOCK_K]: amax / 6 * gs -> E4M3, RNE, saturating at
+            # 448. Adding 2**(e+20) (ulp 2**(e-3): the E4M3 quantum of binade e,
+            # clamped at the subnormal quantum 2**-9) rounds in the float adder;
+            # the E4M3 bits are (e + 6) * 8 + the rounded mantissa count.
             s_pre = tl.minimum(gs * (amax / 6.0), 448.0)
             ef = tl.maximum(s_pre.to(tl.int32, bitcast=True) >> 23, 121)
             magic_bits = (ef + 20) << 23
@@ -760,20 +782,17 @@ if triton is not None:
             # vLLM's multiplier 1 / (s * (1 / gs)), 0 where s == 0.
             denom = tl.where(s != 0.0, s * tl.div_rn(1.0, gs), 1.0)
             if ROUND_NORM:
-                out_scale = tl.where(s != 0.0, tl.div_rn(1.0, denom), 0.0)  # IEEE, like the reference
-                v_lo = y_lo * out_scale[:, :, None]
-                v_hi = y_hi * out_scale[:, :, None]
-                t_lo = _e2m1_index_bits(tl.abs(v_lo), 2.0, 1.0, 0.5)
-                t_hi = _e2m1_index_bits(tl.abs(v_hi), 2.0, 1.0, 0.5)
+                out_scale = tl.where(s != 0.0, tl.div_rn(1.0, denom), 0.0)[:, None, :, None]
+                v_lo = y_lo * out_scale
+                v_hi = y_hi * out_scale
+                c_lo = _e2m1_code(tl.abs(v_lo), v_lo, 2.0, 1.0, 0.5)
+                c_hi = _e2m1_code(tl.abs(v_hi), v_hi, 2.0, 1.0, 0.5)
             else:
-                c1 = (tl.where(s != 0.0, 1.0 / denom, 0.0) * rstd[:, None])[:, :, None]
-                t_lo = _e2m1_index_bits(tl.abs(y_lo), c1 * 2.0, c1, c1 * 0.5)
-                t_hi = _e2m1_index_bits(tl.abs(y_hi), c1 * 2.0, c1, c1 * 0.5)
-            # Sign bits from y (the multiplier is >= 0): bit 3 (even), bit 7 (odd).
-            sign = ((y_lo.to(tl.int32, bitcast=True) >> 28) & 0x08) | ((y_hi.to(tl.int32, bitcast=True) >> 24) & 0x80)
-            packed = (t_lo + (t_hi << 4) | sign).to(tl.uint8)  # low byte only: higher bits are dropped
-            qo = rows64[:, None, None] * q_stride + (k[:, None] * 8 + jj[None, :])[None, :, :]
-            tl.store(q_ptr + qo, packed, mask=mask8)
+                c1 = (tl.where(s != 0.0, 1.0 / denom, 0.0) * rstd[:, None])[:, None, :, None]
+                c_lo = _e2m1_code(tl.abs(y_lo), y_lo, c1 * 2.0, c1, c1 * 0.5)
+                c_hi = _e2m1_code(tl.abs(y_hi), y_hi, c1 * 2.0, c1, c1 * 0.5)
+            packed = (c_lo | (c_hi << 4)).to(tl.uint8)
+            tl.store(q_ptr + rows64[:, None, None, None] * q_stride + _pair_index(h, k, p, H, P), packed, mask=mask)
 
             so = (
                 ((rows64 // 128) * K_TILES)[:, None] * 512

@@ -606,7 +606,7 @@ def _sum_and_max(a0, a1, b0, b1):
     return a0 + b0, tl.maximum(a1, b1)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_rows"])
 def _rowquant_kernel(
     x_ptr, w_ptr, res_ptr, q_ptr, s_ptr, ub_ptr, sin_ptr,
     n_rows, n_cols, n_groups,
@@ -615,14 +615,12 @@ def _rowquant_kernel(
     BLOCK_G: tl.constexpr, GS: tl.constexpr,
     NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_UB: tl.constexpr,
     SCALE_MODE: tl.constexpr,  # 0: dynamic per block, 1: static scale at sin_ptr, 2: from the amax at sin_ptr
-    IS_FP8: tl.constexpr, ROWS: tl.constexpr, RES_BF16: tl.constexpr,
+    IS_FP8: tl.constexpr, ROWS: tl.constexpr, RES_BF16: tl.constexpr, TUPLE_REDUCE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     g_idx = tl.arange(0, BLOCK_G)
     cols = g_idx[:, None] * GS + tl.arange(0, GS)[None, :]
     cmask = cols < n_cols
-    # Row validity enters the masks through their limits (a tensor & scalar-bool mask
-    # is mis-typed by the Triton 3.9 interpreter).
     if NORM:
         w = tl.load(w_ptr + cols, mask=cmask, other=0.0, eviction_policy="evict_last").to(tl.float32)
     if SCALE_MODE == 1:
@@ -633,8 +631,11 @@ def _rowquant_kernel(
         tl.store(s_ptr, s_fixed, mask=pid == 0)
     for r in tl.static_range(ROWS):
         row = pid * ROWS + r
-        row_ok = row < n_rows
-        m = cols < tl.where(row_ok, n_cols, 0)
+        # Row validity as a [1] tensor broadcast into the masks: the column mask keeps its
+        # 16-element constancy (vector loads), and the Triton 3.9 interpreter mis-types a
+        # tensor & scalar-bool mask.
+        row_ok = (row + tl.zeros([1], dtype=tl.int32)) < n_rows
+        m = cmask & row_ok[:, None]
         row64 = row.to(tl.int64)
         x = tl.load(x_ptr + row64 * stride_x + cols, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
         if HAS_RES:
@@ -649,7 +650,7 @@ def _rowquant_kernel(
             # amax(|y|) = rstd * amax(|x * w|) (rstd > 0): the sum of squares and the amax
             # come out of one reduction phase instead of two dependent ones.
             xw = x * w
-            if BLOCK_G == 1:
+            if TUPLE_REDUCE:  # per-token tiles only ([1, BLOCK]), set by the launcher
                 ss, amax = tl.reduce((x * x, tl.abs(xw)), 1, _sum_and_max)
                 rstd = tl.rsqrt(tl.sum(ss, axis=0) / n_cols + eps)
             else:
@@ -663,7 +664,7 @@ def _rowquant_kernel(
             if HAS_UB:
                 amax = tl.minimum(amax, tl.load(ub_ptr))
             s = tl.maximum(amax / qmax, min_scale)
-            tl.store(s_ptr + row64 * stride_s_row + g_idx * stride_s_grp, s, mask=g_idx < tl.where(row_ok, n_groups, 0))
+            tl.store(s_ptr + row64 * stride_s_row + g_idx * stride_s_grp, s, mask=(g_idx < n_groups) & row_ok)
             v = x * (1.0 / s)[:, None]
         else:
             v = x * inv_fixed
@@ -697,11 +698,23 @@ def _amax_kernel(x_ptr, amax_ptr, n_rows, n_cols, stride_x, BLOCK: tl.constexpr)
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """Launch parameters of ``_rowquant_kernel``: warps per program and rows per program."""
+    """Launch parameters of ``_rowquant_kernel``.
+
+    Attributes:
+        num_warps: warps per program.
+        rows_per_program: rows one program handles, one after the other (unrolled).
+        tuple_reduce: per-token norm ops: the sum of squares and the amax in one
+            two-operand ``tl.reduce`` (one cross-warp exchange instead of two). None = on
+            when compiled, off under the interpreter, which runs custom-combine reductions
+            element by element in Python (about 100x slower); the math is the same.
+    """
 
     num_warps: int
     rows_per_program: int = 1
+    tuple_reduce: bool | None = None
 
+
+_INTERPRETED = "Interpreted" in type(_rowquant_kernel).__name__
 
 #: Largest tile (elements) one program keeps in registers.
 MAX_BLOCK = 32768
@@ -772,6 +785,7 @@ def _launch_rowquant(
         BLOCK_G=bg, GS=gs, NORM=weight is not None, HAS_RES=residual is not None, HAS_UB=scale_ub is not None,
         SCALE_MODE=scale_mode, IS_FP8=quant_dtype == "fp8", ROWS=rows,
         RES_BF16=residual is not None and residual.dtype == torch.bfloat16,
+        TUPLE_REDUCE=bg == 1 and ((not _INTERPRETED) if cfg.tuple_reduce is None else bool(cfg.tuple_reduce)),
         num_warps=int(cfg.num_warps),
     )
 

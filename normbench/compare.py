@@ -29,6 +29,10 @@ Rows (``Row``): one per matched case and metric: baseline and candidate
     ``exact_match,flexible-extract``) whose cases carry per-item results
     (``items: [{"doc_id", "strict", "flexible"}]``) are judged by McNemar's
     test paired on the shared ``doc_id``s (the lowest repeat that has items).
+    Kernel cases run with ``--repeat N`` add a per-case noise floor: a change
+    must also exceed the spread between that case's repeat medians (in either
+    run), so drift between identical repeats is never called a change
+    (``CompareOptions.repeat_floor``; ``normbench noise`` shows those spreads).
 
 Environment differences (GPU, driver, CUDA, package versions, git commit,
     anything else in ``RunRecord.environment``) are listed, asv/pyperf style;
@@ -90,6 +94,11 @@ class CompareOptions:
         seed: the bootstrap's RNG seed (same seed, same intervals).
         strict: refuse runs on different GPUs.
         mcnemar_method: ``exact`` (binomial), ``chi2`` or ``auto``.
+        repeat_floor: for kernel cases run with ``--repeat N`` (N >= 2), a
+            change must also exceed the case's own repeat-to-repeat spread
+            (``max / min - 1`` of the per-repeat medians, the larger of the two
+            runs): a delta smaller than the drift between identical repeats is
+            within noise however many samples make its interval narrow.
     """
 
     confidence: float = stats.DEFAULT_CONFIDENCE
@@ -98,6 +107,7 @@ class CompareOptions:
     seed: int = stats.DEFAULT_SEED
     strict: bool = False
     mcnemar_method: str = "exact"
+    repeat_floor: bool = True
 
 
 @dataclass
@@ -111,6 +121,7 @@ class Side:
     environment: dict[str, Any]
     variant: str | None = None
     path: str | None = None
+    status: str | None = None  # the run's: complete, interrupted, running
 
 
 @dataclass
@@ -389,6 +400,16 @@ class _Group:
             return [float(x) for m in ms for x in m.samples if x is not None and math.isfinite(x)]
         return [float(m.value) for m in ms if m.value is not None and math.isfinite(m.value)]
 
+    def repeat_spread(self, name: str) -> float | None:
+        """Kernel: ``max / min - 1`` of the per-repeat medians of ``name`` (None with < 2 repeats)."""
+        if self.first.kind != "kernel":
+            return None
+        meds = [stats.median(c.metrics[name].samples) for c in self.ok
+                if name in c.metrics and c.metrics[name].samples]
+        if len(meds) < 2 or min(meds) <= 0:
+            return None
+        return max(meds) / min(meds) - 1.0
+
     def items(self) -> list[dict[str, Any]] | None:
         for c in sorted(self.ok, key=lambda c: c.repeat):
             items = (c.model_extra or {}).get("items")
@@ -494,7 +515,32 @@ def _compare_metric(
     row.p_value = ri.p_value if math.isfinite(ri.p_value) else None
     _fill_ratio(row, ri.ratio)
     row.ci_low_pct, row.ci_high_pct = _pct(ri.low), _pct(ri.high)
-    row.verdict = stats.ratio_verdict(ri, bm.higher_is_better, opts.min_effect, speed).value
+    threshold = opts.min_effect
+    if opts.repeat_floor:
+        spreads = [x for x in (bg.repeat_spread(name), cg.repeat_spread(name)) if x is not None]
+        if spreads:
+            row.extra["repeat_spread_pct"] = 100.0 * max(spreads)
+            threshold = max(threshold, max(spreads))
+    verdict = stats.ratio_verdict(ri, bm.higher_is_better, threshold, speed)
+    if threshold > opts.min_effect and verdict is stats.Verdict.NOISE and \
+            stats.ratio_verdict(ri, bm.higher_is_better, opts.min_effect, speed) is not stats.Verdict.NOISE:
+        row.note = f"within the {100 * threshold:.1f}% spread between repeats"
+    row.verdict = verdict.value
+    return row
+
+
+def _derived_values(name: str, bg: _Group, cg: _Group, bm: Metric, ident: dict[str, Any]) -> Row:
+    """A derived metric's medians and ratio; ``_apply_derived`` gives it its source's verdict."""
+    row = Row(**ident, metric=name, unit=bm.unit, higher_is_better=bm.higher_is_better,
+              derived_from=bm.derived_from, base_status="OK", cand_status="OK")
+    bs, cs = bg.samples(name), cg.samples(name)
+    if not bs or not cs:
+        row.status = METRIC_ONLY_CAND if not bs else METRIC_ONLY_BASE
+        row.note = "no value on one side"
+        return row
+    row.base_value, row.cand_value = stats.median(bs), stats.median(cs)
+    row.n_base, row.n_cand = len(bs), len(cs)
+    _fill_ratio(row, row.cand_value / row.base_value if row.base_value else float("nan"))
     return row
 
 
@@ -595,7 +641,11 @@ def _compare_groups(
                                      status=METRIC_ONLY_BASE if name in bms else METRIC_ONLY_CAND,
                                      base_status=bst, cand_status=cst))
                 continue
-            r = _compare_metric(name, bg, cg, bms[name], opts, ident)
+            src = bms[name].derived_from
+            if src and src in bms and src in cms:
+                r = _derived_values(name, bg, cg, bms[name], ident)  # judged through its source below
+            else:
+                r = _compare_metric(name, bg, cg, bms[name], opts, ident)
             note = "; ".join(n for n in (bnote and f"baseline: {bnote}", cnote and f"candidate: {cnote}") if n)
             if note:
                 r.note = note if not r.note else f"{r.note}; {note}"
@@ -606,7 +656,8 @@ def _compare_groups(
 
 
 def _side(run: RunRecord, label: str | None = None, variant: str | None = None) -> Side:
-    return Side(label or run.run_id, run.run_id, run.name, list(run.command), dict(run.environment), variant, run.path)
+    return Side(label or run.run_id, run.run_id, run.name, list(run.command), dict(run.environment), variant, run.path,
+                run.status)
 
 
 def _stage_kinds(runs: Sequence[RunRecord]) -> dict[str, str]:

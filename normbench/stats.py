@@ -68,9 +68,6 @@ DEFAULT_MIN_EFFECT = 0.02
 DEFAULT_RESAMPLES = 4000
 DEFAULT_SEED = 0
 
-#: Resampled values held in memory at once by the bootstrap (rows x samples).
-_CHUNK_ELEMENTS = 2_000_000
-
 TIME_UNITS = {"ns", "us", "µs", "ms", "s", "sec", "min"}
 
 
@@ -137,28 +134,30 @@ def check_confidence(confidence: float) -> float:
 
 # --------------------------------------------------------------------------- bootstrap
 def bootstrap_medians(x: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Medians of ``resamples`` resamples (with replacement, size ``len(x)``) of ``x``.
+    """Medians of ``resamples`` bootstrap resamples (with replacement, size ``n = len(x)``) of ``x``.
 
-    ``x`` is sorted once; a resample is a draw of indices into the sorted
-    array, and its median is the sorted value at the median index (the same
-    law as resampling values, about 4x faster: integer selection instead of
-    float medians). Vectorized in chunks of at most ``_CHUNK_ELEMENTS`` drawn
-    indices, so a case with 10^4 samples does not allocate gigabytes.
+    Drawn from their exact law in O(resamples), not by materializing
+    ``resamples x n`` values: with ``x`` sorted, a resample is ``n`` uniform
+    indices ``floor(n U_i)``, and since ``floor`` is monotone its k-th smallest
+    index is ``floor(n U_(k))``, where the k-th order statistic of ``n``
+    uniforms is ``U_(k) ~ Beta(k, n - k + 1)``. For even ``n`` the median also
+    needs the next one: given ``U_(k) = u`` the other ``n - k`` uniforms are
+    uniform on ``(u, 1)``, so ``U_(k+1) = u + (1 - u) Beta(1, n - k)``. Same
+    distribution as resampling values (tested), and a sweep of a thousand cases
+    with hundreds of samples each compares in well under a second.
     """
-    xs = np.sort(x)
+    xs = np.sort(np.asarray(x, dtype=float))
     n = xs.size
-    out = np.empty(resamples, dtype=float)
-    rows = max(1, _CHUNK_ELEMENTS // n)
-    k = n // 2
-    for start in range(0, resamples, rows):
-        m = min(rows, resamples - start)
-        idx = rng.integers(0, n, size=(m, n))
-        if n % 2:
-            out[start : start + m] = xs[np.partition(idx, k, axis=1)[:, k]]
-        else:
-            part = np.partition(idx, [k - 1, k], axis=1)
-            out[start : start + m] = 0.5 * (xs[part[:, k - 1]] + xs[part[:, k]])
-    return out
+    if n == 1:
+        return np.full(resamples, xs[0])
+    k = (n + 1) // 2 if n % 2 else n // 2  # 1-based rank of the (lower) median
+    u = rng.beta(k, n - k + 1, size=resamples)
+    lower = np.minimum((u * n).astype(np.int64), n - 1)
+    if n % 2:
+        return xs[lower]
+    u2 = u + (1.0 - u) * rng.beta(1, n - k, size=resamples)
+    upper = np.minimum((u2 * n).astype(np.int64), n - 1)
+    return 0.5 * (xs[lower] + xs[upper])
 
 
 @dataclass(frozen=True)

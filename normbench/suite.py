@@ -251,7 +251,21 @@ class E2EStageBase(StageBase):
 
 
 class ThroughputStage(E2EStageBase):
-    """Serving throughput against the suite's ``vllm serve`` (``guidellm`` or ``vllm bench serve``)."""
+    """Serving throughput against the suite's ``vllm serve`` (``guidellm`` or ``vllm bench serve``).
+
+    Attributes:
+        client: ``guidellm`` (>= 0.7) or ``vllm_bench_serve`` (random dataset).
+        profile: ``concurrent`` (``concurrency`` streams; ``rate`` is accepted as
+            the stream count, as guidellm's ``--rate`` was), ``synchronous``,
+            ``throughput`` (all at once, capped by ``concurrency``), ``constant``
+            (guidellm only) or ``poisson`` at ``rate`` req/s.
+        prompt_tokens / output_tokens: synthetic prompt and forced output length
+            (tokens): guidellm ``synthetic_text``, ``vllm bench serve --random-input-len
+            / --random-output-len`` with ``--ignore-eos``.
+        max_seconds: guidellm's ``max_duration`` constraint (s).
+        num_prompts: requests to send (``vllm bench serve --num-prompts``, default
+            1000; guidellm ``max_requests``).
+    """
 
     kind: Literal["throughput"]
     client: Literal["guidellm", "vllm_bench_serve"]
@@ -262,6 +276,27 @@ class ThroughputStage(E2EStageBase):
     output_tokens: PositiveInt | None = None
     max_seconds: PositiveFloat | None = None
     num_prompts: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _client_fits(self) -> "ThroughputStage":
+        if self.prompt_tokens is None or self.output_tokens is None:
+            missing = "prompt_tokens" if self.prompt_tokens is None else "output_tokens"
+            raise ValueError(f"{missing}: a throughput stage needs prompt_tokens and output_tokens")
+        if self.profile == "concurrent":
+            if self.concurrency is None and self.rate is None:
+                raise ValueError("concurrency: the concurrent profile needs concurrency (or rate as the stream count)")
+            if self.concurrency is None and self.rate is not None and self.rate != int(self.rate):
+                raise ValueError(f"rate: the concurrent profile's rate is a stream count, got {self.rate:g}")
+        if self.profile in ("constant", "poisson") and self.rate is None:
+            raise ValueError(f"rate: the {self.profile} profile needs rate (requests per second)")
+        if self.client == "guidellm" and self.max_seconds is None and self.num_prompts is None:
+            raise ValueError("max_seconds: guidellm needs max_seconds or num_prompts to know when to stop")
+        if self.client == "vllm_bench_serve":
+            if self.max_seconds is not None:
+                raise ValueError("max_seconds: vllm bench serve stops after num_prompts; it has no time limit")
+            if self.profile == "constant":
+                raise ValueError("profile: vllm bench serve has no constant-rate profile (use poisson or guidellm)")
+        return self
 
 
 class LatencyStage(E2EStageBase):
@@ -276,7 +311,16 @@ class LatencyStage(E2EStageBase):
 
 
 class AccuracyStage(E2EStageBase):
-    """lm-eval ``gsm8k`` through ``local-completions`` against the suite's server."""
+    """lm-eval ``gsm8k`` through ``local-completions`` against the suite's server.
+
+    Attributes:
+        num_fewshot / limit: lm-eval's ``--num_fewshot`` / ``--limit`` (documents).
+        concurrency: lm-eval's ``num_concurrent`` requests.
+        gen_kwargs: lm-eval's ``--gen_kwargs`` (e.g. ``{max_gen_toks: 256}``).
+        data_files: local gsm8k-format JSONL for offline machines: one path (used
+            for the test and the few-shot split) or ``{test: .., train: ..}``;
+            relative paths start at the working directory.
+    """
 
     kind: Literal["accuracy"]
     task: Literal["gsm8k"] = "gsm8k"
@@ -284,7 +328,7 @@ class AccuracyStage(E2EStageBase):
     limit: PositiveInt | None = None
     concurrency: PositiveInt = 1
     gen_kwargs: dict[str, Any] = {}
-    data_files: str | None = None
+    data_files: str | dict[Literal["train", "test"], str] | None = None
 
 
 Stage = Annotated[

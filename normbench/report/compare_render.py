@@ -216,10 +216,9 @@ class _StageView:
 
     def bandwidth(self, r: Row) -> Row | None:
         """The GB/s row of the same case and candidate (kernel stages)."""
-        for x in self.rows:
-            if x.candidate == r.candidate and x.key == r.key and x.unit == "GB/s" and x.compared:
-                return x
-        return None
+        if not hasattr(self, "_bw"):
+            self._bw = {(x.candidate, x.key): x for x in self.rows if x.unit == "GB/s" and x.compared}
+        return self._bw.get((r.candidate, r.key))
 
     def has_bandwidth(self) -> bool:
         return self.kind == "kernel" and any(x.unit == "GB/s" for x in self.rows)
@@ -250,6 +249,23 @@ class _StageView:
         return lines
 
 
+def _row_notes(view: _StageView, long: bool = False) -> list[str]:
+    """One line per shown row with a reason (why not compared) or a note (repeat spread, failed repeats)."""
+    lines: list[str] = []
+    for r in view.table_rows():
+        text = r.reason if r.status == NOT_OK else r.note
+        if not text:
+            continue
+        who = r.provider or r.variant or "-"
+        where = kernel_case_label(r.params, view.varying) if view.kind == "kernel" else e2e_point_label(r.params, view.varying)
+        head = " ".join(x for x in (who, where, r.metric if view.kind != "kernel" else "") if x)
+        status = f"{r.status_text()}: " if long and r.status == NOT_OK else ""
+        if view.multi:
+            head = f"{_cand_short(view.cmp, r.candidate)}: {head}"
+        lines.append(f"{head}: {status}{text}")
+    return list(dict.fromkeys(lines))
+
+
 # --------------------------------------------------------------------------- rich
 def _cand_short(cmp: Comparison, label: str) -> str:
     if cmp.mode == "variants":
@@ -259,6 +275,7 @@ def _cand_short(cmp: Comparison, label: str) -> str:
 
 def _rich_kernel(view: _StageView, width: int) -> Table:
     show_bw = view.has_bandwidth() and width >= 120
+    show_speedup = not view.multi or width >= 110  # the "vs" column takes its room
     t = Table(title=view.title(), title_justify="left", box=box.SIMPLE_HEAD, header_style="bold",
               pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
     if view.multi:
@@ -269,7 +286,8 @@ def _rich_kernel(view: _StageView, width: int) -> Table:
     t.add_column("cand", justify="right", no_wrap=True)
     t.add_column("Δ%", justify="right", no_wrap=True)
     t.add_column(f"{view.cmp.options.confidence:.0%} CI Δ%", justify="right", no_wrap=True)
-    t.add_column("speedup", justify="right", no_wrap=True)
+    if show_speedup:
+        t.add_column("speedup", justify="right", no_wrap=True)
     t.add_column("verdict", min_width=12)
     t.add_column("n", justify="right", no_wrap=True)
     if show_bw:
@@ -288,7 +306,7 @@ def _rich_kernel(view: _StageView, width: int) -> Table:
             fmt_value(r.cand_value, r.unit),
             Text(fmt_pct(r.delta_pct), style=style),
             fmt_interval(r) if r.compared else "",
-            Text(fmt_speedup(r.speedup), style=style),
+            *([Text(fmt_speedup(r.speedup), style=style)] if show_speedup else []),
             Text(vt, style=VERDICT_STYLE.get(vt, STATUS_STYLE.get(vt, "bold red" if r.status == NOT_OK else ""))),
             fmt_n(r) if r.compared else "",
         ]
@@ -367,6 +385,8 @@ def _sides_text(cmp: Comparison) -> Text:
     for i, (head, s) in enumerate(sides):
         t.append(head, style="bold")
         t.append(s.run_id)
+        if s.status and s.status != "complete":
+            t.append(f" [{s.status}]", style="yellow")
         gpu = env_get(s.environment, "gpu.name") or env_get(s.environment, "cpu")
         if gpu:
             t.append(f"  ({gpu})", style="dim")
@@ -380,7 +400,8 @@ def _options_line(cmp: Comparison) -> str:
     return (
         f"verdicts: {o.confidence:.0%} percentile-bootstrap interval of the ratio of medians "
         f"({o.resamples} resamples, seed {o.seed}) and two-sided Mann-Whitney U at p < {1 - o.confidence:.2g}; "
-        f"a change counts when both agree and it is at least {o.min_effect:.0%} (--min-effect). "
+        f"a change counts when both agree and it is at least {o.min_effect:.0%} (--min-effect)"
+        f"{' and the spread between repeats of its case' if o.repeat_floor else ''}. "
         f"gsm8k: McNemar ({o.mcnemar_method}) on paired items. Derived metrics (GB/s) follow their source."
     )
 
@@ -399,9 +420,7 @@ def rich_renderables(cmp: Comparison, width: int = 100) -> list[Any]:
             out.append(Text(f"  {prefix}{line}"))
         for line in view.skipped_lines():
             out.append(Text(f"  {line}", style="dim"))
-        notes = sorted({f"{r.provider or r.variant or '-'} {kernel_case_label(r.params, view.varying) if view.kind == 'kernel' else ''}".strip() + f": {r.reason}"
-                        for r in view.table_rows() if r.status == NOT_OK and r.reason})
-        for n in notes:
+        for n in _row_notes(view):
             out.append(Text(f"  {n}", style="dim"))
         out.append(Text(""))
     if cmp.env_diffs:
@@ -518,13 +537,7 @@ def _md_stage(view: _StageView) -> list[str]:
     else:
         out += [f"- `{c.label}`: {cmp.summary(c.label, view.stage).line()}" for c in cmp.candidates]
         out.append("")
-    extra = view.skipped_lines()
-    extra += sorted({
-        f"{r.provider or r.variant or '-'}"
-        + (f" {kernel_case_label(r.params, view.varying)}" if kernel else "")
-        + f": {r.status_text()}: {r.reason}"
-        for r in rows if r.status == NOT_OK and r.reason
-    })
+    extra = view.skipped_lines() + _row_notes(view, long=True)
     for line in extra:
         out.append(f"- {_md(line)}")
     out.append("")
@@ -592,7 +605,7 @@ def to_markdown(cmp: Comparison) -> str:
     if cmp.env_diffs:
         lines.append("**Environment differences**:")
         lines.append("")
-        head = ["", "baseline"] + (["candidate"] if len(cmp.candidates) == 1 else [c.label for c in cmp.candidates])
+        head = ["key", "baseline"] + (["candidate"] if len(cmp.candidates) == 1 else [c.label for c in cmp.candidates])
         body = [[f"`{d.key}`", fmt_env(d.baseline), *(fmt_env(d.candidates.get(c.label)) for c in cmp.candidates)]
                 for d in cmp.env_diffs]
         lines += _md_table(head, ["---"] * len(head), body)

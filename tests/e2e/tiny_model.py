@@ -115,10 +115,14 @@ def make_model(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-if __name__ == "__main__":  # python tests/e2e/tiny_model.py OUT_DIR
+def make_all(out_dir: Path) -> Path:
+    """``out_dir/tiny-llama`` (model + tokenizer) and ``out_dir/gsm8k.jsonl``: what suites/e2e_cpu.yaml reads."""
+    make_model(out_dir / "tiny-llama")
+    write_gsm8k(out_dir / "gsm8k.jsonl")
+    return out_dir
+
+
+if __name__ == "__main__":  # python tests/e2e/tiny_model.py [.normbench/e2e-cpu]
     import sys
 
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-llama")
-    make_model(out)
-    write_gsm8k(out / "gsm8k.jsonl")
-    print(out)
+    print(make_all(Path(sys.argv[1] if len(sys.argv) > 1 else ".normbench/e2e-cpu")))

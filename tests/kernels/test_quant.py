@@ -186,6 +186,18 @@ def test_triton_config_override_rows_per_program():
     assert_ok("scaled_quant", p2, inputs2, out2, ref2)
 
 
+def test_triton_tuple_reduce_path():
+    """The GPU default (sum of squares and amax in one two-operand reduction), forced here."""
+    p = params_of("rms_norm_quant", 2, 1536, quant_dtype="fp8", residual=True)
+    inputs, ref = make("rms_norm_quant", p)
+    trial = {k: v.clone() for k, v in inputs.items()}
+    out = q.triton_rms_norm_quant(
+        trial["x"], trial["weight"], 1e-6, "fp8", trial["residual"], config=q.LaunchConfig(4, 1, tuple_reduce=True)
+    )
+    res = assert_ok("rms_norm_quant", p, inputs, (*out, trial["residual"]), ref)
+    assert res.metrics["mismatch_rate"] < 2e-3
+
+
 def test_heuristic_config():
     assert q.heuristic_config(4096, 1024, 2) == q.LaunchConfig(4, 1)
     assert q.heuristic_config(4096, 4096, 2).num_warps == 8

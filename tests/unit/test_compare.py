@@ -94,6 +94,11 @@ cmp = compare.compare(b, [c])
 compare_render.to_markdown(cmp); compare_render.to_json(cmp); compare_render.to_csv(cmp)
 compare_render.to_markdown(compare.compare_variants(e)); compare.noise(b); export.to_csv(b)
 import normbench.cli
+try:
+    from normbench.report import plot
+    plot.figures(b, c); plot.figures(e)
+except ImportError:  # no matplotlib here
+    pass
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """
@@ -242,6 +247,29 @@ def test_kernel_repeats_pool_samples_and_failed_repeats_are_noted():
     b2 = _record("b", [_kcase(0, [1.0] * 10), _kcase(1, [], "INCORRECT", "wrong")])
     row = C.compare(a, [b2]).rows[0]
     assert row.status == C.NOT_OK and row.cand_status == "INCORRECT"
+
+
+def test_repeat_spread_is_a_noise_floor():
+    """Tight samples, but identical repeats drift 5% apart: a 4% change is within that noise
+    (the pooled samples alone give a narrow interval that excludes 1)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def samples(scale):
+        return list(scale * rng.lognormal(0, 0.002, 40))
+
+    drift = (1.0, 1.025, 1.05)
+    a = _record("a", [_kcase(i, samples(f)) for i, f in enumerate(drift)])
+    b = _record("b", [_kcase(i, samples(1.04 * f)) for i, f in enumerate(drift)])
+    row = C.compare(a, [b]).rows[0]
+    assert row.verdict == "within noise" and row.ci_low_pct > 3  # real, but inside the drift
+    assert row.extra["repeat_spread_pct"] == pytest.approx(5.0, abs=0.5)
+    assert "spread between repeats" in row.note
+    row = C.compare(a, [b], C.CompareOptions(repeat_floor=False)).rows[0]
+    assert row.verdict == "slower"
+    b2 = _record("b", [_kcase(i, samples(1.10 * f)) for i, f in enumerate(drift)])
+    assert C.compare(a, [b2]).rows[0].verdict == "slower"  # 10% is beyond the 5% drift
 
 
 # --------------------------------------------------------------------------- gating

@@ -27,14 +27,19 @@ def test_median_and_spread():
         stats.median([1.0, float("nan")])
 
 
-def test_bootstrap_medians_match_resampling_law():
-    """Sorted-index resampling gives medians of the resampled values (odd and even n)."""
-    rng = np.random.default_rng(0)
-    for n in (7, 8):
-        x = rng.normal(size=n)
-        boot = stats.bootstrap_medians(x, 3000, np.random.default_rng(1))
-        assert set(np.round(boot, 12)) <= set(np.round([(a + b) / 2 for a in x for b in x], 12))
-        assert np.median(boot) == pytest.approx(np.median(x), abs=0.5)
+@pytest.mark.parametrize("n", [2, 3, 8, 31, 150])
+def test_bootstrap_medians_match_resampling_law(n):
+    """The O(resamples) order-statistic draw has the law of medians of resampled values."""
+    from scipy.stats import ks_2samp
+
+    x = np.random.default_rng(n).lognormal(0.0, 0.1, n)
+    fast = stats.bootstrap_medians(x, 20000, np.random.default_rng(1))
+    idx = np.random.default_rng(2).integers(0, n, size=(20000, n))
+    brute = np.median(x[idx], axis=1)
+    assert ks_2samp(fast, brute).pvalue > 0.001
+    assert np.quantile(fast, [0.025, 0.5, 0.975]) == pytest.approx(np.quantile(brute, [0.025, 0.5, 0.975]), rel=0.01)
+    midpoints = {round((a + b) / 2, 12) for a in x for b in x}
+    assert set(np.round(fast, 12)) <= midpoints  # every draw is a possible resample median
 
 
 def test_ratio_interval_is_reproducible_and_covers_the_truth():

