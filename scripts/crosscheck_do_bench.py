@@ -1,11 +1,20 @@
 """Cross-check normbench's timing method against ``triton.testing.do_bench``.
 
-For every OK ``torch_compile`` case with ``num_tokens >= 1024`` in the newest stored
-run of each given suite, rebuild the same inputs and callable and time it with
-``triton.testing.do_bench`` (events, L2 flushed between calls, median), then print
-normbench's median next to it. Target: agreement within 5%.
+For every point of the given suites' kernel stages with ``num_tokens >= --min-tokens``,
+build the ``--provider`` callable once (``torch_compile`` by default), then time that
+same callable in this process two ways:
 
-Usage: python3 scripts/crosscheck_do_bench.py --results-dir DIR [--suite rmsnorm] [--out FILE]
+* normbench: ``normbench.timing.time_cuda`` (CUDA-graph replay over input sets that
+  span 2x L2), median;
+* ``triton.testing.do_bench`` (CUDA events around each call, a 256 MB cache flush
+  before each call), median.
+
+Timing the same compiled function both ways isolates the method: the stored run's
+figure may come from a differently specialized compile (torch.compile makes the token
+dimension dynamic after the first shape, a fresh process compiles the first shape
+statically). Target: agreement within 5%.
+
+Usage: python3 scripts/crosscheck_do_bench.py [--suite rmsnorm ...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -17,42 +26,58 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from normbench import store
+from normbench.expand import Capabilities, expand
 from normbench.kernels.providers._family import family_of
+from normbench.ops import OPS
 from normbench.registry import PROVIDERS, load
+from normbench.runners.kernel import point_seed
+from normbench.suite import load_suite
+from normbench.timing import input_sets_needed, l2_bytes, summarize, time_cuda
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--results-dir", required=True)
-    ap.add_argument("--suite", action="append", default=None)
+    ap.add_argument("--suite", action="append", default=None, help="suite files or names (default: rmsnorm, fused_add_rmsnorm)")
     ap.add_argument("--provider", default="torch_compile")
     ap.add_argument("--min-tokens", type=int, default=1024)
     ap.add_argument("--out")
     args = ap.parse_args()
-    base = Path(args.results_dir)
     suites = args.suite or ["rmsnorm", "fused_add_rmsnorm"]
-    rows = []
     provider = load(PROVIDERS[args.provider].target)
-    for run_dir in reversed(store.list_runs(base)):
-        record = store.load_run(run_dir)
-        if record.suite.name not in suites:
-            continue
-        suites.remove(record.suite.name)
-        for c in record.cases:
-            if c.provider != args.provider or c.status != "OK" or c.params["num_tokens"] < args.min_tokens:
+    caps = Capabilities.detect()
+    device = torch.device("cuda")
+    rotate = 2 * l2_bytes()
+    rows = []
+    for name in suites:
+        path = Path(name) if name.endswith(".yaml") else Path(__file__).resolve().parents[1] / "suites" / f"{name}.yaml"
+        loaded = load_suite(path)
+        seen = set()
+        for case in expand(loaded.suite, caps):
+            if case.provider != args.provider or case.skip or case.param_dict["num_tokens"] < args.min_tokens:
                 continue
-            family = family_of(c.op)
-            inputs = family.make_inputs(c.op, c.params, torch.device("cuda"), c.seed)
-            fn = provider.make(c.op, c.params)
-            ms = triton.testing.do_bench(lambda: fn(inputs), warmup=25, rep=200, return_mode="median")
-            ours = c.metrics["time_us"].value
-            rows.append({"suite": record.suite.name, "case": c.fingerprint, "normbench_us": ours,
-                         "do_bench_us": ms * 1e3, "ratio": ours / (ms * 1e3)})
-            del inputs
-    worst = max((abs(r["ratio"] - 1) for r in rows), default=float("nan"))
+            if case.params in seen:
+                continue
+            seen.add(case.params)
+            params, op = case.param_dict, case.op
+            stage = loaded.suite.stages[case.stage_index]
+            family = family_of(op)
+            inputs = family.make_inputs(op, params, device, point_seed(stage.seed, case))
+            fn = provider.make(op, params)
+            fn({k: v.clone() for k, v in inputs.items()})  # compile outside both timings
+            sets = [{k: v.clone() for k, v in inputs.items()} for _ in range(input_sets_needed(OPS[op].bytes_moved(params), rotate))]
+            ours = summarize(time_cuda([(lambda s=s: fn(s)) for s in sets]).samples_us)["median"]
+            ms = triton.testing.do_bench(lambda: fn(sets[0]), warmup=25, rep=200, return_mode="median")
+            rows.append({"case": case.fingerprint, "normbench_us": ours, "do_bench_us": ms * 1e3, "ratio": ours / (ms * 1e3)})
+            print(f"{case.fingerprint[:80]:80s} normbench {ours:9.2f} us  do_bench {ms * 1e3:9.2f} us  ratio {ours / (ms * 1e3):.3f}", flush=True)
+            del inputs, sets
+            torch.cuda.empty_cache()
+    bands = {}
     for r in rows:
-        print(f"{r['case'][:90]:90s} normbench {r['normbench_us']:9.2f} us  do_bench {r['do_bench_us']:9.2f} us  ratio {r['ratio']:.3f}")
+        n = int(r["case"].split("num_tokens=")[1].split(",")[0])
+        bands.setdefault(n, []).append(abs(r["ratio"] - 1))
+    for n, diffs in sorted(bands.items()):
+        print(f"num_tokens={n}: worst disagreement {100 * max(diffs):.1f}% over {len(diffs)} cases")
+    worst = max((abs(r["ratio"] - 1) for r in rows), default=float("nan"))
     print(f"{len(rows)} cases; worst disagreement {100 * worst:.1f}% (target: within 5%)")
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": rows, "worst_rel_diff": worst}, indent=1))

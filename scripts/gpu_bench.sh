@@ -69,7 +69,7 @@ for mode in "$@"; do
       step 200 ab_slowed python3 scripts/slowed_provider.py run rmsnorm --name ab-slowed --results-dir "$RUNS" --no-progress "${f[@]}"
       ;;
     crosscheck)
-      step 240 crosscheck python3 scripts/crosscheck_do_bench.py --results-dir "$RUNS" --out "$OUTDIR/crosscheck.json"
+      step 240 crosscheck python3 scripts/crosscheck_do_bench.py --out "$OUTDIR/crosscheck.json"
       ;;
     *) echo "unknown mode $mode"; exit 2 ;;
   esac
