@@ -864,6 +864,10 @@ def rms_norm_nvfp4_quant_triton(
         raise ValueError("global_scale must be a float32 tensor with one element")
     if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype or residual.stride(-1) != 1):
         raise ValueError("residual must match x in shape, dtype and unit last stride")
+    if x.dtype == torch.bfloat16:
+        # bf16 rows are read as 4-byte words: copy views that start mid-word.
+        x, weight = _word_aligned(x), _word_aligned(weight)
+        residual = _word_aligned(residual) if residual is not None else None
     d_rows, d_warps = nvfp4_config(m, n, x.dtype)
     rows = rows_per_program or d_rows
     warps = num_warps or d_warps
@@ -912,6 +916,11 @@ def rms_norm_nvfp4_quant_triton(
     )
     out = (packed, scales.view(torch.float8_e4m3fn))
     return out + (res_out,) if res_out is not None else out
+
+
+def _word_aligned(t: torch.Tensor) -> torch.Tensor:
+    ok = t.data_ptr() % 4 == 0 and (t.dim() == 1 or t.stride(0) % 2 == 0)
+    return t if ok else t.contiguous() if not t.is_contiguous() else t.clone()
 
 
 def _triton(params: Params) -> OpFn:

@@ -616,6 +616,7 @@ def _rowquant_kernel(
     NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_UB: tl.constexpr,
     SCALE_MODE: tl.constexpr,  # 0: dynamic per block, 1: static scale at sin_ptr, 2: from the amax at sin_ptr
     IS_FP8: tl.constexpr, ROWS: tl.constexpr, RES_BF16: tl.constexpr, TUPLE_REDUCE: tl.constexpr,
+    Q_VEC: tl.constexpr,
 ):
     pid = tl.program_id(0)
     g_idx = tl.arange(0, BLOCK_G)
@@ -675,7 +676,14 @@ def _rowquant_kernel(
         else:
             magic = 12582912.0
         v = (v + magic) - magic
-        tl.store(q_ptr + row64 * stride_q + cols, v.to(q_ptr.dtype.element_ty), mask=m)
+        if Q_VEC > 0:
+            # Codes addressed with a Q_VEC-element contiguity (the residual's 16-byte vector):
+            # Triton then lays the whole row out Q_VEC elements per thread, as the residual
+            # store wants, instead of converting the residual through shared memory.
+            q_cols = (cols // Q_VEC) * Q_VEC + cols % Q_VEC
+        else:
+            q_cols = cols
+        tl.store(q_ptr + row64 * stride_q + q_cols, v.to(q_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -785,6 +793,7 @@ def _launch_rowquant(
         BLOCK_G=bg, GS=gs, NORM=weight is not None, HAS_RES=residual is not None, HAS_UB=scale_ub is not None,
         SCALE_MODE=scale_mode, IS_FP8=quant_dtype == "fp8", ROWS=rows,
         RES_BF16=residual is not None and residual.dtype == torch.bfloat16,
+        Q_VEC=16 // residual.element_size() if residual is not None else 0,
         TUPLE_REDUCE=bg == 1 and ((not _INTERPRETED) if cfg.tuple_reduce is None else bool(cfg.tuple_reduce)),
         num_warps=int(cfg.num_warps),
     )

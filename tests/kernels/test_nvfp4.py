@@ -456,3 +456,14 @@ def test_subnormal_scales(impl):
     out = F.IMPLS[impl][OP](p)(inp)
     assert torch.equal(out[1].view(torch.uint8), ref[1].view(torch.uint8))
     assert run_check(p, inp, out, ref).ok
+
+
+def test_triton_reads_unaligned_bf16_views():
+    # bf16 rows are loaded as 4-byte words; a view starting mid-word is copied first.
+    big = torch.randn(4, 65, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    x, w = big[:, 1:], torch.ones(64, dtype=torch.bfloat16)
+    p = params(4, 64)
+    inp = with_scale({"x": x, "weight": w}, p)
+    ref = F.FAMILY.reference(OP, p, inp)
+    out = F.rms_norm_nvfp4_quant_triton(x, w, inp["global_scale"], round_norm=True)
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[1].view(torch.uint8), ref[1].view(torch.uint8))
