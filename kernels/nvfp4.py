@@ -45,12 +45,32 @@ that ``s`` rounds to 0 in E4M3, i.e. below 2**-10) gets scale 0, out_scale 0
 Norm rounding (one rule, the reference's): the residual sum is rounded once to
 the input dtype (``residual_out``, also the norm's input, as vLLM and HF do);
 the norm ``y = h / sqrt(mean(h^2) + eps) * weight`` is computed exactly
-(float64) and **rounded once to the input dtype before quantization** (vLLM's
-``rms_norm_nvfp4_quant`` quantizes a ``scalar_t`` norm output and the unfused
-vLLM path quantizes the stored ``rms_norm`` output). Implementations that
-round differently (vLLM and HF round ``x * rstd`` then multiply by the weight
-in dtype, FlashInfer rounds ``x * w`` in dtype and never rounds ``y``) differ
-by about one dtype ulp, which the tie band of ``check`` absorbs.
+(float64) and **rounded once to the input dtype before quantization**. vLLM
+quantizes a dtype norm output: its fused ``rms_norm_nvfp4_quant`` kernel (PR
+#32957) quantizes ``compute_rms_norm(...)``, a ``PackedVec<scalar_t>``, and its
+unfused path quantizes the stored ``rms_norm`` output. Orders that round
+differently (HF and vLLM's other fused norm-quant kernels round ``x * rstd``
+and then multiply by the weight in dtype; FlashInfer rounds ``x * w`` in dtype
+and never rounds ``y``; our fast Triton path never rounds ``y``) land within
+one dtype ulp of it, which the tie band of ``check`` absorbs.
+
+Triton kernel (``rms_norm_nvfp4_quant_triton``)
+-----------------------------------------------
+One pass, one program per ``rows_per_program`` whole rows held in registers:
+residual add (+ store), sum of squares, block amax, E4M3 scale, E2M1 codes,
+packed bytes, swizzled scale bytes; a few extra programs zero the padding rows
+of the scale buffer (allocated with ``torch.empty``). Rows are handled as
+(even, odd) element pairs ``[rows, H, n/16, 8/H]`` so that a thread owns whole
+16-element blocks (no shuffles for the block amax, scale math once per block),
+and bf16 rows are read as 32-bit words (even element = low half). Hopper has no
+FP4 (or, before SM89, FP8) conversion instruction, so both roundings are float
+arithmetic, exact, and run on any CUDA GPU: E4M3 by adding ``2**(e+20)`` (its
+ulp is the E4M3 quantum of the binade), E2M1 as ``RNE(min(2v, v+2, v/2+4))``
+(a piecewise-linear map through the E2M1 grid that keeps ties on even indices)
+via a ``2**23`` magic add. Default (fast) path: ``y = x * w`` in float32, rstd
+folded into the per-block multiplier, ``y`` never rounded (FlashInfer's order);
+``round_norm=True`` applies the reference's rule and is bit-exact with it.
+Details and measurements: ``docs/kernels/nvfp4-notes.md``.
 
 Correctness (``FAMILY.check``)
 ------------------------------
@@ -78,6 +98,11 @@ Correctness (``FAMILY.check``)
    ``dequant_rel_err`` (norm-wise) must not exceed the reference's own
    ``ref_dequant_rel_err`` (the format's error) by more than ``tol.norm_rel``.
 6. ``residual_out`` with ``check_close``.
+
+Global-scale conventions: vLLM multiplies. FlashInfer's ``rmsnorm_fp4quant``
+docstring says it divides, but the stored kernel source computes
+``global_scale * amax / 6`` and ``global_scale / scale`` (multiplies); the
+adapter below probes the installed version (see ``_flashinfer``).
 
 Sources: vLLM ``csrc/quantization/fp4/nvfp4_utils.cuh``
 (``cvt_warp_fp16_to_fp4``, ``cvt_quant_to_fp4_get_sf_out_offset``,
@@ -1018,7 +1043,8 @@ def _flashinfer(params: Params) -> OpFn:
     ``global_scale``, while the kernel in the stored source multiplies (like
     vLLM). The factory probes the installed version once on a one-row input
     and passes ``global_scale`` or ``1/global_scale`` accordingly (the inverse
-    is computed here, outside the timed call).
+    is computed on the first call with each global_scale tensor, i.e. during
+    the correctness check, and cached).
 
     FlashInfer writes only the valid scale rows and (for n % 64 != 0) not the
     padded k columns, so the adapter keeps one zero-initialized scale buffer

@@ -152,13 +152,34 @@ class _RefParts:
 
     Attributes:
         y: [T, H] float64, the real-valued values that get quantized.
-        scale: [T, H] float64, each element's fp32 scale (broadcast).
-        block_amax: [T, H] float64, each element's block amax before ``scale_ub``/floor.
+        scale: per-block fp32 scales as float64: [1], [T, 1] or [T, G].
+        amax: per-block amax of ``y`` (before ``scale_ub`` and the floor), same shape.
+        gran, group_size: the blocks (see ``_granularity``).
     """
 
     y: torch.Tensor
     scale: torch.Tensor
-    block_amax: torch.Tensor
+    amax: torch.Tensor
+    gran: str
+    group_size: int
+
+    def expand(self, blocks: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+        """Per-block values of rows [r0, r1) broadcast to [r1 - r0, H]."""
+        b = blocks if self.gran == "tensor" else blocks[r0:r1]
+        if self.gran == "group":
+            return b.repeat_interleave(self.group_size, dim=1)
+        return b.expand(r1 - r0, self.y.shape[1])
+
+    def real_values(self, r0: int = 0, r1: int | None = None) -> torch.Tensor:
+        """``v = y / scale`` of rows [r0, r1) (float64): what the codes round."""
+        r1 = self.y.shape[0] if r1 is None else r1
+        return self.y[r0:r1] / self.expand(self.scale, r0, r1)
+
+
+def _row_chunks(t: int, h: int, elems: int = 1 << 22):
+    """Row ranges of at most ``elems`` elements (bounds the float64 temporaries)."""
+    step = max(1, elems // max(h, 1))
+    return [(r0, min(t, r0 + step)) for r0 in range(0, t, step)]
 
 
 def _norm_f64(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None):
@@ -180,13 +201,6 @@ def _block_amax(a: torch.Tensor, gran: str, group_size: int) -> torch.Tensor:
         return a.abs().amax(dim=-1, keepdim=True)
     t, h = a.shape
     return a.reshape(t, h // group_size, group_size).abs().amax(dim=-1)
-
-
-def _expand(blocks: torch.Tensor, shape: tuple[int, int], gran: str, group_size: int) -> torch.Tensor:
-    """Broadcast per-block values ([1], [T, 1] or [T, G]) to [T, H]."""
-    if gran == "group":
-        return blocks.repeat_interleave(group_size, dim=1)
-    return blocks.expand(shape)
 
 
 def round_e4m3(v: torch.Tensor) -> torch.Tensor:
@@ -221,7 +235,6 @@ def _reference_parts(op: str, params: Params, inputs: Inputs) -> tuple[Outputs, 
         )
     else:
         y = x.to(torch.float64)
-    shape = tuple(y.shape)
     amax = _block_amax(y, gran, gs)
     if op == "scaled_quant" and params.get("static_scale"):
         scale32 = inputs["scale"].to(torch.float32).reshape(1)
@@ -230,14 +243,17 @@ def _reference_parts(op: str, params: Params, inputs: Inputs) -> tuple[Outputs, 
         if _has_scale_ub(op, params):
             a = torch.minimum(a, inputs["scale_ub"].to(torch.float64))
         scale32 = (a / QMAX[qd]).clamp(min=MIN_SCALE[qd]).to(torch.float32)
-    scale_el = _expand(scale32.to(torch.float64), shape, gran, gs)
-    codes = quantize_f64(y / scale_el, qd)
+    parts = _RefParts(y, scale32.to(torch.float64), amax, gran, gs)
+    t, h = y.shape
+    codes = torch.empty((t, h), dtype=QUANT_TORCH_DTYPES[qd], device=y.device)
+    for r0, r1 in _row_chunks(t, h):
+        codes[r0:r1] = quantize_f64(parts.real_values(r0, r1), qd)
     if gran == "group" and _col_major(params):
         scales_out = scale32.t().contiguous().t()
     else:
         scales_out = scale32.contiguous()
     outs: Outputs = (codes, scales_out) + ((res_out,) if res_out is not None else ())
-    return outs, _RefParts(y, scale_el, _expand(amax, shape, gran, gs))
+    return outs, parts
 
 
 # id(reference codes tensor) -> (weakref to it, parts): check() finds the float64 internals
@@ -398,9 +414,7 @@ class QuantFamily:
             return CheckResult(False, {}, f"scales: dtype {scales.dtype}, expected torch.float32")
         if tuple(scales.shape) != tuple(ref_scales.shape):
             return CheckResult(False, {}, f"scales: shape {tuple(scales.shape)}, expected {tuple(ref_scales.shape)}")
-        gran = _granularity(op, params)
-        gs = int(params.get("group_size", 0) or 0)
-        if gran == "group":
+        if _granularity(op, params) == "group":
             t, g = scales.shape
             if _col_major(params) and t > 1 and g > 1 and scales.stride() != (1, t):
                 return CheckResult(
@@ -418,13 +432,13 @@ class QuantFamily:
         if parts is None:  # a reference made elsewhere: recompute (inputs must be unmutated)
             _, parts = _reference_parts(op, params, inputs)
         tie_rel, scale_rtol = _rules(op, params)
-        y, s_ref, amax = parts.y, parts.scale, parts.block_amax
-        shape = tuple(y.shape)
+        t, h = parts.y.shape
         metrics: dict[str, float] = {}
 
-        # 3. scales
-        s_out = _expand(scales.to(torch.float64), shape, gran, gs)
-        live = amax > 0
+        # 3. scales, per block
+        s_out = scales.to(torch.float64)
+        s_ref = parts.scale
+        live = parts.amax > 0
         finite = torch.isfinite(s_out) & (s_out >= 0)
         rel = torch.where(live, (s_out - s_ref).abs() / s_ref, torch.zeros_like(s_ref))
         rel = torch.where(finite, rel, torch.full_like(rel, math.inf))
@@ -434,52 +448,67 @@ class QuantFamily:
             i = _first(bad_scale)
             results.append(CheckResult(
                 False, metrics,
-                f"scales: {int(bad_scale.sum())} elements' scales off by more than {scale_rtol:.3g} relative "
-                f"(max {metrics['scale_max_rel_err']:.3g}), first at element {i}: {s_out[i].item():.8g} vs {s_ref[i].item():.8g}",
+                f"scales: {int(bad_scale.sum())} of {rel.numel()} off by more than {scale_rtol:.3g} relative "
+                f"(max {metrics['scale_max_rel_err']:.3g}), first at {i}: {s_out[i].item():.8g} vs {s_ref[i].item():.8g}",
             ))
             return merge_checks(*results)
 
-        # 4. codes
-        ci, nan = _code_index(codes)
-        ri, _ = _code_index(ref_codes)
-        v = y / s_ref
-        window = tie_rel * v.abs()
-        lo_c, hi_c = quantize_f64(v - window, qd), quantize_f64(v + window, qd)
-        lo, _ = _code_index(lo_c)
-        hi, _ = _code_index(hi_c)
-        diff = ci != ri
-        inside = (ci >= lo) & (ci <= hi) & ~nan
-        tie = diff & inside
-        hard = diff & ~inside
+        # 4. codes and 5. dequantized error, over row chunks (bounded float64 temporaries)
         n = codes.numel()
-        n_tie, n_hard = int(tie.sum()), int(hard.sum())
+        n_tie = n_hard = max_step = 0
+        first_hard = None
+        sq = {"deq": 0.0, "ref": 0.0, "sat": 0.0, "y": 0.0}
+        qmax, qmin = QMAX[qd], QMIN[qd]
+        for r0, r1 in _row_chunks(t, h):
+            y = parts.y[r0:r1]
+            sr = parts.expand(s_ref, r0, r1)
+            so = parts.expand(s_out, r0, r1)
+            v = y / sr
+            window = tie_rel * v.abs()
+            lo_c, hi_c = quantize_f64(v - window, qd), quantize_f64(v + window, qd)
+            ci, nan = _code_index(codes[r0:r1])
+            ri, _ = _code_index(ref_codes[r0:r1])
+            lo, _ = _code_index(lo_c)
+            hi, _ = _code_index(hi_c)
+            diff = ci != ri
+            inside = (ci >= lo) & (ci <= hi) & ~nan
+            hard = diff & ~inside
+            n_tie += int((diff & inside).sum())
+            n_hard_c = int(hard.sum())
+            if n_hard_c and first_hard is None:
+                j = _first(hard)
+                first_hard = (
+                    (j[0] + r0, j[1]), codes[r0:r1][j].double().item(), ref_codes[r0:r1][j].double().item(),
+                    v[j].item(), lo_c[j].double().item(), hi_c[j].double().item(),
+                )
+            n_hard += n_hard_c
+            if ci.numel():
+                max_step = max(max_step, int((ci - ri).abs().max()))
+            y_sat = torch.maximum(torch.minimum(y, qmax * sr), qmin * sr)
+            sq["deq"] += float(torch.linalg.vector_norm(codes[r0:r1].to(torch.float64) * so - y_sat)) ** 2
+            sq["ref"] += float(torch.linalg.vector_norm(ref_codes[r0:r1].to(torch.float64) * sr - y_sat)) ** 2
+            sq["sat"] += float(torch.linalg.vector_norm(y_sat)) ** 2
+            sq["y"] += float(torch.linalg.vector_norm(y)) ** 2
         metrics.update(
             mismatch_rate=n_tie / n if n else 0.0, tie_mismatches=float(n_tie), hard_mismatches=float(n_hard),
-            max_code_step=float((ci - ri).abs().max()) if n else 0.0,
+            max_code_step=float(max_step),
         )
-        cval = codes.to(torch.float64)
-        rval = ref_codes.to(torch.float64)
-
-        # 5. dequantized error (reported even when codes fail)
-        y_sat = torch.maximum(torch.minimum(y, QMAX[qd] * s_ref), QMIN[qd] * s_ref)
-        nrm_sat = float(torch.linalg.vector_norm(y_sat))
-        denom = nrm_sat if nrm_sat > 0 else 1.0
-        deq_err = float(torch.linalg.vector_norm(cval * s_out - y_sat)) / denom
-        ref_err = float(torch.linalg.vector_norm(rval * s_ref - y_sat)) / denom
+        denom = math.sqrt(sq["sat"]) if sq["sat"] > 0 else 1.0
+        deq_err = math.sqrt(sq["deq"]) / denom
+        ref_err = math.sqrt(sq["ref"]) / denom
         if not math.isfinite(deq_err):
             deq_err = math.inf
         metrics.update(deq_rel_err=deq_err, ref_deq_rel_err=ref_err)
-        if n_hard:
-            i = _first(hard)
+        if first_hard is not None:
+            i, got, want, val, lo_v, hi_v = first_hard
             results.append(CheckResult(
                 False, metrics,
                 f"codes: {n_hard} of {n} differ from the reference beyond a rounding tie, first at {i}: "
-                f"{cval[i].item():.6g} vs {rval[i].item():.6g} (real value {v[i].item():.8g}, "
-                f"allowed {lo_c[i].double().item():.6g}..{hi_c[i].double().item():.6g} by the tie window +-{tie_rel:.3g} relative)",
+                f"{got:.6g} vs {want:.6g} (real value {val:.8g}, allowed {lo_v:.6g}..{hi_v:.6g} by the tie "
+                f"window +-{tie_rel:.3g} relative)",
             ))
             return merge_checks(*results)
-        nrm_y = float(torch.linalg.vector_norm(y))
-        bound = ref_err + 2 * tie_rel * nrm_y / denom + 2 * scale_rtol + 1e-12
+        bound = ref_err + 2 * tie_rel * math.sqrt(sq["y"]) / denom + 2 * scale_rtol + 1e-12
         if deq_err > bound:
             results.append(CheckResult(
                 False, metrics, f"dequantized: norm-wise relative error {deq_err:.4g} > {bound:.4g} (reference's own {ref_err:.4g})"

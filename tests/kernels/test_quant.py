@@ -385,7 +385,7 @@ def group_case():
 def _far_from_tie(ref, inputs, p, op="rms_norm_group_quant"):
     """An element whose real value is well inside its rounding interval."""
     parts = q._recall(ref[0])
-    v = parts.y / parts.scale
+    v = parts.real_values()
     c = ref[0].double()
     dist = (v - c).abs() / v.abs().clamp(min=1e-30)
     ok = (c.abs() > 1) & (c.abs() < 300) & (dist < 0.005)
@@ -444,7 +444,7 @@ def test_check_int8_one_step_rule():
     p = params_of("rms_norm_quant", 7, 1536, "float16", quant_dtype="int8")
     inputs, ref = make("rms_norm_quant", p)
     parts = q._recall(ref[0])
-    v = parts.y / parts.scale
+    v = parts.real_values()
     frac = (v - v.floor() - 0.5).abs()
     far = tuple(int(i) for i in torch.nonzero((frac > 0.3) & (v.abs() < 100))[0].tolist())
     codes = ref[0].clone()

@@ -83,7 +83,7 @@ BAD = [
     ("baseline not a variant", "name: x\nvariants: {a: {}}\nbaseline: b\nstages:\n" + GOOD_STAGE,
      "s.yaml:3:1: baseline: 'b' is not a variant (variants: a)"),
     ("e2e stage without server", "name: x\nstages:\n  - kind: throughput\n    client: guidellm\n"
-     "    prompt_tokens: 64\n    output_tokens: 64\n",
+     "    prompt_tokens: 64\n    output_tokens: 64\n    rate: 2\n    max_seconds: 5\n",
      "s.yaml:3:5: stages[0]: a throughput stage needs a suite-level 'server'"),
     ("duplicate stage name", "name: x\nstages:\n" + GOOD_STAGE + GOOD_STAGE,
      "s.yaml:7:5: stages[1].name: 'rms_norm' is used by an earlier stage"),
