@@ -296,11 +296,22 @@ def _execute(cases: list, suite: Any, caps: Any, writer: Any, show_progress: boo
 @app.command()
 def show(
     run_ref: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, path, or `latest`."),
+    fmt: str = typer.Option("rich", "--format", "-f", help="rich or markdown."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of the terminal."),
     results_dir: Optional[Path] = RESULTS_DIR_OPT,
 ) -> None:
-    """Re-render a stored run's tables."""
+    """Re-render a stored run's tables (`--format markdown` for a report or a pull request)."""
     from normbench import store
-    from normbench.report.run_table import render_run
+    from normbench.report.run_table import render_run, run_markdown
 
+    if fmt not in ("rich", "markdown"):
+        raise NormbenchError(f"--format must be rich or markdown, not {fmt!r}")
     record = store.load_run(store.resolve_run(run_ref, store.results_dir(results_dir)))
-    render_run(record, console())
+    if fmt == "markdown":
+        text = run_markdown(record)
+        if output:
+            output.write_text(text, encoding="utf-8")
+        else:
+            console().print(text, markup=False, highlight=False, soft_wrap=True)
+    else:
+        render_run(record, console())

@@ -1,8 +1,8 @@
 """Rich tables of one run (``normbench run`` and ``normbench show``).
 
 Kernel stage: one row per sweep point (only the axes that vary are shown),
-one column per provider with ``median us`` and ``GB/s`` (and ``% of peak``); the
-fastest provider of each row is bold green. Cells of cases that did not run say
+one column per provider with ``median us (GB/s)``; the fastest provider of each row is
+bold green (bold in Markdown). Cells of cases that did not run say
 SKIPPED / INCORRECT / FAILED; their reasons are listed under the table, grouped.
 
 End-to-end stage: one row per variant (and input length), one column per
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from rich.console import Console
@@ -24,6 +25,7 @@ from rich.text import Text
 from normbench.store import CaseRecord, RunRecord
 
 STATUS_STYLE = {"SKIPPED": "dim", "INCORRECT": "bold red", "FAILED": "bold red", "OK": ""}
+BEST_STYLE = "bold green"
 HIDDEN_PARAMS = {"eps"}
 SHORT_DTYPE = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
@@ -82,8 +84,25 @@ def _fmt_us(us: float) -> str:
     return f"{us:,.2f}" if us < 1000 else f"{us:,.0f}"
 
 
-def kernel_table(stage: str, cases: list[CaseRecord], peak: float | None) -> tuple[Table, list[str]]:
-    """The table of one kernel stage and the grouped reasons of cases that did not run."""
+@dataclass
+class Cell:
+    text: str
+    style: str = ""
+
+
+@dataclass
+class Grid:
+    """A stage's table, independent of how it is drawn (rich or Markdown)."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[Cell]]
+    notes: list[str]  # grouped reasons of the cases that did not run
+    right_align_from: int = 1
+
+
+def kernel_grid(stage: str, cases: list[CaseRecord]) -> Grid:
+    """One kernel stage: rows are sweep points, columns providers; the fastest cell is marked."""
     providers: list[str] = []  # columns: providers with at least one case that ran
     for c in cases:
         if c.status != "SKIPPED" and (c.provider or "-") not in providers:
@@ -99,11 +118,8 @@ def kernel_table(stage: str, cases: list[CaseRecord], peak: float | None) -> tup
         point_params[key] = c.params
     op = cases[0].op or ""
     const = {k: v for k, v in cases[0].params.items() if k not in axes and k not in ("num_tokens", "hidden_size")}
-    title = f"{stage}: {op}, median us (GB/s)" + (f"; {', '.join(f'{k}={v}' for k, v in const.items())}" if const else "")
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("case", no_wrap=True)
-    for p in providers:
-        table.add_column(p, justify="right")
+    title = (op if stage == op else f"{stage}: {op}") + ", median us (GB/s)" + (f"; {', '.join(f'{k}={v}' for k, v in const.items())}" if const else "")
+    rows: list[list[Cell]] = []
     reasons: dict[tuple[str, str, str], int] = defaultdict(int)
     for c in cases:
         if (c.provider or "-") not in providers:
@@ -112,27 +128,27 @@ def kernel_table(stage: str, cases: list[CaseRecord], peak: float | None) -> tup
         times = {p: _pooled_median(cs, "time_us") for p, cs in by_provider.items() if all(c.status == "OK" for c in cs)}
         times = {p: t for p, t in times.items() if t is not None}
         best = min(times, key=times.get) if times else None
-        row: list[Text] = [Text(_fmt_point(point_params[key], axes))]
+        row = [Cell(_fmt_point(point_params[key], axes))]
         for p in providers:
             cs = by_provider.get(p)
             if not cs:
-                row.append(Text(""))
+                row.append(Cell(""))
                 continue
             bad = next((c for c in cs if c.status != "OK"), None)
             if bad is not None:
-                row.append(Text(bad.status, style=STATUS_STYLE[bad.status]))
+                row.append(Cell(bad.status, STATUS_STYLE[bad.status]))
                 reasons[(p, bad.status, _first_line(bad.reason))] += 1
                 continue
             t = times[p]
-            gbps = _pooled_median(cs, "gbps") or (cs[0].metrics["gbps"].value if "gbps" in cs[0].metrics else None)
-            cell = f"{_fmt_us(t)} ({gbps:,.0f})" if gbps is not None else _fmt_us(t)
-            row.append(Text(cell, style="bold green" if p == best and len(times) > 1 else ""))
-        table.add_row(*row)
-    lines = [f"{p}: {status} x{n}: {why}" for (p, status, why), n in sorted(reasons.items())]
-    return table, lines
+            gbps = _pooled_median(cs, "gbps")
+            text = f"{_fmt_us(t)} ({gbps:,.0f})" if gbps is not None else _fmt_us(t)
+            row.append(Cell(text, BEST_STYLE if p == best and len(times) > 1 else ""))
+        rows.append(row)
+    notes = [f"{p}: {status} x{n}: {why}" for (p, status, why), n in sorted(reasons.items())]
+    return Grid(title, ["case", *providers], rows, notes)
 
 
-def e2e_table(stage: str, cases: list[CaseRecord], baseline: str | None) -> tuple[Table, list[str]]:
+def e2e_grid(stage: str, cases: list[CaseRecord], baseline: str | None) -> Grid:
     """Variants x metrics of one end-to-end stage, with deltas against ``baseline``."""
     by_row: dict[tuple[str, str], list[CaseRecord]] = defaultdict(list)
     reasons: dict[tuple[str, str, str], int] = defaultdict(int)
@@ -145,16 +161,13 @@ def e2e_table(stage: str, cases: list[CaseRecord], baseline: str | None) -> tupl
         for m in c.metrics:
             if m not in metric_names:
                 metric_names.append(m)
-    table = Table(title=f"{stage}: {cases[0].kind}", title_justify="left", header_style="bold")
-    table.add_column("variant", no_wrap=True)
-    if any(extra for _, extra in by_row):
-        table.add_column("point")
+    with_point = any(extra for _, extra in by_row)
     units = {}
     for c in cases:
         for name, m in c.metrics.items():
             units.setdefault(name, (m.unit, m.higher_is_better))
-    for name in metric_names:
-        table.add_column(f"{name}\n({units[name][0]})", justify="right")
+    headers = ["variant", *(["point"] if with_point else []), *(f"{n} ({units[n][0]})" if units[n][0] else n for n in metric_names)]
+    rows: list[list[Cell]] = []
     values: dict[tuple[str, str], dict[str, float]] = {}
     for key, cs in by_row.items():
         ok = [c for c in cs if c.status == "OK"]
@@ -165,41 +178,86 @@ def e2e_table(stage: str, cases: list[CaseRecord], baseline: str | None) -> tupl
             if c.status != "OK":
                 reasons[(c.variant or "-", c.status, _first_line(c.reason))] += 1
     for (variant, extra), vals in values.items():
-        row: list[Text] = [Text(variant + (" (baseline)" if variant == baseline else ""))]
-        if any(e for _, e in by_row):
-            row.append(Text(extra))
+        row = [Cell(variant + (" (baseline)" if variant == baseline else ""))]
+        if with_point:
+            row.append(Cell(extra))
         base = values.get((baseline, extra)) if baseline else None
         for name in metric_names:
             if name not in vals:
                 bad = next((c for c in by_row[(variant, extra)] if c.status != "OK"), None)
-                row.append(Text(bad.status if bad else "", style=STATUS_STYLE.get(bad.status, "") if bad else ""))
+                row.append(Cell(bad.status, STATUS_STYLE[bad.status]) if bad else Cell(""))
                 continue
             v = vals[name]
-            cell = Text(f"{v:,.4g}")
+            text = f"{v:,.4g}"
+            style = ""
             if base and name in base and variant != baseline and base[name]:
                 delta = 100.0 * (v - base[name]) / abs(base[name])
-                better = (delta > 0) == units[name][1]
-                cell.append(f" ({delta:+.1f}%)", style="green" if better else "red")
-            row.append(cell)
-        table.add_row(*row)
-    lines = [f"{v}: {status} x{n}: {why}" for (v, status, why), n in sorted(reasons.items())]
-    return table, lines
+                text += f" ({delta:+.1f}%)"
+                style = "green" if (delta > 0) == units[name][1] else "red"
+            row.append(Cell(text, style))
+        rows.append(row)
+    notes = [f"{v}: {status} x{n}: {why}" for (v, status, why), n in sorted(reasons.items())]
+    title = stage if stage == cases[0].kind else f"{stage}: {cases[0].kind}"
+    return Grid(title, headers, rows, notes, right_align_from=2 if with_point else 1)
+
+
+def stage_grids(record: RunRecord) -> list[Grid]:
+    baseline = record.suite.spec.get("baseline")
+    return [
+        kernel_grid(stage, cases) if cases[0].kind == "kernel" else e2e_grid(stage, cases, baseline)
+        for stage, cases in _stages(record).items()
+    ]
+
+
+def rich_table(grid: Grid) -> Table:
+    table = Table(title=grid.title, title_justify="left", header_style="bold")
+    for i, h in enumerate(grid.headers):
+        table.add_column(h, justify="right" if i >= grid.right_align_from else "left", no_wrap=i == 0)
+    for row in grid.rows:
+        table.add_row(*(Text(c.text, style=c.style) for c in row))
+    return table
 
 
 def render_run(record: RunRecord, console: Console) -> None:
     """Print every stage's table of ``record``, then a one-line summary."""
-    peak = record.environment.get("peak_bandwidth_gbps")
-    baseline = record.suite.spec.get("baseline")
-    for stage, cases in _stages(record).items():
-        if cases[0].kind == "kernel":
-            table, reasons = kernel_table(stage, cases, peak)
-        else:
-            table, reasons = e2e_table(stage, cases, baseline)
-        console.print(table)
-        for line in reasons:
+    for grid in stage_grids(record):
+        console.print(rich_table(grid))
+        for line in grid.notes:
             console.print(Text("  " + line, style="dim"))
         console.print()
     console.print(summary_line(record))
+
+
+def run_markdown(record: RunRecord) -> str:
+    """The run as Markdown: a header with the machine, then one table per stage.
+
+    The fastest provider of each row is bold; notes list the cases that did not run.
+    """
+    env = record.environment
+    device = env.get("gpu.name") or env.get("cpu", "cpu")
+    peak = env.get("peak_bandwidth_gbps")
+    out = [f"## normbench run `{record.run_id}`", ""]
+    facts = [f"suite `{record.suite.name}` ({record.suite.path}, sha256 {record.suite.sha256[:12]})", f"device {device}"]
+    if peak:
+        facts.append(f"copy bandwidth {peak:,.0f} GB/s")
+    versions = ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in env.items() if k.startswith("packages.") and v)
+    if versions:
+        facts.append(versions)
+    if env.get("git.commit"):
+        facts.append(f"commit {env['git.commit'][:10]}{' (dirty)' if env.get('git.dirty') else ''}")
+    out += ["; ".join(facts) + ".", "", f"`{' '.join(record.command)}`", ""]
+    for grid in stage_grids(record):
+        out += [f"### {grid.title}", ""]
+        out.append("| " + " | ".join(grid.headers) + " |")
+        out.append("|" + "|".join("---" if i < grid.right_align_from else "--:" for i in range(len(grid.headers))) + "|")
+        for row in grid.rows:
+            cells = [f"**{c.text}**" if c.style == BEST_STYLE else c.text for c in row]
+            out.append("| " + " | ".join(cells) + " |")
+        if grid.notes:
+            out += ["", *(f"- {n}" for n in grid.notes)]
+        out.append("")
+    out.append(summary_line(record).plain)
+    return "\n".join(out) + "\n"
 
 
 def summary_line(record: RunRecord) -> Text:

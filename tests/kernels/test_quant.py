@@ -458,6 +458,27 @@ def test_check_int8_one_step_rule():
         assert check("rms_norm_quant", p, inputs, (codes, ref[1]), ref).ok
 
 
+def test_check_in_row_chunks(group_case, monkeypatch):
+    """Large cases are checked in row chunks: same metrics, a bad code in a later chunk found."""
+    p, inputs, out, ref = group_case
+    whole = check("rms_norm_group_quant", p, inputs, out, ref).metrics
+    real = q._row_chunks
+    monkeypatch.setattr(q, "_row_chunks", lambda t, h, elems=1 << 22: real(t, h, elems=2 * h))
+    assert len(q._row_chunks(7, 1536)) == 4
+    chunked = check("rms_norm_group_quant", p, inputs, out, ref).metrics
+    for k in ("mismatch_rate", "hard_mismatches", "max_code_step", "scale_max_rel_err"):
+        assert chunked[k] == whole[k]
+    assert chunked["deq_rel_err"] == pytest.approx(whole["deq_rel_err"], rel=1e-9)
+    parts = q._recall(ref[0])
+    v = parts.real_values()
+    c = ref[0].double()
+    ok = (c.abs() > 1) & ((v - c).abs() / v.abs() < 0.005)
+    ok[:6] = False  # the last chunk
+    i = tuple(int(j) for j in torch.nonzero(ok)[0].tolist())
+    res = check("rms_norm_group_quant", p, inputs, (_shift(out[0], i, 2), out[1], out[2]), ref)
+    assert not res.ok and f"first at {i}" in res.message
+
+
 def test_check_recomputes_without_cached_reference(group_case):
     p, inputs, out, ref = group_case
     ref_copy = tuple(t.clone() for t in ref)  # not in the cache: recomputed from inputs

@@ -1,0 +1,57 @@
+"""Golden output of `normbench run`/`show` tables (rich and Markdown) from fixture runs.
+
+Regenerate after an intended change: NORMBENCH_UPDATE_GOLDEN=1 python -m pytest tests/unit/test_run_table.py
+"""
+
+from __future__ import annotations
+
+import os
+from io import StringIO
+from pathlib import Path
+
+from rich.console import Console
+
+from normbench.report.run_table import kernel_grid, render_run, run_markdown
+from normbench.store import load_run
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "runs"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+def _check(name: str, text: str) -> None:
+    norm = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+    path = GOLDEN / name
+    if os.environ.get("NORMBENCH_UPDATE_GOLDEN"):
+        path.write_text(norm, encoding="utf-8")
+        return
+    assert path.exists(), f"{path} missing: NORMBENCH_UPDATE_GOLDEN=1 python -m pytest {__file__}"
+    assert norm == path.read_text(encoding="utf-8")
+
+
+def _rich(record) -> str:
+    buf = StringIO()
+    render_run(record, Console(file=buf, width=100, color_system=None))
+    return buf.getvalue()
+
+
+def test_kernel_run_rich_and_markdown() -> None:
+    record = load_run(FIXTURES / "rmsnorm-20260102T000000Z-bbbbbb")
+    _check("run_kernel.txt", _rich(record))
+    _check("run_kernel.md", run_markdown(record))
+
+
+def test_e2e_run_rich_and_markdown() -> None:
+    record = load_run(FIXTURES / "e2e-20260104T000000Z-eeeeee")
+    _check("run_e2e.txt", _rich(record))
+    _check("run_e2e.md", run_markdown(record))
+
+
+def test_fastest_provider_is_marked_and_skips_are_grouped() -> None:
+    record = load_run(FIXTURES / "rmsnorm-20260102T000000Z-bbbbbb")
+    grid = kernel_grid(record.cases[0].stage, [c for c in record.cases if c.stage == record.cases[0].stage])
+    for row in grid.rows:
+        timed = [(float(c.text.split()[0].replace(",", "")), c) for c in row[1:] if c.text and c.text[0].isdigit()]
+        if len(timed) > 1:
+            best = min(timed, key=lambda t: t[0])[1]
+            assert best.style == "bold green"
+            assert sum(1 for _, c in timed if c.style == "bold green") == 1
