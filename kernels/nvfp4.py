@@ -36,7 +36,7 @@ For each block of 16 consecutive elements of a row of the normalized output
   the flat offset is ``(row // 128 * k_tiles + k // 4) * 512 + (row % 32) * 16
   + ((row % 128) // 32) * 4 + k % 4`` (``k_tiles = round_up(n/16, 4) / 4``).
   Padding rows and columns are zero (vLLM's fused kernel writes them as zeros;
-  ``check`` requires it). ``swizzle_scales`` / ``unswizzle_scales`` convert.
+  ours too). ``swizzle_scales`` / ``unswizzle_scales`` convert.
 
 Zero handling: a block whose amax is 0 (a row of zeros, or a value so small
 that ``s`` rounds to 0 in E4M3, i.e. below 2**-10) gets scale 0, out_scale 0
@@ -74,7 +74,12 @@ Details and measurements: ``docs/kernels/nvfp4-notes.md``.
 
 Correctness (``FAMILY.check``)
 ------------------------------
-1. Shapes and dtypes; the swizzle padding must be zero (bytes).
+1. Shapes and dtypes. Swizzle padding: the padded k columns of real rows
+   must be zero bytes (a GEMM meets them with the zero-filled K padding, and
+   an E4M3 NaN there would poison real outputs); nonzero bytes in padded rows
+   (row >= m, whose outputs a GEMM drops; older vLLM ``scaled_fp4_quant``
+   leaves them as ``torch.empty`` garbage) are counted in
+   ``scale_pad_rows_nonzero`` but do not fail.
 2. Scales, unswizzled, compared as E4M3 bit patterns: equal, or one E4M3 step
    apart where the reference's pre-rounding value ``amax / 6 * global_scale``
    lies within ``delta`` (relative) of the midpoint between the two values.
@@ -413,12 +418,26 @@ class NVFP4Family:
             )
         sbytes = scales.view(torch.uint8)
 
-        # 1. padding of the swizzled buffer must be zero
-        valid = swizzle_scales(torch.ones((m, n // BLOCK_SIZE), dtype=torch.uint8, device=device)) != 0
-        pad_nonzero = int((sbytes[~valid] != 0).sum().item())
-        metrics: dict[str, float] = {"scale_pad_nonzero": float(pad_nonzero)}
-        if pad_nonzero:
-            return CheckResult(False, metrics, f"scales: {pad_nonzero} nonzero bytes in the swizzle padding")
+        # 1. padding of the swizzled buffer: padded k columns of real rows must be
+        # zero (a GEMM multiplies them with the zero-filled K padding: a NaN there
+        # poisons real outputs); padded rows only feed output rows that are
+        # dropped, so nonzero bytes there are reported, not failed.
+        mp, kp = sshape
+        pad_cols = torch.zeros((mp, kp), dtype=torch.uint8, device=device)
+        pad_cols[:m, n // BLOCK_SIZE :] = 1
+        pad_rows = torch.zeros((mp, kp), dtype=torch.uint8, device=device)
+        pad_rows[m:, :] = 1
+        sw_cols = swizzle_scales(pad_cols) != 0
+        sw_rows = swizzle_scales(pad_rows) != 0
+        cols_nonzero = int((sbytes[sw_cols] != 0).sum().item())
+        metrics: dict[str, float] = {
+            "scale_pad_cols_nonzero": float(cols_nonzero),
+            "scale_pad_rows_nonzero": float((sbytes[sw_rows] != 0).sum().item()),
+        }
+        if cols_nonzero:
+            return CheckResult(
+                False, metrics, f"scales: {cols_nonzero} nonzero bytes in the padded k columns of the swizzle"
+            )
 
         # 2. scales: exact, or one E4M3 step across a near-tie
         delta = 1.5 * DTYPE_EPS[dtype] + 2.0**-16

@@ -989,22 +989,24 @@ def _vllm_factory(op: str):
 
     def factory(params: Params) -> OpFn:
         qd = _check_quant_dtype(params)
-        from vllm import _custom_ops as vops
-
         qdtype = QUANT_TORCH_DTYPES[qd]
         eps = float(params.get("eps", 1e-6))
         res, ub = _has_residual(op, params), _has_scale_ub(op, params)
         gs = int(params.get("group_size", 0) or 0)
         col = _col_major(params)
+        static = bool(params.get("static_scale"))
+        per_token = params.get("scale_granularity", "per_token") == "per_token"
+        # Combinations vLLM lacks, refused before importing it.
         if ub and qd != "fp8":
             raise Unsupported("vLLM's scale_ub is fp8 only")
+        if op == "scaled_quant" and qd == "int8" and not static and not per_token:
+            raise Unsupported("vLLM has no dynamic per-tensor int8 quantization")
+        if op == GROUP_QUANT and qd == "int8" and col:
+            raise Unsupported("vLLM's per_token_group_quant_int8 writes row-major scales only")
+        from vllm import _custom_ops as vops
 
         if op == "scaled_quant":
-            static = bool(params.get("static_scale"))
-            per_token = params.get("scale_granularity", "per_token") == "per_token"
             if qd == "int8":
-                if not static and not per_token:
-                    raise Unsupported("vLLM has no dynamic per-tensor int8 quantization")
 
                 def fn(inputs: Inputs) -> Outputs:
                     out = vops.scaled_int8_quant(inputs["x"], inputs["scale"] if static else None)
@@ -1053,8 +1055,6 @@ def _vllm_factory(op: str):
                 return tuple(per_token_group_quant_fp8(inputs["x"], gs, column_major_scales=col, use_ue8m0=False))
 
             return fn
-        if col:
-            raise Unsupported("vLLM's per_token_group_quant_int8 writes row-major scales only")
         from vllm.model_executor.layers.quantization.utils.int8_utils import per_token_group_quant_int8
 
         def fn(inputs: Inputs) -> Outputs:

@@ -127,10 +127,66 @@ FAMILY = RMSNormFamily()
 #
 # Both kernels accumulate in fp32, round each output once, and read/write rows with unit
 # column stride (16-byte vectors when the row stride and hidden_size are multiples of 16
-# elements, which Triton's integer specialization sees). Activations are streamed once
-# (evict_first); the weight is reused by every row (evict_last). With PDL the kernel waits
-# for the previous grid before its first load, then lets the next grid start launching, so
-# its launch latency hides behind this grid's tail (what FlashInfer does by default on SM90).
+# elements, which Triton's integer specialization sees). With HINTS, activations are
+# streamed once (evict_first) and the weight is reused by every row (evict_last); without,
+# every access takes the default policy (Liger's kernel has no hints). With PDL the kernel
+# waits for the previous grid before its first load, then lets the next grid start
+# launching, so its launch latency hides behind this grid's tail (what FlashInfer does by
+# default on SM90).
+
+
+@triton.jit
+def _ld_stream(ptrs, mask, HINTS: tl.constexpr):
+    """A load of data read once (activations): evict_first with HINTS."""
+    if HINTS:
+        v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
+    else:
+        v = tl.load(ptrs, mask=mask, other=0.0)
+    return v
+
+
+@triton.jit
+def _ld_keep(ptrs, mask, HINTS: tl.constexpr):
+    """A load of data read again soon (the weight; a row pass 2 re-reads): evict_last with HINTS."""
+    if HINTS:
+        v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_last")
+    else:
+        v = tl.load(ptrs, mask=mask, other=0.0)
+    return v
+
+
+@triton.jit
+def _rows_tile(
+    tile, x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, w,
+    n_rows, n_cols, stride_x, stride_res, stride_out, stride_res_out, eps, cols, col_mask,
+    ROWS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HINTS: tl.constexpr, RELOAD: tl.constexpr,
+):
+    """Normalize the [ROWS, BLOCK_N] tile ``tile`` (see ``_rms_norm_rows_kernel``)."""
+    rows = tile * ROWS + tl.arange(0, ROWS)
+    mask = (rows < n_rows)[:, None] & col_mask[None, :]
+    rows = rows.to(tl.int64)[:, None]  # num_tokens * hidden_size may pass 2**31
+    x_ptrs = x_ptr + rows * stride_x + cols[None, :]
+    res_out_ptrs = res_out_ptr + rows * stride_res_out + cols[None, :]
+    if RELOAD and not HAS_RESIDUAL:
+        x = _ld_keep(x_ptrs, mask, HINTS).to(tl.float32)  # pass 2 reads it again
+    else:
+        x = _ld_stream(x_ptrs, mask, HINTS).to(tl.float32)
+    if HAS_RESIDUAL:
+        res = _ld_stream(res_ptr + rows * stride_res + cols[None, :], mask, HINTS)
+        r = (x + res.to(tl.float32)).to(res_out_ptr.dtype.element_ty)
+        tl.store(res_out_ptrs, r, mask=mask)
+        x = r.to(tl.float32)  # normalize what was stored, as the reference does
+    rstd = tl.rsqrt(tl.sum(x * x, axis=1) / n_cols + eps)
+    if RELOAD:
+        # Pass 2 re-reads the row (x from L1/L2, or the r this thread just stored, from L2)
+        # and the weight, so no fp32 copy of the row stays live across the reduction.
+        if HAS_RESIDUAL:
+            x = tl.load(res_out_ptrs, mask=mask, other=0.0).to(tl.float32)
+        else:
+            x = _ld_stream(x_ptrs, mask, HINTS).to(tl.float32)
+        w = _ld_keep(w_ptr + cols, col_mask, HINTS).to(tl.float32)
+    y = x * rstd[:, None] * w[None, :]
+    tl.store(out_ptr + rows * stride_out + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit(do_not_specialize=["n_rows"])
@@ -143,36 +199,48 @@ def _rms_norm_rows_kernel(
     ROWS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     PDL: tl.constexpr,
+    PERSISTENT: tl.constexpr,
+    HINTS: tl.constexpr,
+    RELOAD: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """Whole rows in registers: tiles of [ROWS, BLOCK_N], BLOCK_N >= n_cols.
 
-    A program walks tiles pid, pid + nprog, ... so a grid smaller than the tile count is a
-    persistent grid that loads the weight once.
+    Without PERSISTENT a program normalizes tile ``pid`` (one program per tile, Liger's
+    shape of kernel). With PERSISTENT a program walks tiles pid, pid + nprog, ... (a grid
+    smaller than the tile count) and loads the weight once; STAGES > 1 software-pipelines
+    that loop (``tl.range(num_stages=...)``: the next tiles' loads are issued, through
+    shared memory, while this tile reduces and stores). With RELOAD the tile is read twice
+    (pass 1 reduces, pass 2 re-reads it from L1/L2 and scales), which holds fewer registers
+    per row, so more rows are in flight per SM.
     """
     pid = tl.program_id(0)
-    nprog = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     if PDL:
         gdc_wait()
         gdc_launch_dependents()
-    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
-    for tile in range(pid, tl.cdiv(n_rows, ROWS), nprog):
-        rows = tile * ROWS + tl.arange(0, ROWS)
-        mask = (rows < n_rows)[:, None] & col_mask[None, :]
-        rows = rows.to(tl.int64)[:, None]  # num_tokens * hidden_size may pass 2**31
-        x = tl.load(x_ptr + rows * stride_x + cols[None, :], mask=mask, other=0.0, eviction_policy="evict_first")
-        x = x.to(tl.float32)
-        if HAS_RESIDUAL:
-            res = tl.load(
-                res_ptr + rows * stride_res + cols[None, :], mask=mask, other=0.0, eviction_policy="evict_first"
+    if PERSISTENT:
+        if RELOAD:
+            w = tl.zeros([BLOCK_N], dtype=tl.float32)  # loaded per tile, after the reduction
+        else:
+            w = _ld_keep(w_ptr + cols, col_mask, HINTS).to(tl.float32)
+        for tile in tl.range(pid, tl.cdiv(n_rows, ROWS), tl.num_programs(0), num_stages=STAGES):
+            _rows_tile(
+                tile, x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, w,
+                n_rows, n_cols, stride_x, stride_res, stride_out, stride_res_out, eps, cols, col_mask,
+                ROWS, HAS_RESIDUAL, HINTS, RELOAD,
             )
-            r = (x + res.to(tl.float32)).to(res_out_ptr.dtype.element_ty)
-            tl.store(res_out_ptr + rows * stride_res_out + cols[None, :], r, mask=mask)
-            x = r.to(tl.float32)  # normalize what was stored, as the reference does
-        rstd = tl.rsqrt(tl.sum(x * x, axis=1) / n_cols + eps)
-        y = x * rstd[:, None] * w[None, :]
-        tl.store(out_ptr + rows * stride_out + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        if RELOAD:
+            w = tl.zeros([BLOCK_N], dtype=tl.float32)
+        else:
+            w = _ld_keep(w_ptr + cols, col_mask, HINTS).to(tl.float32)
+        _rows_tile(
+            pid, x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, w,
+            n_rows, n_cols, stride_x, stride_res, stride_out, stride_res_out, eps, cols, col_mask,
+            ROWS, HAS_RESIDUAL, HINTS, RELOAD,
+        )
 
 
 @triton.jit(do_not_specialize=["n_rows"])
@@ -184,49 +252,68 @@ def _rms_norm_chunked_kernel(
     BLOCK_N: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     PDL: tl.constexpr,
+    PERSISTENT: tl.constexpr,
+    HINTS: tl.constexpr,
 ):
     """Rows too long for registers: pass 1 sums squares over BLOCK_N chunks, pass 2 scales.
 
     Pass 2 re-reads the row the same program just touched (x, or the r it stored), which
-    is still in L2, so device memory still sees each tensor once.
+    is still in L2, so device memory still sees each tensor once. A program normalizes row
+    ``pid``, or with PERSISTENT rows pid, pid + nprog, ...
     """
     pid = tl.program_id(0)
-    nprog = tl.num_programs(0)
-    offs = tl.arange(0, BLOCK_N)
     if PDL:
         gdc_wait()
         gdc_launch_dependents()
-    for row in range(pid, n_rows, nprog):
-        row64 = tl.cast(row, tl.int64)  # num_tokens * hidden_size may pass 2**31
-        x_row = x_ptr + row64 * stride_x
-        out_row = out_ptr + row64 * stride_out
-        res_row = res_ptr + row64 * stride_res
-        res_out_row = res_out_ptr + row64 * stride_res_out
-        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for start in range(0, n_cols, BLOCK_N):
-            cols = start + offs
-            mask = cols < n_cols
-            if HAS_RESIDUAL:
-                x = tl.load(x_row + cols, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
-                res = tl.load(res_row + cols, mask=mask, other=0.0, eviction_policy="evict_first")
-                r = (x + res.to(tl.float32)).to(res_out_ptr.dtype.element_ty)
-                tl.store(res_out_row + cols, r, mask=mask)
-                x = r.to(tl.float32)
-            else:
-                # Kept in L2 for pass 2.
-                x = tl.load(x_row + cols, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
-            acc += x * x
-        rstd = tl.rsqrt(tl.sum(acc, axis=0) / n_cols + eps)
-        for start in range(0, n_cols, BLOCK_N):
-            cols = start + offs
-            mask = cols < n_cols
-            if HAS_RESIDUAL:
-                x = tl.load(res_out_row + cols, mask=mask, other=0.0, eviction_policy="evict_first")
-            else:
-                x = tl.load(x_row + cols, mask=mask, other=0.0, eviction_policy="evict_first")
-            w = tl.load(w_ptr + cols, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
-            y = x.to(tl.float32) * rstd * w
-            tl.store(out_row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+    if PERSISTENT:
+        for row in range(pid, n_rows, tl.num_programs(0)):
+            _chunked_row(
+                row, x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, n_cols,
+                stride_x, stride_res, stride_out, stride_res_out, eps, BLOCK_N, HAS_RESIDUAL, HINTS,
+            )
+    else:
+        _chunked_row(
+            pid, x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, n_cols,
+            stride_x, stride_res, stride_out, stride_res_out, eps, BLOCK_N, HAS_RESIDUAL, HINTS,
+        )
+
+
+@triton.jit
+def _chunked_row(
+    row, x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, n_cols,
+    stride_x, stride_res, stride_out, stride_res_out, eps,
+    BLOCK_N: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HINTS: tl.constexpr,
+):
+    row64 = tl.cast(row, tl.int64)  # num_tokens * hidden_size may pass 2**31
+    x_row = x_ptr + row64 * stride_x
+    out_row = out_ptr + row64 * stride_out
+    res_row = res_ptr + row64 * stride_res
+    res_out_row = res_out_ptr + row64 * stride_res_out
+    offs = tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        cols = start + offs
+        mask = cols < n_cols
+        if HAS_RESIDUAL:
+            x = _ld_stream(x_row + cols, mask, HINTS).to(tl.float32)
+            res = _ld_stream(res_row + cols, mask, HINTS)
+            r = (x + res.to(tl.float32)).to(res_out_ptr.dtype.element_ty)
+            tl.store(res_out_row + cols, r, mask=mask)
+            x = r.to(tl.float32)
+        else:
+            x = _ld_keep(x_row + cols, mask, HINTS).to(tl.float32)  # kept in L2 for pass 2
+        acc += x * x
+    rstd = tl.rsqrt(tl.sum(acc, axis=0) / n_cols + eps)
+    for start in range(0, n_cols, BLOCK_N):
+        cols = start + offs
+        mask = cols < n_cols
+        if HAS_RESIDUAL:
+            x = _ld_stream(res_out_row + cols, mask, HINTS)
+        else:
+            x = _ld_stream(x_row + cols, mask, HINTS)
+        w = _ld_keep(w_ptr + cols, mask, HINTS).to(tl.float32)
+        y = x.to(tl.float32) * rstd * w
+        tl.store(out_row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 # =========================================================================== launch configs
@@ -244,6 +331,12 @@ class Config:
         programs_per_sm: 0 launches one program per tile; k > 0 launches at most
             k * SM-count programs that loop over the tiles (persistent grid).
         pdl: programmatic dependent launch (SM90+, ``launch_pdl``).
+        hints: eviction hints (activations evict_first, weight evict_last); False leaves
+            every access at the default policy.
+        reload: whole-row kernel only: pass 2 re-reads the row (and the weight) from L1/L2
+            instead of holding it in registers across the reduction (more rows per SM).
+        stages: persistent whole-row kernel only: > 1 software-pipelines the loop over
+            tiles (``tl.range(num_stages=stages)``; loads go through shared memory).
     """
 
     block_n: int
@@ -251,10 +344,26 @@ class Config:
     rows: int = 1
     programs_per_sm: int = 0
     pdl: bool = False
+    hints: bool = True
+    reload: bool = False
+    stages: int = 1
 
     def short(self) -> str:
         grid = f"p{self.programs_per_sm}" if self.programs_per_sm else "g"
-        return f"b{self.block_n}.w{self.num_warps}.r{self.rows}.{grid}{'.pdl' if self.pdl else ''}"
+        extra = "".join(
+            f".{flag}" for flag, on in (("pdl", self.pdl), ("nohint", not self.hints), ("reload", self.reload)) if on
+        )
+        stages = f".s{self.stages}" if self.stages > 1 else ""
+        return f"b{self.block_n}.w{self.num_warps}.r{self.rows}.{grid}{stages}{extra}"
+
+    def literal(self) -> str:
+        """Python source of this config: the five positional fields, then non-default keywords."""
+        head = f"{self.block_n}, {self.num_warps}, {self.rows}, {self.programs_per_sm}, {self.pdl}"
+        tail = "".join(
+            f", {k}={v!r}" for k, v in (("hints", self.hints), ("reload", self.reload), ("stages", self.stages))
+            if v != Config.__dataclass_fields__[k].default
+        )
+        return f"Config({head}{tail})"
 
 
 #: Bytes of a row segment above which the whole-row kernel would need more than 32 values
@@ -419,16 +528,26 @@ def _plan(n_rows: int, n_cols: int, elem_bytes: int, residual: bool, device: tor
     if cfg.pdl and not pdl_ok:
         raise ValueError(f"{cfg}: programmatic dependent launch needs an SM90+ GPU and Triton >= 3.3")
     chunked = cfg.block_n < n_cols
-    if chunked and cfg.rows != 1:
-        raise ValueError(f"{cfg}: the chunked kernel (block_n < hidden_size {n_cols}) takes rows=1")
+    if chunked and (cfg.rows != 1 or cfg.reload or cfg.stages > 1):
+        raise ValueError(
+            f"{cfg}: the chunked kernel (block_n < hidden_size {n_cols}) takes rows=1, reload=False, stages=1"
+        )
+    if cfg.stages > 1 and not cfg.programs_per_sm:
+        raise ValueError(f"{cfg}: stages > 1 pipelines the persistent loop: set programs_per_sm")
+    if cfg.stages > 1 and cfg.reload and residual:
+        # The pipeliner would issue tile i+1's re-read of r before tile i+1 stores r.
+        raise ValueError(f"{cfg}: reload with a residual cannot be pipelined (stages > 1)")
     tiles = triton.cdiv(n_rows, cfg.rows)
     programs = tiles if cfg.programs_per_sm == 0 else min(tiles, cfg.programs_per_sm * sms)
-    meta = {"BLOCK_N": cfg.block_n, "HAS_RESIDUAL": residual, "PDL": cfg.pdl, "num_warps": cfg.num_warps}
+    meta = {
+        "BLOCK_N": cfg.block_n, "HAS_RESIDUAL": residual, "PDL": cfg.pdl,
+        "PERSISTENT": cfg.programs_per_sm > 0, "HINTS": cfg.hints, "num_warps": cfg.num_warps,
+    }
     if cfg.pdl:
         meta["launch_pdl"] = True
     if chunked:
         return _rms_norm_chunked_kernel, (programs,), meta
-    meta["ROWS"] = cfg.rows
+    meta.update(ROWS=cfg.rows, RELOAD=cfg.reload, STAGES=max(1, cfg.stages))
     return _rms_norm_rows_kernel, (programs,), meta
 
 
@@ -493,6 +612,33 @@ def rms_norm(
         **meta,
     )
     return (out,) if residual is None else (out, residual_out)
+
+
+def compile_config(n_cols: int, dtype: torch.dtype, residual: bool, config: Config, device: torch.device) -> None:
+    """Compile, without launching, the kernel ``config`` selects for rows of ``n_cols``.
+
+    The arguments specialize exactly as ``rms_norm``'s on contiguous [*, n_cols] tensors
+    (num_tokens is not specialized), so the compiled kernel lands in Triton's on-disk cache
+    under the key a later ``rms_norm`` call looks up: scripts/tune_rmsnorm.py compiles its
+    candidates this way in parallel worker processes.
+
+    Raises:
+        ValueError: a bad ``config`` (as ``rms_norm``); compiler errors propagate.
+    """
+    device = torch.device(device)
+    x = torch.empty(2, n_cols, dtype=dtype, device=device)
+    w = torch.empty(n_cols, dtype=dtype, device=device)
+    out = torch.empty_like(x)
+    kernel, grid, meta = _plan(2, n_cols, x.element_size(), residual, device, config)
+    res, res_out = (torch.empty_like(x), torch.empty_like(x)) if residual else (x, out)
+    kernel.warmup(
+        x, res, w, out, res_out,
+        2, n_cols,
+        x.stride(0), res.stride(0), out.stride(0), res_out.stride(0),
+        1e-6,
+        grid=grid,
+        **meta,
+    )
 
 
 # =========================================================================== providers

@@ -107,7 +107,11 @@ class Buffers:
         self.res = torch.randn_like(self.x) if p.get("residual") else None
         self.codes = torch.empty(sets, tokens, hidden, device=device, dtype=q.QUANT_TORCH_DTYPES[quant])
         groups = hidden // p["group_size"] if op == "rms_norm_group_quant" else 1
-        self.scales = torch.empty(sets, tokens, groups, device=device, dtype=torch.float32)
+        # Each set's scales start 16-byte aligned, as a fresh allocation does (Triton
+        # specializes on pointer alignment: a misaligned set would compile another variant).
+        slab = -(-tokens * groups // 4) * 4
+        flat = torch.empty(sets * slab, device=device, dtype=torch.float32)
+        self.scales = [flat[i * slab: i * slab + tokens * groups].view(tokens, groups) for i in range(sets)]
 
     def launch(self, i: int, cfg) -> None:
         q, p = self.q, self.params
@@ -249,12 +253,6 @@ def main(argv=None) -> int:
     quants = [s for s in args.quant.split(",") if s]
     hiddens = [int(h) for h in args.hidden.split(",") if h]
     tokens_list = [int(t) for t in args.tokens.split(",") if t]
-    props = torch.cuda.get_device_properties(device)
-    l2 = getattr(props, "L2_cache_size", 50 * 2**20) or 50 * 2**20
-    copy_gbps = copy_bandwidth_gbps()
-    print(f"# {props.name}, torch {torch.__version__}, triton {triton.__version__}, L2 {l2 / 2**20:.0f} MiB, "
-          f"copy {copy_gbps:.0f} GB/s", flush=True)
-
     # fp8 first: int8 then tries fp8's best three plus the heuristic's.
     plan = {(k, h): candidates(h, k, args.quick) for k in kinds for h in hiddens}
     jobs = []
@@ -267,6 +265,13 @@ def main(argv=None) -> int:
     for e in errors:
         print(f"# precompile: {e}", flush=True)
     print(f"# {len(jobs)} kernel variants compiled in {time.perf_counter() - t_start:.0f} s", flush=True)
+    # CUDA is touched only now: workers compiled first (a GPU in exclusive-process mode
+    # would refuse them a context while this process holds one; then the gate compiles).
+    props = torch.cuda.get_device_properties(device)
+    l2 = getattr(props, "L2_cache_size", 50 * 2**20) or 50 * 2**20
+    copy_gbps = copy_bandwidth_gbps()
+    print(f"# {props.name}, torch {torch.__version__}, triton {triton.__version__}, L2 {l2 / 2**20:.0f} MiB, "
+          f"copy {copy_gbps:.0f} GB/s", flush=True)
 
     results = []
     out_of_time = False

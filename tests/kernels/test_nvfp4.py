@@ -1,17 +1,32 @@
-"""NVFP4 family: format helpers, reference, check, Triton kernel (interpreter) and torch.
+"""NVFP4 family: format helpers, reference, check, Triton kernel and torch providers.
 
-Runs on the CPU; ``conftest.py`` sets ``TRITON_INTERPRET=1`` before the kernels import.
+Without a GPU the Triton kernel runs under ``TRITON_INTERPRET=1`` on the CPU (set here
+before the kernels import, as ``tests/conftest.py`` does); with one, the same tests run
+the compiled kernel on it. ``round_norm=True`` is asserted bit-exact with the reference
+under the interpreter; on a GPU (other float32 reduction order) near-tie flips are
+allowed at a rate below 1e-4.
 """
 
 from __future__ import annotations
 
-import pytest
+import os
+
 import torch
 
-from normbench.kernels import nvfp4 as F
-from normbench.kernels.base import Tolerance
-from normbench.ops import OPS
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import pytest  # noqa: E402
+
+from normbench.kernels import nvfp4 as F  # noqa: E402
+from normbench.kernels.base import Tolerance  # noqa: E402
+from normbench.ops import OPS  # noqa: E402
+
+INTERPRETED = F._interpreting()
+if not INTERPRETED and not torch.cuda.is_available():
+    raise RuntimeError("normbench.kernels.nvfp4 was imported in compiled mode without a GPU: "
+                       "TRITON_INTERPRET=1 must be set before it is imported")
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 CPU = torch.device("cpu")
 OP = "rms_norm_nvfp4_quant"
 OP_RES = "fused_add_rms_norm_nvfp4_quant"
@@ -176,16 +191,19 @@ def test_triton_round_norm_is_bit_exact(m, n, residual, dtype, rows):
     """round_norm=True follows the reference's rule: identical bytes."""
     p = params(m, n, dtype, residual, rows_per_program=rows, round_norm=True)
     op = OP_RES if residual else OP
-    inp = F.FAMILY.make_inputs(op, p, CPU, seed=m + n)
+    inp = F.FAMILY.make_inputs(op, p, DEV, seed=m + n)
     ref = F.FAMILY.reference(op, p, inp)
     out = F.IMPLS["triton"][op](p)(inp)
     res = F.FAMILY.check(op, p, inp, out, ref, tol(dtype))
     assert res.ok, res.message
+    if residual:
+        assert torch.equal(out[2], ref[2])
+    if not INTERPRETED:  # another float32 reduction order: rare near-tie flips
+        assert res.metrics["mismatch_rate"] < 1e-4 and res.metrics["scale_mismatch_rate"] < 1e-3
+        return
     assert res.metrics["mismatch_rate"] == 0 and res.metrics["scale_mismatch_rate"] == 0
     assert torch.equal(out[0], ref[0])
     assert torch.equal(out[1].view(torch.uint8), ref[1].view(torch.uint8))
-    if residual:
-        assert torch.equal(out[2], ref[2])
     assert res.metrics["dequant_rel_err"] == pytest.approx(res.metrics["ref_dequant_rel_err"])
 
 
@@ -195,12 +213,13 @@ def test_triton_default_fast_path_passes_check(m, n, residual, dtype, rows):
     from the reference only by near-tie flips."""
     p = params(m, n, dtype, residual, rows_per_program=rows)
     op = OP_RES if residual else OP
-    inp = F.FAMILY.make_inputs(op, p, CPU, seed=m + n)
+    inp = F.FAMILY.make_inputs(op, p, DEV, seed=m + n)
     ref = F.FAMILY.reference(op, p, inp)
     out = F.IMPLS["triton"][op](p)(inp)
     res = F.FAMILY.check(op, p, inp, out, ref, tol(dtype))
     assert res.ok, res.message
     assert res.metrics["mismatch_rate"] < (5e-3 if dtype != "float32" else 1e-4)
+    assert res.metrics["scale_pad_rows_nonzero"] == 0  # the kernel zeroes every padding byte
     assert res.metrics["dequant_rel_err"] < res.metrics["ref_dequant_rel_err"] + 1e-3
     if residual:
         assert torch.equal(out[2], ref[2])  # the residual sum is rounded exactly either way
@@ -210,7 +229,7 @@ def test_triton_default_fast_path_passes_check(m, n, residual, dtype, rows):
 def test_torch_naive_passes_check(m, n, residual, dtype, rows):
     p = params(m, n, dtype, residual)
     op = OP_RES if residual else OP
-    inp = F.FAMILY.make_inputs(op, p, CPU, seed=1)
+    inp = F.FAMILY.make_inputs(op, p, DEV, seed=1)
     res = run_check(p, inp, F.IMPLS["torch_naive"][op](p)(inp))
     assert res.ok, res.message
     assert res.metrics["dequant_rel_err"] < res.metrics["ref_dequant_rel_err"] + 1e-3
@@ -218,7 +237,7 @@ def test_torch_naive_passes_check(m, n, residual, dtype, rows):
 
 def test_torch_naive_traces_without_graph_breaks():
     p = params(4, 64, residual=True)
-    inp = F.FAMILY.make_inputs(OP_RES, p, CPU, seed=0)
+    inp = F.FAMILY.make_inputs(OP_RES, p, DEV, seed=0)
     fn = F.IMPLS["torch_naive"][OP_RES](p)
     eager = fn(inp)
     torch._dynamo.reset()
@@ -237,10 +256,10 @@ def crafted_row_inputs(dtype=torch.bfloat16):
     1.0 and y * out_scale ~= x.
     """
     block = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.5, -1, -1.5, -2, -3, -4, -6, 0]
-    x = torch.tensor([block * 2, block * 2], dtype=dtype)
+    x = torch.tensor([block * 2, block * 2], dtype=dtype, device=DEV)
     eps = 1e-6
-    gs = torch.tensor([(8.5625 + eps) ** 0.5], dtype=torch.float32)
-    return {"x": x, "weight": torch.ones(32, dtype=dtype), "global_scale": gs}, eps
+    gs = torch.tensor([(8.5625 + eps) ** 0.5], dtype=torch.float32, device=DEV)
+    return {"x": x, "weight": torch.ones(32, dtype=dtype, device=DEV), "global_scale": gs}, eps
 
 
 @pytest.mark.parametrize("impl", ["reference", "triton", "torch_naive"])
@@ -259,7 +278,7 @@ def test_nibble_order_on_a_crafted_row(impl):
 def test_zero_rows_give_zero_scales_and_codes(impl, residual):
     p = params(5, 64, residual=residual)
     op = OP_RES if residual else OP
-    inp = F.FAMILY.make_inputs(op, p, CPU, seed=2)
+    inp = F.FAMILY.make_inputs(op, p, DEV, seed=2)
     inp["x"][1] = 0
     if residual:
         inp["residual"][1] = 0
@@ -275,7 +294,8 @@ def test_zero_rows_give_zero_scales_and_codes(impl, residual):
 @pytest.mark.parametrize("impl", ["triton", "torch_naive"])
 def test_all_zero_input(impl):
     p = params(3, 64)
-    inp = {"x": torch.zeros(3, 64, dtype=torch.bfloat16), "weight": torch.ones(64, dtype=torch.bfloat16)}
+    inp = {"x": torch.zeros(3, 64, dtype=torch.bfloat16, device=DEV),
+           "weight": torch.ones(64, dtype=torch.bfloat16, device=DEV)}
     with_scale(inp, p)
     assert inp["global_scale"].item() == 1.0
     q, s = F.IMPLS[impl][OP](p)(inp)
@@ -288,7 +308,8 @@ def test_all_zero_input(impl):
 @pytest.mark.parametrize("impl", ["triton", "torch_naive"])
 def test_all_equal_rows(impl):
     p = params(4, 96, dtype="float16")
-    inp = {"x": torch.full((4, 96), -0.37, dtype=torch.float16), "weight": torch.ones(96, dtype=torch.float16)}
+    inp = {"x": torch.full((4, 96), -0.37, dtype=torch.float16, device=DEV),
+           "weight": torch.ones(96, dtype=torch.float16, device=DEV)}
     inp["x"][2] = 2.5
     with_scale(inp, p)
     out = F.IMPLS[impl][OP](p)(inp)
@@ -301,7 +322,7 @@ def test_all_equal_rows(impl):
 @pytest.mark.parametrize("impl", ["triton", "torch_naive"])
 def test_saturation_with_an_oversized_global_scale(impl):
     p = params(6, 128)
-    inp = with_scale(F.FAMILY.make_inputs(OP, p, CPU, seed=5), p)
+    inp = with_scale(F.FAMILY.make_inputs(OP, p, DEV, seed=5), p)
     inp["global_scale"] = inp["global_scale"] * 10  # ten times the calibrated value
     ref = F.FAMILY.reference(OP, p, inp)
     rs = F.unswizzle_scales(ref[1], 6, 128).float()
@@ -316,7 +337,7 @@ def test_saturation_with_an_oversized_global_scale(impl):
 @pytest.mark.parametrize("impl", ["triton", "torch_naive"])
 def test_subnormal_and_vanishing_scales(impl):
     p = params(4, 256, dtype="float32")
-    inp = with_scale(F.FAMILY.make_inputs(OP, p, CPU, seed=6), p)
+    inp = with_scale(F.FAMILY.make_inputs(OP, p, DEV, seed=6), p)
     inp["global_scale"] = inp["global_scale"] / 2e5  # scales <= 2**-9: E4M3 subnormals, some round to 0
     ref = F.FAMILY.reference(OP, p, inp)
     rs = F.unswizzle_scales(ref[1], 4, 256).view(torch.uint8)
@@ -331,7 +352,7 @@ def test_subnormal_and_vanishing_scales(impl):
 
 def test_triton_single_token_default_config_and_overrides():
     p = params(1, 1536)
-    inp = F.FAMILY.make_inputs(OP, p, CPU, seed=9)
+    inp = F.FAMILY.make_inputs(OP, p, DEV, seed=9)
     ref = F.FAMILY.reference(OP, p, inp)
     for rows, warps in [(None, None), (2, 2), (8, 1)]:
         out = F.rms_norm_nvfp4_quant_triton(
@@ -354,7 +375,7 @@ def test_heuristic_config():
 @pytest.fixture(scope="module")
 def good_case():
     p = params(33, 256)
-    inp = F.FAMILY.make_inputs(OP, p, CPU, seed=11)
+    inp = F.FAMILY.make_inputs(OP, p, DEV, seed=11)
     ref = F.FAMILY.reference(OP, p, inp)
     return p, inp, ref
 
@@ -402,12 +423,18 @@ def test_check_tolerates_a_flip_at_an_exact_tie():
     assert F._code_errors(flipped, codes, v, delta=1e-3)[0] == 1
 
 
-def test_check_fails_nonzero_padding(good_case):
-    p, inp, ref = good_case
-    s = ref[1].view(torch.uint8).clone()
-    s[-1, -1] = 0x38
-    res = F.FAMILY.check(OP, p, inp, (ref[0].clone(), s.view(torch.float8_e4m3fn)), ref, tol())
-    assert not res.ok and "padding" in res.message
+def test_check_padding_columns_must_be_zero_rows_are_reported():
+    p = params(3, 80)  # 5 scales per row, padded to 8; 3 rows padded to 128
+    inp = F.FAMILY.make_inputs(OP, p, CPU, seed=4)
+    ref = F.FAMILY.reference(OP, p, inp)
+    raw = ref[1].view(torch.uint8).reshape(-1).clone()
+    raw[F.swizzle_offset(1, 6, 80)] = 0x38  # padded k column of a real row
+    res = F.FAMILY.check(OP, p, inp, (ref[0].clone(), raw.view(torch.float8_e4m3fn).reshape(128, 8)), ref, tol())
+    assert not res.ok and "padded k columns" in res.message
+    raw = ref[1].view(torch.uint8).reshape(-1).clone()
+    raw[F.swizzle_offset(100, 2, 80)] = 0x7F  # garbage (even NaN) in a padded row: reported only
+    res = F.FAMILY.check(OP, p, inp, (ref[0].clone(), raw.view(torch.float8_e4m3fn).reshape(128, 8)), ref, tol())
+    assert res.ok and res.metrics["scale_pad_rows_nonzero"] == 1 and res.metrics["scale_pad_cols_nonzero"] == 0
 
 
 def test_check_fails_wrong_shapes(good_case):
@@ -435,6 +462,8 @@ def test_impls_cover_both_ops():
         assert set(F.IMPLS[name]) == {OP, OP_RES}
 
 
+@pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 10,
+                    reason="SM100+: the peers may run here")
 @pytest.mark.parametrize("name", ["vllm", "flashinfer"])
 def test_peers_are_unsupported_without_sm100(name):
     from normbench.kernels.providers._family import Unsupported
@@ -448,7 +477,7 @@ def test_peers_are_unsupported_without_sm100(name):
 @pytest.mark.parametrize("impl", ["triton", "torch_naive"])
 def test_subnormal_scales(impl):
     p = params(4, 256, dtype="float32")
-    inp = with_scale(F.FAMILY.make_inputs(OP, p, CPU, seed=6), p)
+    inp = with_scale(F.FAMILY.make_inputs(OP, p, DEV, seed=6), p)
     inp["global_scale"] = inp["global_scale"] / 3e4  # scales 3..8 * 2**-9: subnormal and smallest normal
     ref = F.FAMILY.reference(OP, p, inp)
     rs = F.unswizzle_scales(ref[1], 4, 256).view(torch.uint8)
@@ -460,8 +489,8 @@ def test_subnormal_scales(impl):
 
 def test_triton_reads_unaligned_bf16_views():
     # bf16 rows are loaded as 4-byte words; a view starting mid-word is copied first.
-    big = torch.randn(4, 65, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
-    x, w = big[:, 1:], torch.ones(64, dtype=torch.bfloat16)
+    big = torch.randn(4, 65, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16).to(DEV)
+    x, w = big[:, 1:], torch.ones(64, dtype=torch.bfloat16, device=DEV)
     p = params(4, 64)
     inp = with_scale({"x": x, "weight": w}, p)
     ref = F.FAMILY.reference(OP, p, inp)

@@ -198,6 +198,19 @@ def test_triton_tuple_reduce_path():
     assert res.metrics["mismatch_rate"] < 2e-3
 
 
+@pytest.mark.parametrize(
+    "op,axes,reason",
+    [
+        ("rms_norm_quant", dict(quant_dtype="int8", scale_ub=True), "scale_ub is fp8 only"),
+        ("scaled_quant", dict(quant_dtype="int8", scale_granularity="per_tensor"), "no dynamic per-tensor int8"),
+        ("group_quant", dict(quant_dtype="int8", scale_layout="col_major"), "row-major scales only"),
+    ],
+)
+def test_vllm_refuses_what_it_lacks(op, axes, reason):
+    with pytest.raises(Unsupported, match=reason):
+        q.IMPLS["vllm"][op](params_of(op, 4, 1024, **axes))
+
+
 def test_heuristic_config():
     assert q.heuristic_config(4096, 1024, 2) == q.LaunchConfig(4, 1)
     assert q.heuristic_config(4096, 4096, 2).num_warps == 8
