@@ -111,10 +111,13 @@ def capability_skip(provider: str, op: str, caps: Capabilities) -> str | None:
         return None
     if op not in entry.ops:
         return f"{provider} has no {op}"
-    if provider in caps.missing:
-        return caps.missing[provider]
     if provider in CUDA_ONLY and caps.device != "cuda":
         return "needs CUDA"
+    need = entry.min_sm.get(op)
+    if need is not None and caps.sm is not None and caps.sm[0] * 10 + caps.sm[1] < need:
+        return f"needs SM{need}+ (this GPU is SM{caps.sm[0]}{caps.sm[1]})"
+    if provider in caps.missing:
+        return caps.missing[provider]
     return None
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from normbench.errors import UnknownNameError
@@ -37,6 +37,7 @@ class ProviderEntry:
         requires: import names of the packages it needs (found without importing).
         install: the command that installs them.
         summary: one line for ``list`` and the README.
+        min_sm: op -> the lowest compute capability (e.g. 100 for SM100) it runs on.
     """
 
     name: str
@@ -45,6 +46,7 @@ class ProviderEntry:
     requires: tuple[str, ...]
     install: str
     summary: str
+    min_sm: dict[str, int] = field(default_factory=dict)
 
     def missing_package(self) -> str | None:
         """Why the provider cannot be imported here, from ``find_spec`` alone."""
@@ -90,6 +92,7 @@ PROVIDERS: dict[str, ProviderEntry] = {
         ProviderEntry(
             "flashinfer", f"{_P}.flashinfer:PROVIDER", NORM_OPS + NVFP4_OPS, ("torch", "flashinfer"),
             "pip install 'normbench[flashinfer]'", "flashinfer.norm (NVFP4 fusions need SM100+)",
+            min_sm={op: 100 for op in NVFP4_OPS},
         ),
         ProviderEntry(
             "liger", f"{_P}.liger:PROVIDER", NORM_OPS, ("torch", "liger_kernel"),

@@ -228,7 +228,9 @@ class KernelStage(StageBase):
         return self
 
     def tolerance_for(self, dtype: str) -> dict[str, float]:
+        """Suite-wide defaults, then the op's own defaults, then this stage's ``tolerance``."""
         merged = dict(DEFAULT_TOLERANCE[dtype])
+        merged.update(OPS[self.op].tolerance.get(dtype, {}))
         if dtype in self.tolerance:
             merged.update({k: v for k, v in self.tolerance[dtype].model_dump().items() if v is not None})
         return merged

@@ -1,37 +1,51 @@
 #!/usr/bin/env python3
-"""Time the launch configs of normbench's Triton RMSNorm on a GPU; print the best and the heuristic's.
+"""Tune the launch configs of normbench's Triton RMSNorm on a GPU, measured exactly as the suites measure.
 
 Usage (repository root, CUDA GPU; the package need not be installed)::
 
-    python3 scripts/tune_rmsnorm.py [--out FILE] [--quick] [--peers flashinfer,liger,quack,torch_compile]
-                                    [--hidden 2880,4096,7168,8192] [--tokens 1,16,...] [--budget SECONDS]
+    python3 scripts/tune_rmsnorm.py [--out FILE] [--peers flashinfer,liger,quack,torch_compile]
+                                    [--suites suites/rmsnorm.yaml,suites/fused_add_rmsnorm.yaml]
+                                    [--shapes 8192x1024,r4096x16384,...] [--hidden ...] [--tokens ...]
+                                    [--residual 0|1] [--quick] [--budget SECONDS] [--jobs N]
     python3 scripts/tune_rmsnorm.py --table-from FILE   # the TUNED table of a (partial) JSON, no GPU
+    python3 scripts/tune_rmsnorm.py --list              # shapes and round-1 candidates, no GPU
 
-For rms_norm and fused_add_rms_norm (bf16) at every hidden_size x num_tokens it times the
-candidate ``Config``s of ``normbench.kernels.rmsnorm`` (num_warps, rows per tile, persistent
-grid, PDL; chunk size for rows too long for registers) and prints, per shape, the best
-config with its us / GB/s / % of 3.0 TB/s, the heuristic's config and time, and the ratio.
-It ends with a ``TUNED = {...}`` table to paste into kernels/rmsnorm.py and writes every
-timing to JSON (default ``tune_rmsnorm.json``), rewritten after every shape so a run cut
-short still leaves its results. About 90 s on an H100 (a third of it compiling); past
-``--budget`` seconds the remaining shapes get the ``--quick`` candidates.
+Shapes: every distinct (residual, hidden_size, num_tokens) bf16 point of the suites' ``triton``
+cases (84 for the two default suites), narrowed by ``--shapes`` (``[r]HIDDENxTOKENS``, ``r`` =
+with residual), ``--hidden``, ``--tokens``, ``--residual``.
 
-Timing: one CUDA graph of G launches, each on its own input set (x, residual, weight; the
-outputs are one buffer reused by every launch, as the triton provider's factory and vLLM's
-benchmark reuse theirs), replayed after an L2 flush (a 256 MiB memset
-enqueued before the start event, so the GPU never idles between the events); the time
-per call is (end - start) / G, and a config's time is the median of 25 replays. Back to
-back launches in one graph are how a model runs and let PDL overlap them, as in the
-anchor measurements. Bytes are ``normbench.ops`` bytes_moved (each tensor once).
+Timing: ``normbench.timing.time_cuda`` over ``input_sets_needed(bytes, 2 x L2)`` clones of the
+inputs, each config run through a factory like the ``triton`` provider's (outputs reused per
+factory): the method and input rotation of ``normbench run``, so a number here is a number
+in the suite. Search, per shape:
+
+1. round 1a: kernel structures (block, warps, rows per tile, re-read or register-resident
+   row, chunked for long rows), one program per tile, PDL where supported, eviction hints;
+2. round 1b: around the three best: no eviction hints, no PDL, persistent grids of 1-8
+   programs per SM (256-16384 tokens), software-pipelined persistent loops
+   (``tl.range(num_stages=2|3)``), plus Liger's exact launch and the current heuristic.
+   Rounds 1a/1b take ``--screen-reps`` (10) replays per config;
+3. round 2: the ``--finalists`` (4; 2 below 256 tokens) fastest configs that pass the
+   suite's correctness check (float64 reference, bf16 tolerance, on a sample of rows),
+   the heuristic, Liger's launch and the ``--peers``, all with the suite stage's own
+   warmup and repetitions (10 / 50). The fastest config is the table's.
+
+Every candidate is compiled first, in ``--jobs`` worker processes (Triton's on-disk cache
+then serves the main process), so compilation costs seconds, not minutes. The JSON (default
+``tune_rmsnorm.json``) is rewritten after every shape; ``--table-from`` prints the table of a
+run cut short. The run ends with a ``TUNED = {...}`` literal for kernels/rmsnorm.py. Past
+``--budget`` seconds (120) the remaining shapes get the ``--quick`` search.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import dataclasses
-import functools
 import json
 import math
+import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -39,156 +53,427 @@ from pathlib import Path
 
 import torch
 
-
 # This checkout's kernels, installed or not (normbench/__init__.py maps kernels/ to
 # normbench.kernels in a source checkout).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 import normbench.kernels.rmsnorm as rn  # noqa: E402
-import normbench.ops as nops  # noqa: E402
 
 Config = rn.Config
 
-PEAK_GBPS = 3000.0  # H100 SXM device copy (anchors.md); % columns are against this
-L2_FLUSH_BYTES = 256 << 20
-TARGET_GRAPH_US = 200.0  # launches per graph chosen so one replay lasts about this long
-REPLAYS = 25
-HIDDEN = (2880, 4096, 7168, 8192)
-TOKENS = (1, 16, 128, 1024, 4096, 16384, 65536)
-EXTRA = ((32768, (1, 128, 4096, 32768)),)  # long rows: the chunked kernel (fused-add suite)
+SUITES = ("suites/rmsnorm.yaml", "suites/fused_add_rmsnorm.yaml")
 SENTINEL = 2**31 - 1
+LONG_ROW_BYTES = 64 * 1024  # whole-row candidates up to this many bytes per row (32768 bf16)
 
 
-@functools.lru_cache(maxsize=None)
-def _flush_buffer(device: torch.device) -> torch.Tensor:
-    return torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=device)
+# --------------------------------------------------------------------------- shapes
 
 
-class Bench:
-    """Input sets and the graph timing of one (op, hidden, tokens) shape."""
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    residual: bool
+    hidden: int
+    tokens: int
 
-    def __init__(self, residual: bool, hidden: int, tokens: int, device: torch.device):
-        self.residual, self.hidden, self.tokens = residual, hidden, tokens
-        params = {"num_tokens": tokens, "hidden_size": hidden, "dtype": "bfloat16", "residual": residual, "eps": 1e-6}
-        self.bytes = nops.OPS["rms_norm"].bytes_moved(params)
-        est_us = self.bytes / (2.5e3 * 1e3) + 2.0  # 2.5 TB/s plus launch latency
-        self.launches = max(2, min(64, round(TARGET_GRAPH_US / est_us)))
-        g, m, n = self.launches, tokens, hidden
-        mk = lambda: torch.randn(g * m, n, device=device, dtype=torch.bfloat16)  # noqa: E731
-        self.x, self.w = mk(), (1 + 0.1 * torch.randn(g, n, device=device)).to(torch.bfloat16)
-        self.res = mk() if residual else None
-        # One output buffer for all launches, as the triton provider's factory reuses it.
-        self.out = torch.empty(m, n, device=device, dtype=torch.bfloat16)
-        self.res_out = torch.empty_like(self.out) if residual else None
-        self.flush = _flush_buffer(device)
-
-    def sets(self):
-        m = self.tokens
-        for i in range(self.launches):
-            s = slice(i * m, (i + 1) * m)
-            yield {
-                "x": self.x[s], "weight": self.w[i], "out": self.out,
-                "residual": self.res[s] if self.residual else None,
-                "residual_out": self.res_out,
-            }
-
-    def time_fn(self, call) -> float:
-        """Median us per call of ``call(set)`` over graph replays (see module docstring)."""
-        sets = list(self.sets())
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for s in sets[:2]:  # compile / JIT / autotune outside the graph
-                call(s)
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for s in sets:
-                call(s)
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(REPLAYS + 3)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(REPLAYS + 3)]
-        for st, en in zip(starts, ends):
-            self.flush.zero_()
-            st.record()
-            graph.replay()
-            en.record()
-        torch.cuda.synchronize()
-        times = [st.elapsed_time(en) * 1e3 / self.launches for st, en in zip(starts[3:], ends[3:])]
-        del graph
-        return statistics.median(times)
-
-    def time_config(self, cfg: Config | None) -> float:
-        def call(s):
-            rn.rms_norm(
-                s["x"], s["weight"], 1e-6, s["residual"], out=s["out"], residual_out=s["residual_out"], config=cfg
-            )
-
-        return self.time_fn(call)
-
-    def time_peer(self, name: str) -> float:
-        op = "fused_add_rms_norm" if self.residual else "rms_norm"
-        params = {"num_tokens": self.tokens, "hidden_size": self.hidden, "dtype": "bfloat16",
-                  "residual": self.residual, "eps": 1e-6}
-        if name == "torch_compile":  # the HF formula under torch.compile, as providers.torch_ops
-            fn = torch.compile(rn.IMPLS["torch_naive"][op](params))
-        else:
-            fn = rn.IMPLS[name][op](params)
-
-        def call(s):
-            inputs = {"x": s["x"], "weight": s["weight"]}
-            if self.residual:
-                inputs["residual"] = s["residual"]
-            fn(inputs)
-
-        return self.time_fn(call)
-
-    def gbps(self, us: float) -> float:
-        return self.bytes / (us * 1e3)
+    @property
+    def label(self) -> str:
+        return f"{'r' if self.residual else ''}{self.hidden}x{self.tokens}"
 
 
-def candidates(hidden: int, tokens: int, pdl: bool, sms: int, quick: bool) -> list[Config]:
-    """Launch configs worth timing at one bf16 shape."""
-    block = 1 << (hidden - 1).bit_length()
-    out: list[Config] = []
-    tiles_grids = [0] if tokens <= 2 * sms else ([0, 4] if quick else [0, 1, 2, 4, 8])
-    if block * 2 > rn.MAX_RESIDENT_BYTES:  # chunked kernel
-        for chunk in (2048, 4096, 8192):
-            for epl in (8, 16) if not quick else (16,):
-                nw = chunk // (32 * epl)
-                for grid in [0, 1, 2, 4] if tokens > 2 * sms else [0]:
-                    out.append(Config(chunk, nw, 1, grid, pdl))
-        return out
-    for rows in (1, 2) if tokens >= 1024 else (1,):
-        for epl in (8, 16, 32, 64) if not quick else (8, 16, 32):
-            # epl = values per thread; sm_90 ptxas: 2-row tiles at 8 lose 16-byte vectors
-            # and spill, and anything past 64 spills.
-            nw = rows * block // (32 * epl)
-            if not 1 <= nw <= 32 or (rows > 1 and epl not in (16, 32)):
+def suite_shapes(paths: list[str]) -> tuple[dict[Shape, tuple[str, dict]], dict]:
+    """Shape -> (op, params) of the first ``triton`` bf16 case at it, and the stage timing options."""
+    from normbench.expand import Capabilities, expand_kernel_stage
+    from normbench.suite import KernelStage, load_suite
+
+    shapes: dict[Shape, tuple[str, dict]] = {}
+    timing = None
+    for path in paths:
+        suite = load_suite(ROOT / path if not Path(path).is_absolute() else path).suite
+        for i, stage in enumerate(suite.stages):
+            if not isinstance(stage, KernelStage) or stage.op not in rn.NORM_OPS:
                 continue
-            for grid in tiles_grids:
-                out.append(Config(block, nw, rows, grid, pdl))
+            timing = timing or {"warmup": stage.timing.warmup, "repetitions": stage.timing.repetitions,
+                                "mode": stage.timing.mode, "rotate_bytes": stage.timing.rotate_bytes,
+                                "tolerance": stage.tolerance_for("bfloat16")}
+            for case in expand_kernel_stage(stage, i, Capabilities()):
+                p = case.param_dict
+                if case.provider != "triton" or p["dtype"] != "bfloat16":
+                    continue
+                key = Shape(rn.has_residual(case.op, p), int(p["hidden_size"]), int(p["num_tokens"]))
+                shapes.setdefault(key, (case.op, p))
+    return shapes, timing
+
+
+def parse_shapes(spec: str) -> set[Shape]:
+    out = set()
+    for item in filter(None, spec.split(",")):
+        res = item.startswith("r")
+        h, t = item.lstrip("r").split("x")
+        out.add(Shape(res, int(h), int(t)))
     return out
 
 
-def fmt(cfg: Config | None) -> str:
-    return cfg.short() if cfg is not None else "-"
+# --------------------------------------------------------------------------- candidates
+
+
+def _pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def liger_config(hidden: int) -> Config | None:
+    """Liger's launch (``calculate_settings``): one row per program, BLOCK = next_pow2, warps by
+    BLOCK (4; 8 from 2048; 16 from 8192; 32 from 32768), no PDL, no eviction hints."""
+    block = _pow2(hidden)
+    if block * 2 > LONG_ROW_BYTES:
+        return None
+    nw = 32 if block >= 32768 else 16 if block >= 8192 else 8 if block >= 2048 else 4
+    return Config(block, nw, 1, 0, False, hints=False)
+
+
+def structures(s: Shape, pdl: bool, quick: bool) -> list[Config]:
+    """Round 1a: kernel structures at one program per tile, PDL where supported, hints on."""
+    block = _pow2(s.hidden)
+    out: list[Config] = []
+    if block * 2 <= LONG_ROW_BYTES:
+        long_row = block * 2 > 16 * 1024
+        rows_opts = (1, 2) if s.tokens >= 1024 and not long_row else (1,)
+        if s.tokens < 256:
+            epls = (8, 16, 32)  # latency-bound: a short reduction matters more than rows per SM
+        elif quick:
+            epls = (16, 32, 64)
+        else:
+            epls = (8, 16, 32, 64)
+        reloads = (False, True) if s.tokens >= 256 else (False,)
+        for rows in rows_opts:
+            for epl in epls:
+                nw = rows * block // (32 * epl)  # epl = values of the tile per thread
+                if not 1 <= nw <= 32:
+                    continue
+                for reload in reloads:
+                    out.append(Config(block, nw, rows, 0, pdl, reload=reload))
+    if block * 2 > rn.MAX_RESIDENT_BYTES:  # long rows: the chunked two-pass kernel too
+        for chunk in (4096, 8192, 16384):
+            if chunk >= s.hidden:
+                continue
+            for epl in (8, 16, 32) if not quick else (16, 32):
+                nw = chunk // (32 * epl)
+                if 1 <= nw <= 32:
+                    out.append(Config(chunk, nw, 1, 0, pdl))
+    return out
+
+
+def variants(parent: Config, s: Shape, pdl: bool, sms: int, quick: bool) -> list[Config]:
+    """Round 1b around a round-1a leader: eviction hints, PDL, persistent and pipelined grids."""
+    out = [dataclasses.replace(parent, hints=False)]
+    if pdl:
+        out.append(dataclasses.replace(parent, pdl=False))
+    chunked = parent.block_n < s.hidden
+    tiles = math.ceil(s.tokens / parent.rows)
+    if 256 <= s.tokens <= 16384:
+        for pps in (1, 2, 4, 8) if not quick else (2, 4):
+            if tiles > pps * sms:  # otherwise the same grid as one program per tile
+                out.append(dataclasses.replace(parent, programs_per_sm=pps))
+        if not chunked and not (parent.reload and s.residual):
+            for pps, stages in ((1, 3), (2, 2)) if not quick else ((1, 3),):
+                if tiles > pps * sms:
+                    out.append(dataclasses.replace(parent, programs_per_sm=pps, stages=stages))
+    return out
+
+
+# --------------------------------------------------------------------------- parallel compilation
+
+_WORKER_DEVICE = None
+
+
+def _compile_job(job: tuple[int, bool, dict]) -> tuple[tuple, str | None]:
+    """Worker: compile one (hidden, residual, config) into Triton's on-disk cache."""
+    global _WORKER_DEVICE
+    hidden, residual, cfg = job
+    try:
+        if _WORKER_DEVICE is None:
+            _WORKER_DEVICE = torch.device("cuda", torch.cuda.current_device())
+        rn.compile_config(hidden, torch.bfloat16, residual, Config(**cfg), _WORKER_DEVICE)
+        return job_key(job), None
+    except Exception as e:  # a config that does not compile is reported, not fatal
+        return job_key(job), f"{type(e).__name__}: {str(e)[:300]}"
+
+
+def job_key(job) -> tuple:
+    hidden, residual, cfg = job
+    return (hidden % 16 == 0, residual, tuple(sorted(cfg.items())))
+
+
+class Compiler:
+    """Compiles configs in worker processes (``jobs`` > 0), each distinct kernel once.
+
+    Kernels that differ only in hidden_size share a binary when both are multiples of 16
+    (Triton specializes on divisibility), as do grids (programs_per_sm).
+    """
+
+    def __init__(self, jobs: int):
+        self.done: dict[tuple, str | None] = {}
+        self.pool = None
+        if jobs > 0:
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+
+    def ensure(self, items: list[tuple[Shape, Config]]) -> None:
+        if self.pool is None:
+            return
+        jobs = {}
+        for s, cfg in items:
+            c = dataclasses.replace(cfg, programs_per_sm=min(cfg.programs_per_sm, 1))
+            job = (s.hidden, s.residual, dataclasses.asdict(c))
+            k = job_key(job)
+            if k not in self.done and k not in jobs:
+                jobs[k] = job
+        if not jobs:
+            return
+        try:
+            for k, err in self.pool.map(_compile_job, list(jobs.values())):
+                self.done[k] = err
+        except Exception as e:  # a broken pool: the main process compiles on first launch
+            print(f"# parallel compilation failed ({type(e).__name__}: {e}); compiling serially", flush=True)
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+
+    def error(self, s: Shape, cfg: Config) -> str | None:
+        c = dataclasses.replace(cfg, programs_per_sm=min(cfg.programs_per_sm, 1))
+        return self.done.get(job_key((s.hidden, s.residual, dataclasses.asdict(c))))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+class Bench:
+    """One shape's inputs, rotated input sets and (sampled) reference, as the kernel runner builds them."""
+
+    def __init__(self, s: Shape, op: str, params: dict, timing: dict, device: torch.device):
+        from normbench.kernels.base import Tolerance
+        from normbench.ops import OPS
+        from normbench.timing import input_sets_needed, l2_bytes
+
+        self.s, self.op, self.params, self.timing, self.device = s, op, params, timing, device
+        self.tol = Tolerance(**timing["tolerance"])
+        self.eps = float(params["eps"])
+        inputs = rn.FAMILY.make_inputs(op, params, device, seed=1234)
+        self.nbytes = OPS[op].bytes_moved(params)
+        rotate = timing["rotate_bytes"] or 2 * l2_bytes(device)
+        self.n_sets = input_sets_needed(self.nbytes, rotate)
+        # Peers that work in place (FlashInfer's fused add) overwrite their sets; the
+        # pristine inputs are only ever cloned.
+        self.pristine = inputs
+        self.sets = [{k: v.clone() for k, v in inputs.items()} for _ in range(self.n_sets)]
+        # Correctness on a sample of at most ~4096 rows spread over the tensor (every tile
+        # position of a persistent loop is represented), against the float64 reference.
+        self.step = max(1, s.tokens // 4096)
+        sample = {k: (v[:: self.step].clone() if v.dim() == 2 else v.clone()) for k, v in inputs.items()}
+        self.ref = rn.FAMILY.reference(op, {**params, "num_tokens": sample["x"].shape[0]}, sample)
+        self.sample_params = {**params, "num_tokens": sample["x"].shape[0]}
+        self.sample_inputs = sample
+
+    def triton_fn(self, cfg: Config):
+        """The ``triton`` provider's callable with a fixed config (outputs reused per factory)."""
+        bufs, eps = rn._Buffers(), self.eps
+
+        if self.s.residual:
+            def fn(inputs):
+                x = inputs["x"]
+                return rn.rms_norm(x, inputs["weight"], eps, inputs["residual"], out=bufs.like("out", x),
+                                   residual_out=bufs.like("residual_out", x), config=cfg)
+        else:
+            def fn(inputs):
+                x = inputs["x"]
+                return rn.rms_norm(x, inputs["weight"], eps, out=bufs.like("out", x), config=cfg)
+        return fn
+
+    def check(self, fn) -> str | None:
+        """None if ``fn``'s outputs pass the suite's check on the sampled rows, else why not."""
+        out = fn({k: v.clone() for k, v in self.pristine.items()})
+        torch.cuda.synchronize()
+        out = tuple(o[:: self.step] for o in out)
+        res = rn.FAMILY.check(self.op, self.sample_params, self.sample_inputs, out, self.ref, self.tol)
+        return None if res.ok else res.message
+
+    def time(self, fn, final: bool, screen_reps: int) -> float:
+        """Median us per call under ``normbench.timing.time_cuda`` (the suite's settings when ``final``)."""
+        from normbench.timing import time_cuda
+
+        fns = [(lambda s=s: fn(s)) for s in self.sets]
+        if final:
+            res = time_cuda(fns, self.timing["repetitions"], self.timing["warmup"], self.timing["mode"])
+        else:
+            res = time_cuda(fns, screen_reps, 2, self.timing["mode"])
+        return statistics.median(res.samples_us)
+
+    def gbps(self, us: float) -> float:
+        return self.nbytes / (us * 1e3)
+
+
+def peer_fn(name: str, b: Bench):
+    """A peer provider's callable for the shape, built as the kernel runner builds it."""
+    from normbench.kernels.providers._family import Unsupported
+    from normbench.registry import PROVIDERS, load
+
+    provider = load(PROVIDERS[name].target)
+    reason = provider.unavailable() or provider.unsupported(b.op, b.params, b.device)
+    if reason:
+        raise Unsupported(reason)
+    return provider.make(b.op, b.params)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def tune_shape(b: Bench, s: Shape, ctx: dict, quick: bool) -> dict:
+    """Rounds 1a, 1b and 2 for one shape; returns its JSON record."""
+    pdl, sms, comp, args = ctx["pdl"], ctx["sms"], ctx["compiler"], ctx["args"]
+    screened: dict[Config, float] = {}
+    failed: dict[str, str] = {}
+
+    def screen(cfgs: list[Config]) -> None:
+        comp.ensure([(s, c) for c in cfgs])
+        for c in cfgs:
+            if c in screened or c.short() in failed:
+                continue
+            err = comp.error(s, c)
+            if err is None:
+                try:
+                    screened[c] = b.time(b.triton_fn(c), False, args.screen_reps)
+                    continue
+                except Exception as e:  # a config that does not compile or launch here
+                    err = f"{type(e).__name__}: {str(e)[:300]}"
+            failed[c.short()] = err
+            screened[c] = math.inf
+
+    heur = rn.default_config(s.tokens, s.hidden, 2, s.residual, pdl)
+    liger = liger_config(s.hidden)
+    screen(structures(s, pdl, quick))
+    n_leaders = 1 if s.tokens < 256 else 2 if quick else 3
+    leaders = [c for c in sorted(screened, key=screened.get) if math.isfinite(screened[c])][:n_leaders]
+    more = [v for c in leaders for v in variants(c, s, pdl, sms, quick)]
+    screen(more + [heur] + ([liger] if liger else []))
+
+    # Round 2: the fastest correct configs, the heuristic and Liger's launch, at the suite's settings.
+    k = args.finalists if s.tokens >= 256 else min(2, args.finalists)
+    finalists: list[Config] = []
+    incorrect: dict[str, str] = {}
+    for c in sorted(screened, key=screened.get):
+        if len(finalists) >= k or not math.isfinite(screened[c]):
+            break
+        err = b.check(b.triton_fn(c))
+        if err:
+            incorrect[c.short()] = err
+        else:
+            finalists.append(c)
+    final: dict[Config, float] = {}
+    for c in dict.fromkeys(finalists + [heur] + ([liger] if liger and s.tokens >= 256 else [])):
+        if c.short() in incorrect or c.short() in failed:
+            continue
+        if c not in finalists:
+            err = b.check(b.triton_fn(c))
+            if err:
+                incorrect[c.short()] = err
+                continue
+        final[c] = b.time(b.triton_fn(c), True, args.screen_reps)
+    if not final:
+        raise RuntimeError(f"{s.label}: no config compiled, ran and passed the check")
+    best = min(final, key=final.get)
+
+    peers: dict[str, float] = {}
+    if s.tokens >= args.peers_min_tokens:
+        for name in ctx["peers"]:
+            try:
+                fn = peer_fn(name, b)
+                err = b.check(fn)
+                peers[name] = math.nan if err else b.time(fn, True, args.screen_reps)
+                if err:
+                    print(f"  peer {name} {s.label}: incorrect: {err}", file=sys.stderr)
+            except Exception as e:
+                print(f"  peer {name} {s.label}: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
+                peers[name] = math.nan
+
+    for name, err in list(failed.items()) + list(incorrect.items()):
+        print(f"  {s.label} {name}: {err}", file=sys.stderr)
+    return {
+        "op": b.op, "residual": s.residual, "hidden_size": s.hidden, "num_tokens": s.tokens, "dtype": "bfloat16",
+        "bytes": b.nbytes, "input_sets": b.n_sets, "quick": quick,
+        "best": {"config": dataclasses.asdict(best), "us": final[best], "gbps": b.gbps(final[best])},
+        "heuristic": {"config": dataclasses.asdict(heur), "us": final.get(heur, math.nan)},
+        "liger_like": {"config": dataclasses.asdict(liger), "us": final.get(liger, math.nan)} if liger else None,
+        "final": [{"config": dataclasses.asdict(c), "us": t} for c, t in sorted(final.items(), key=lambda kv: kv[1])],
+        "screen": [{"config": dataclasses.asdict(c), "us": t}
+                   for c, t in sorted(screened.items(), key=lambda kv: kv[1])],
+        "failed": failed, "incorrect": incorrect, "peers_us": peers,
+    }
+
+
+def line(rec: dict, peers: list[str], peak: float) -> str:
+    best = Config(**rec["best"]["config"])
+    us = rec["best"]["us"]
+    heur_us = rec["heuristic"]["us"]
+    lig = rec["liger_like"]["us"] if rec["liger_like"] else math.nan
+    peer_us = [rec["peers_us"].get(p, math.nan) for p in peers]
+    finite = [t for t in peer_us if math.isfinite(t)]
+    vs = f"{us / min(finite):6.3f}" if finite else f"{'-':>6}"
+    op = "add" if rec["residual"] else "norm"
+    return (
+        f"{op:4} {rec['num_tokens']:>6}x{rec['hidden_size']:<5} | {best.short():34} {us:9.2f} {rec['best']['gbps']:6.0f} "
+        f"{100 * rec['best']['gbps'] / peak:4.0f} | {heur_us:9.2f} {heur_us / us:6.3f} | {lig:9.2f}"
+        + "".join(f" | {t:9.2f}" for t in peer_us) + (f" | {vs}" if peers else "")
+    )
+
+
+def header(peers: list[str]) -> str:
+    return (
+        f"{'op':4} {'tokens x hidden':>12} | {'best config':34} {'us':>9} {'GB/s':>6} {'%cp':>4} | "
+        f"{'heur us':>9} {'h/best':>6} | {'liger-like':>9}" + "".join(f" | {p[:9]:>9}" for p in peers)
+        + (f" | {'best/peer':>6}" if peers else "")
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tune_rmsnorm.json", help="JSON file for every timing")
-    ap.add_argument("--quick", action="store_true", help="fewer candidates (about a third of the time)")
-    ap.add_argument("--hidden", default=",".join(map(str, HIDDEN)))
-    ap.add_argument("--tokens", default=",".join(map(str, TOKENS)))
-    ap.add_argument("--no-extra", action="store_true", help="skip hidden 32768 (chunked kernel)")
-    ap.add_argument(
-        "--peers", default="", help="comma list to time too: flashinfer,liger,quack,vllm,torch_compile (adds JIT time)"
-    )
-    ap.add_argument("--budget", type=float, default=110.0, help="seconds; past it, shapes get --quick candidates")
+    ap.add_argument("--suites", default=",".join(SUITES), help="suite files whose triton cases give the shapes")
+    ap.add_argument("--shapes", default="", help="only these: comma list of [r]HIDDENxTOKENS (r = with residual)")
+    ap.add_argument("--hidden", default="", help="only these hidden sizes (comma list)")
+    ap.add_argument("--tokens", default="", help="only these token counts (comma list)")
+    ap.add_argument("--residual", choices=("0", "1"), help="only without (0) or with (1) the residual")
+    ap.add_argument("--quick", action="store_true", help="fewer candidates (about half the time)")
+    ap.add_argument("--peers", default="", help="comma list timed in round 2: flashinfer,liger,quack,vllm,torch_compile")
+    ap.add_argument("--peers-min-tokens", type=int, default=256, help="time peers only from this many tokens")
+    ap.add_argument("--finalists", type=int, default=4, help="configs re-timed at the suite's settings")
+    ap.add_argument("--screen-reps", type=int, default=10, help="graph replays per config in round 1")
+    ap.add_argument("--budget", type=float, default=120.0, help="seconds; past it, shapes get --quick candidates")
+    ap.add_argument("--jobs", type=int, default=min(16, os.cpu_count() or 1), help="compile processes (0: serial)")
     ap.add_argument("--table-from", metavar="FILE", help="print the TUNED table of a JSON written earlier and exit")
+    ap.add_argument("--list", action="store_true", help="print the shapes and round-1a candidate counts and exit")
     args = ap.parse_args()
+    all_shapes, timing = suite_shapes(args.suites.split(","))
     if args.table_from:
-        print(tuned_table(json.loads(Path(args.table_from).read_text())["records"]))
+        print(tuned_table(json.loads(Path(args.table_from).read_text())["records"], list(all_shapes)))
+        return 0
+
+    want = parse_shapes(args.shapes)
+    shapes = [
+        s for s in sorted(all_shapes, key=lambda s: (s.residual, s.hidden, s.tokens))
+        if (not want or s in want)
+        and (not args.hidden or s.hidden in {int(h) for h in args.hidden.split(",")})
+        and (not args.tokens or s.tokens in {int(t) for t in args.tokens.split(",")})
+        and (args.residual is None or s.residual == (args.residual == "1"))
+    ]
+    missing = want - set(all_shapes)
+    if missing:
+        print(f"# not in the suites, skipped: {', '.join(sorted(s.label for s in missing))}", file=sys.stderr)
+    if args.list:
+        for s in shapes:
+            print(f"{s.label:>12}: {len(structures(s, True, args.quick))} structures")
+        print(f"# {len(shapes)} shapes")
         return 0
     if not torch.cuda.is_available():
         print("tune_rmsnorm needs a CUDA GPU", file=sys.stderr)
@@ -196,98 +481,69 @@ def main() -> int:
 
     t0 = time.time()
     device = torch.device("cuda", torch.cuda.current_device())
-    sms, pdl_ok = rn.device_facts(device)
+    sms, pdl = rn.device_facts(device)
+    compiler = Compiler(args.jobs)
+    # Round 1a of every shape compiles while this process measures the copy bandwidth.
+    pre = cf.ThreadPoolExecutor(1).submit(
+        compiler.ensure, [(s, c) for s in shapes for c in structures(s, pdl, args.quick)]
+    )
     import triton
 
-    env = {"gpu": torch.cuda.get_device_name(device), "sms": sms, "pdl": pdl_ok,
-           "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda}
-    print(f"# {env}", flush=True)
-    shapes = [(h, t) for h in map(int, args.hidden.split(",")) for t in map(int, args.tokens.split(","))]
-    if not args.no_extra:
-        shapes += [(h, t) for h, ts in EXTRA for t in ts]
+    from normbench.env import measure_copy_bandwidth
+
+    peak = measure_copy_bandwidth("cuda")["peak_bandwidth_gbps"]
+    pre.result()
+    env = {"gpu": torch.cuda.get_device_name(device), "sms": sms, "pdl": pdl, "torch": torch.__version__,
+           "triton": triton.__version__, "cuda": torch.version.cuda, "copy_gbps": round(peak, 1),
+           "timing": {k: v for k, v in timing.items() if k != "tolerance"}}
+    print(f"# {env}; {len(shapes)} shapes; precompiled {len(compiler.done)} kernels in {time.time() - t0:.0f} s",
+          flush=True)
     peers = [p for p in args.peers.split(",") if p]
+    ctx = {"pdl": pdl, "sms": sms, "compiler": compiler, "args": args, "peers": peers}
+    print(header(peers), flush=True)
     records = []
-    header = (f"{'op':5} {'tokens x hidden':>15} | {'best config':26} {'us':>8} {'GB/s':>6} {'%':>4} | "
-              f"{'heuristic':26} {'us':>8} {'heur/best':>9} | {'no-PDL best':>11}")
-    print(header + ("".join(f" | {p:>10}" for p in peers)), flush=True)
-    for residual in (False, True):
-        for hidden, tokens in shapes:
-            quick = args.quick or time.time() - t0 > args.budget
-            bench = Bench(residual, hidden, tokens, device)
-            timed: dict[Config, float] = {}
-
-            def run(cfg: Config) -> float:
-                if cfg not in timed:
-                    try:
-                        timed[cfg] = bench.time_config(cfg)
-                    except Exception as e:  # a config that does not compile or launch
-                        print(f"  {fmt(cfg)}: {type(e).__name__}: {e}", file=sys.stderr)
-                        timed[cfg] = math.inf
-                return timed[cfg]
-
-            for cfg in candidates(hidden, tokens, pdl_ok, sms, quick):
-                run(cfg)
-            ranked = sorted(timed, key=timed.get)
-            # PDL is timed on the leaders only: it shifts every config by about the same amount.
-            no_pdl = {}
-            if pdl_ok:
-                for cfg in ranked[:3]:
-                    alt = dataclasses.replace(cfg, pdl=False)
-                    no_pdl[alt] = run(alt)
-            heur = rn.default_config(tokens, hidden, 2, residual, pdl_ok)
-            heur_us = run(heur)
-            best = min(timed, key=timed.get)
-            best_no_pdl = min(no_pdl.values()) if no_pdl else math.nan
-            peer_us = {}
-            for p in peers:
-                try:
-                    peer_us[p] = bench.time_peer(p)
-                except Exception as e:
-                    print(f"  peer {p}: {type(e).__name__}: {e}", file=sys.stderr)
-                    peer_us[p] = math.nan
-            us = timed[best]
-            print(
-                f"{'add' if residual else 'norm':5} {f'{tokens}x{hidden}':>15} | {fmt(best):26} {us:8.2f} "
-                f"{bench.gbps(us):6.0f} {100 * bench.gbps(us) / PEAK_GBPS:4.0f} | {fmt(heur):26} {heur_us:8.2f} "
-                f"{heur_us / us:9.3f} | {best_no_pdl:11.2f}" + "".join(f" | {peer_us[p]:10.2f}" for p in peers),
-                flush=True,
-            )
-            records.append({
-                "op": "fused_add_rms_norm" if residual else "rms_norm", "residual": residual,
-                "hidden_size": hidden, "num_tokens": tokens, "dtype": "bfloat16", "bytes": bench.bytes,
-                "launches_per_graph": bench.launches,
-                "best": {"config": best.__dict__, "us": us, "gbps": bench.gbps(us)},
-                "heuristic": {"config": heur.__dict__, "us": heur_us},
-                "peers_us": peer_us,
-                "all": [{"config": c.__dict__, "us": t} for c, t in sorted(timed.items(), key=lambda kv: kv[1])],
-            })
-            del bench
-            torch.cuda.empty_cache()
-            tmp = Path(args.out + ".tmp")
-            tmp.write_text(json.dumps({"env": env, "records": records}, indent=1))
-            tmp.replace(args.out)
-
+    # The bandwidth-bound shapes first: past --budget the rest get the quick search.
+    for s in sorted(shapes, key=lambda s: s.tokens < 256):
+        quick = args.quick or time.time() - t0 > args.budget
+        op, params = all_shapes[s]
+        b = Bench(s, op, params, timing, device)
+        rec = tune_shape(b, s, ctx, quick)
+        del b
+        torch.cuda.empty_cache()
+        records.append(rec)
+        print(line(rec, peers, peak), flush=True)
+        tmp = Path(args.out + ".tmp")
+        tmp.write_text(json.dumps({"env": env, "records": records}, indent=1))
+        tmp.replace(args.out)
+    compiler.close()
     print(f"# wrote {args.out}; {time.time() - t0:.0f} s", flush=True)
-    print(tuned_table(records))
+    print(tuned_table(records, list(all_shapes)))
     return 0
 
 
-def tuned_table(records: list[dict]) -> str:
-    """A ``TUNED`` literal for kernels/rmsnorm.py from the best config of each shape."""
-    table: dict[tuple[bool, int], list[tuple[int, dict]]] = {}
+def tuned_table(records: list[dict], shapes: list[Shape] = ()) -> str:
+    """A ``TUNED`` literal for kernels/rmsnorm.py from the best config of each shape.
+
+    Each tuned token count bounds the range up to it; the last covers the rest. A suite
+    shape without a record (a run narrowed by ``--shapes``, or cut short) keeps the current
+    heuristic's config, so the table still covers every suite point. A row is dropped when
+    the next row has the same config (the next bound covers it).
+    """
+    table: dict[tuple[bool, int], dict[int, Config]] = {}
     for r in records:
-        table.setdefault((r["residual"], r["hidden_size"]), []).append((r["num_tokens"], r["best"]["config"]))
+        table.setdefault((r["residual"], r["hidden_size"]), {})[r["num_tokens"]] = Config(**r["best"]["config"])
+    for s in shapes:
+        if s.tokens not in table.get((s.residual, s.hidden), {}):
+            cfg = rn.default_config(s.tokens, s.hidden, 2, s.residual, pdl=True)
+            table.setdefault((s.residual, s.hidden), {})[s.tokens] = cfg
+    table = {k: list(v.items()) for k, v in table.items()}
     lines = ["TUNED: dict[tuple[bool, int], tuple[tuple[int, Config], ...]] = {"]
     for key in sorted(table):
-        rows = sorted(table[key])
-        # Each swept token count bounds the range up to the next one; the last covers the rest.
+        rows = sorted(table[key], key=lambda tc: tc[0])
         bounds = [t for t, _ in rows[:-1]] + [SENTINEL]
+        kept = [(b, c) for i, (b, (_, c)) in enumerate(zip(bounds, rows)) if i + 1 == len(rows) or rows[i + 1][1] != c]
         lines.append(f"    {key}: (")
-        for bound, (_, c) in zip(bounds, rows):
-            lines.append(
-                f"        ({bound}, Config({c['block_n']}, {c['num_warps']}, {c['rows']}, "
-                f"{c['programs_per_sm']}, {c['pdl']})),"
-            )
+        lines += [f"        ({b}, {c.literal()})," for b, c in kept]
         lines.append("    ),")
     lines.append("}")
     return "\n".join(lines)

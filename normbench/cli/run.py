@@ -177,6 +177,18 @@ def run(
     results_dir: Optional[Path] = RESULTS_DIR_OPT,
     suites_dir: Optional[Path] = SUITES_DIR_OPT,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    gpus: Optional[str] = typer.Option(
+        None, "--gpus", help="Shard kernel cases over this host's GPUs, one worker process each: `all`, a count, "
+        "or indices (0,2,5; one index: 3,).", show_default=False,
+    ),
+    executor: Optional[str] = typer.Option(
+        None, "--executor", help="serial, local (one worker per GPU here) or ray; default: serial, local with --gpus.",
+        show_default=False,
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="With --executor ray: `auto` or ray://host:port (default: start a local Ray).",
+        show_default=False,
+    ),
 ) -> None:
     """Run a suite: check every case for correctness, time it, store the run, print tables.
 
@@ -184,9 +196,11 @@ def run(
     (`normbench run --resume latest` completes the run).
     """
     from normbench import store
+    from normbench.executors import resolve_options
     from normbench.expand import Capabilities, apply_filters, expand
     from normbench.suite import LoadedSuite, Suite
 
+    exec_options = resolve_options(executor, gpus, ray_address)
     base = store.results_dir(results_dir)
     caps = Capabilities.detect()
     if resume:
@@ -228,7 +242,7 @@ def run(
     previous_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     status = "interrupted"
     try:
-        _execute(pending, loaded.suite, caps, writer, progress)
+        _execute(pending, loaded.suite, caps, writer, progress, exec_options)
         status = "complete"
     except KeyboardInterrupt:
         pass
@@ -246,27 +260,25 @@ def run(
         raise typer.Exit(1)
 
 
-def _execute(cases: list, suite: Any, caps: Any, writer: Any, show_progress: bool) -> None:
-    """Record skips, then hand the runnable cases to their runners, with a progress bar."""
+def _execute(cases: list, suite: Any, caps: Any, writer: Any, show_progress: bool, options: Any = None) -> None:
+    """Hand the cases to the chosen executor (``normbench.executors``), with one progress bar for the run."""
     from rich.progress import (
         BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
     )
 
-    from normbench.registry import load
-    from normbench.runners import RUNNERS, RunContext, base_record
+    from normbench.executors import execute, plan_order
+    from normbench.runners import RunContext
 
     progress = Progress(
         SpinnerColumn(), TextColumn("[bold]{task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
-        console=err_console(), disable=not show_progress, transient=False,
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[workers]}"),
+        TextColumn("{task.description}"), console=err_console(), disable=not show_progress, transient=False,
     )
-    counts: Counter = Counter()
     with progress:
-        task = progress.add_task("", total=len(cases), stage="")
+        task = progress.add_task("", total=len(cases), stage="", workers="")
 
         def record(case: Any, rec: Any) -> None:
             writer.add(rec)
-            counts[rec.status] += 1
             progress.update(task, advance=1, stage=case.stage)
             if rec.status in ("FAILED", "INCORRECT"):
                 progress.console.print(Text(f"{rec.status}: {case.case_id}: {(rec.reason or '').splitlines()[0][:200]}", style="red"))
@@ -274,22 +286,15 @@ def _execute(cases: list, suite: Any, caps: Any, writer: Any, show_progress: boo
         def status(line: str) -> None:
             progress.update(task, description=line[:80])
 
+        def workers(busy: int, total: int) -> None:
+            progress.update(task, workers=f"{busy}/{total} workers busy" if total else "")
+
         ctx = RunContext(suite=suite, caps=caps, environment=writer.record.environment, run_dir=writer.dir,
                          record=record, status=status, debug=STATE["debug"])
-        runnable = []
-        for c in cases:
-            if c.skip:
-                record(c, base_record(c, "SKIPPED", c.skip))
-            else:
-                runnable.append(c)
-        kernel_stages: dict[int, list] = defaultdict(list)
-        e2e = []
-        for c in runnable:
-            (kernel_stages[c.stage_index] if c.kind == "kernel" else e2e).append(c)
-        for _, stage_cases in sorted(kernel_stages.items()):
-            load(RUNNERS["kernel"])(stage_cases, ctx)
-        if e2e:
-            load(RUNNERS["e2e"])(e2e, ctx)
+        try:
+            execute(cases, ctx, options, on_workers=workers)
+        finally:  # parallel workers record as they finish: list the cases as a serial run would
+            writer.record.cases = plan_order(writer.record.cases, cases)
 
 
 # --------------------------------------------------------------------------- show

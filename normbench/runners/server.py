@@ -173,7 +173,6 @@ class ManagedProcess:
         return self.proc.wait(timeout)
 
     def tail(self, n: int = TAIL_LINES) -> str:
-        self._log.flush()
         return tail(self.log_path, n, self.log_offset)
 
     def output(self) -> str:

@@ -132,3 +132,33 @@ def test_list_and_validate_paths_import_no_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_hardware_reasons_come_before_install_hints() -> None:
+    text = """\
+name: t
+stages:
+  - kind: kernel
+    op: rms_norm_nvfp4_quant
+    providers: [flashinfer, triton]
+    sweep: {num_tokens: 1, hidden_size: 256}
+"""
+    skips = {c.provider: c.skip for c in expand(parse_suite(text, "t.yaml"), H100)}
+    assert skips == {"flashinfer": "needs SM100+ (this GPU is SM90)", "triton": None}
+    assert {c.provider: c.skip for c in expand(parse_suite(text, "t.yaml"), CPU)}["flashinfer"] == "needs CUDA"
+
+
+def test_op_tolerance_defaults_sit_between_suite_defaults_and_overrides() -> None:
+    text = """\
+name: t
+stages:
+  - kind: kernel
+    op: rms_norm_nvfp4_quant
+    providers: [triton]
+    sweep: {num_tokens: 1, hidden_size: 256}
+    tolerance: {float32: {mismatch_rate: 0.5}}
+"""
+    stage = parse_suite(text, "t.yaml").stages[0]
+    assert stage.tolerance_for("bfloat16")["mismatch_rate"] == 0.05  # the op's default
+    assert stage.tolerance_for("float32")["mismatch_rate"] == 0.5  # the suite's override
+    assert stage.tolerance_for("float32")["norm_rel"] == 1e-3

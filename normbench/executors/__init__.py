@@ -1,0 +1,274 @@
+"""Executors: who runs a run's cases, and where.
+
+``execute(cases, ctx, options)`` is the one way cases are dispatched (the CLI's
+``run`` calls it). It records the cases that expansion marked ``skip``, then
+hands the rest to the chosen executor:
+
+* ``serial`` (the default): this process, one kernel stage after another, then
+  the end-to-end cases (``normbench.executors.serial``);
+* ``local`` (``--gpus all|N|0,2,5``): one worker process per GPU of this host,
+  pinned with ``CUDA_VISIBLE_DEVICES`` (``normbench.executors.local``);
+* ``ray`` (``--executor ray``): one Ray actor per GPU of a Ray cluster
+  (``normbench.executors.ray_executor``).
+
+The parallel executors share ``normbench.executors.pool``: work units are kernel
+sweep points (all providers and repeats of one point together, since the kernel
+runner builds a point's inputs and float64 reference once), a worker runs one
+unit at a time (so never two timed cases on one GPU), results stream back to
+this process, which alone calls ``ctx.record`` (the run's single writer, crash
+safe as in a serial run). Each worker measures its own device's copy bandwidth
+once; its records' ``pct_peak`` uses it, and every record carries
+``device_info: {"index", "label", "name", "host", "pid", "peak_bandwidth_gbps"}``.
+End-to-end cases stay on the serial path, in this process, after the kernel
+cases (see ``execute``).
+
+Nothing here imports torch or ray at module import time: ``normbench list``
+and the worker start-up stay cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from normbench.errors import NormbenchError
+from normbench.expand import Case
+
+EXECUTORS = ("serial", "local", "ray")
+
+#: ``NORMBENCH_FAKE_GPUS=N`` makes the local executor see N fake GPUs: CPU
+#: workers labelled ``fake:0`` .. ``fake:N-1`` with CUDA hidden. A test seam:
+#: the sharding, streaming, merging and crash handling are the real ones.
+FAKE_GPUS_ENV = "NORMBENCH_FAKE_GPUS"
+#: The Ray resource one worker requests: ``GPU`` (``num_gpus=1``) unless this
+#: names a custom resource standing in for GPUs (tests: ``fake_gpu``, whose
+#: workers run on the CPU with CUDA hidden).
+RAY_RESOURCE_ENV = "NORMBENCH_RAY_GPU_RESOURCE"
+
+RAY_INSTALL_HINT = "pip install 'normbench[ray]'"
+
+
+@dataclass(frozen=True)
+class Device:
+    """One GPU a local worker is pinned to.
+
+    Attributes:
+        index: the index in this process's view (``--gpus 0,2`` -> 0 and 2).
+        visible: the value for the worker's ``CUDA_VISIBLE_DEVICES`` (the entry
+            of this process's ``CUDA_VISIBLE_DEVICES`` when that is set, so a
+            UUID stays a UUID); ``""`` for a fake device (CUDA hidden).
+        label: ``cuda:2`` or ``fake:0``.
+        fake: a CPU worker standing in for a GPU (``NORMBENCH_FAKE_GPUS``).
+    """
+
+    index: int
+    visible: str
+    label: str
+    fake: bool = False
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """Cases one worker runs in one go, with one runner (``RUNNERS`` key).
+
+    Kernel units hold the cases of one sweep point, in expansion order (the
+    kernel runner measures them in that order, so the first case of a unit not
+    yet recorded is the one in flight).
+    """
+
+    runner: str
+    cases: tuple[Case, ...]
+    cost: float = 1.0
+
+    @property
+    def label(self) -> str:
+        c = self.cases[0]
+        p = c.param_dict
+        if c.kind == "kernel" and "num_tokens" in p:
+            return f"{c.op} {p['num_tokens']}x{p.get('hidden_size', '?')}"
+        return c.case_id
+
+
+@dataclass
+class ExecOptions:
+    """How to dispatch: the CLI's ``--executor``, ``--gpus`` and ``--ray-address``.
+
+    ``ray_resource`` defaults to ``$NORMBENCH_RAY_GPU_RESOURCE`` or ``GPU``.
+    """
+
+    executor: str = "serial"
+    gpus: str | None = None
+    ray_address: str | None = None
+    ray_resource: str = field(default_factory=lambda: os.environ.get(RAY_RESOURCE_ENV) or "GPU")
+
+
+def resolve_options(executor: str | None, gpus: str | None, ray_address: str | None) -> ExecOptions:
+    """Check the CLI's executor options before a run starts (no run directory is made on error).
+
+    ``--executor`` defaults to ``local`` when ``--gpus`` is given, else ``serial``.
+
+    Raises:
+        NormbenchError: an unknown executor; ``--gpus`` with ``serial``; a list of
+            indices with ``ray`` (Ray places workers, ``--gpus N`` caps their
+            number); ``--ray-address`` without ``ray``; ray not installed (with
+            the install command); a ``--gpus`` value this host cannot satisfy.
+    """
+    name = executor or ("local" if gpus else "serial")
+    if name not in EXECUTORS:
+        raise NormbenchError(f"--executor must be one of {', '.join(EXECUTORS)}, not {name!r}")
+    if name == "serial" and gpus:
+        raise NormbenchError("--gpus shards cases over worker processes: drop `--executor serial` (local is the default "
+                             "with --gpus) or use `--executor ray`")
+    if ray_address and name != "ray":
+        raise NormbenchError("--ray-address needs `--executor ray`")
+    if name == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise NormbenchError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL_HINT}")
+        if gpus and gpus != "all" and not gpus.strip().isdigit():
+            raise NormbenchError(f"--gpus with --executor ray takes `all` or a count (Ray places the workers), not {gpus!r}")
+    if name == "local":
+        resolve_devices(gpus or "all")
+    return ExecOptions(executor=name, gpus=gpus, ray_address=ray_address)
+
+
+def resolve_devices(spec: str, count: int | None = None) -> list[Device]:
+    """The GPUs ``--gpus`` names on this host.
+
+    ``spec``: ``all``; a count ``N`` (the first N GPUs); or indices ``0,2,5`` (a
+    single index needs a trailing comma: ``3,``). Indices are in this process's
+    view: with ``CUDA_VISIBLE_DEVICES=4,5`` set, ``--gpus 1,`` is physical GPU 5.
+    With ``NORMBENCH_FAKE_GPUS=N`` set, the host has N fake devices instead.
+
+    Raises:
+        NormbenchError: bad syntax, an index or count beyond the GPUs here, a
+            repeated index, or no CUDA GPU at all.
+    """
+    fake = os.environ.get(FAKE_GPUS_ENV)
+    if count is None:
+        if fake:
+            try:
+                count = int(fake)
+            except ValueError:
+                raise NormbenchError(f"{FAKE_GPUS_ENV} must be a number, not {fake!r}") from None
+        else:
+            count = _cuda_device_count()
+    if count <= 0:
+        raise NormbenchError("--gpus: no CUDA GPU is visible here (torch.cuda.device_count() is 0)")
+    text = spec.strip().lower()
+    if text == "all":
+        picked = list(range(count))
+    elif text.isdigit():
+        n = int(text)
+        if not 1 <= n <= count:
+            raise NormbenchError(f"--gpus {spec}: this host has {count} GPU(s); give 1..{count}, `all`, or indices like 0,2,")
+        picked = list(range(n))
+    else:
+        try:
+            picked = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise NormbenchError(f"--gpus takes `all`, a count, or indices like 0,2,5; not {spec!r}") from None
+        if not picked:
+            raise NormbenchError(f"--gpus takes `all`, a count, or indices like 0,2,5; not {spec!r}")
+        bad = [i for i in picked if not 0 <= i < count]
+        if bad:
+            raise NormbenchError(f"--gpus {spec}: no GPU {bad[0]} here (indices 0..{count - 1})")
+        if len(set(picked)) != len(picked):
+            raise NormbenchError(f"--gpus {spec}: an index is repeated")
+    if fake:
+        return [Device(i, "", f"fake:{i}", fake=True) for i in picked]
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return [Device(i, visible[i] if i < len(visible) else str(i), f"cuda:{i}") for i in picked]
+
+
+def _cuda_device_count() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def kernel_units(cases: Sequence[Case]) -> list[WorkUnit]:
+    """Kernel cases -> one unit per sweep point, costliest first.
+
+    Cost is a guess for scheduling only: the number of cases times (1 + the
+    point's modelled bytes / 64 MiB). Costliest-first keeps the largest points
+    off the end of the run, where one GPU would work while the others idle.
+    """
+    from normbench.ops import OPS
+
+    groups: dict[tuple, list[Case]] = {}
+    for c in cases:
+        groups.setdefault(c.shape_key(), []).append(c)
+    units = []
+    for group in groups.values():
+        c = group[0]
+        try:
+            nbytes = OPS[c.op].bytes_moved(c.param_dict) if c.op in OPS else 0
+        except Exception:  # noqa: BLE001 - a cost guess must never stop a run
+            nbytes = 0
+        units.append(WorkUnit("kernel", tuple(group), len(group) * (1.0 + nbytes / 2**26)))
+    return sorted(units, key=lambda u: -u.cost)
+
+
+def split(cases: Sequence[Case]) -> tuple[list[Case], list[Case]]:
+    """Runnable cases -> (kernel cases, end-to-end cases)."""
+    kernel = [c for c in cases if c.kind == "kernel"]
+    return kernel, [c for c in cases if c.kind != "kernel"]
+
+
+def execute(cases: list[Case], ctx: Any, options: ExecOptions | None = None,
+            on_workers: Callable[[int, int], None] | None = None) -> None:
+    """Run ``cases`` (skips included) with the executor ``options`` names.
+
+    Skipped cases are recorded first, as SKIPPED with their reason. With
+    ``local`` or ``ray``, kernel cases are sharded over the workers and the
+    end-to-end cases then run here, serially (the end-to-end runner starts one
+    server per variant on the GPUs this process sees).
+
+    ``on_workers(busy, total)`` is told how many workers are busy, for the
+    progress bar. Raises what the runners raise (``NormbenchError``,
+    ``KeyboardInterrupt``).
+    """
+    from normbench.runners import base_record
+
+    options = options or ExecOptions()
+    runnable = []
+    for c in cases:
+        if c.skip:
+            ctx.record(c, base_record(c, "SKIPPED", c.skip))
+        else:
+            runnable.append(c)
+    if options.executor == "serial":
+        from normbench.executors import serial
+
+        serial.run(runnable, ctx)
+        return
+    kernel, e2e = split(runnable)
+    if kernel:
+        if options.executor == "local":
+            from normbench.executors import local
+
+            local.run(kernel_units(kernel), ctx, resolve_devices(options.gpus or "all"), on_workers)
+        else:
+            from normbench.executors import ray_executor
+
+            ray_executor.run(kernel_units(kernel), ctx, options, on_workers)
+    if e2e:
+        from normbench.executors import serial
+
+        serial.run(e2e, ctx)
+
+
+def plan_order(stored: Sequence[Any], planned: Sequence[Case]) -> list[Any]:
+    """Record cases in the order a serial run stores them: earlier ones, then ``planned``'s order.
+
+    Parallel executors record cases as they finish; sorting them back makes a
+    sharded run's ``run.json`` list cases exactly as a serial run of the same
+    suite would.
+    """
+    order = {c.case_id: i for i, c in enumerate(planned)}
+    return sorted(stored, key=lambda r: order.get(r.case_id, -1))

@@ -1,0 +1,206 @@
+"""The local executor: one worker process per GPU of this host (``--gpus``).
+
+Each worker is ``python -m normbench.executors.worker`` started with
+``CUDA_VISIBLE_DEVICES`` set to its one GPU (so it sees it as ``cuda:0``), in a
+session of its own (a terminal's Ctrl-C reaches only the parent, which stops
+the workers itself; killing the worker's process group also ends what it
+started, e.g. compiler subprocesses). It talks to the parent over two pipes
+(``normbench.executors.worker``); its stdout and stderr go to
+``logs/workers/<label>.log`` in the run directory, which a FAILED case's reason
+quotes when the worker dies.
+
+Fake devices (``NORMBENCH_FAKE_GPUS=N``) are CPU workers with CUDA hidden,
+labelled ``fake:K``, each with ``OMP_NUM_THREADS`` set to its share of the
+cores so that N of them do not oversubscribe the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from normbench.executors import Device, WorkUnit
+from normbench.executors.pool import Scheduler, Slot
+from normbench.executors.worker import read_frame, write_frame
+
+#: After asking a worker to stop (or SIGTERM), seconds before its process group is SIGKILLed.
+STOP_GRACE_S = 5.0
+LOG_TAIL_LINES = 20
+
+
+def run(units: Sequence[WorkUnit], ctx: Any, devices: Sequence[Device],
+        on_workers: Callable[[int, int], None] | None = None) -> None:
+    """Run ``units`` on one worker per device; every record goes to ``ctx.record`` here.
+
+    Raises:
+        NormbenchError: a runner's user error, or every worker died before it could run.
+        KeyboardInterrupt: after the workers were stopped (the run is resumable).
+    """
+    init = {
+        "suite": ctx.suite, "environment": dict(ctx.environment), "run_dir": str(ctx.run_dir),
+        "debug": bool(ctx.debug),
+    }
+    logs = Path(ctx.run_dir) / "logs" / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    threads = _threads_per_worker(devices)
+
+    def make_slot(device: Device, events: Any) -> Slot:
+        return LocalSlot(device, init, logs / f"{device.label.replace(':', '')}.log", events, threads)
+
+    Scheduler(ctx, devices, make_slot, on_workers).run(units)
+
+
+def _threads_per_worker(devices: Sequence[Device]) -> int | None:
+    if not devices or not all(d.fake for d in devices):
+        return None
+    return max(1, (os.cpu_count() or 1) // len(devices))
+
+
+def _worker_env(device: Device, threads: int | None) -> dict[str, str]:
+    import normbench
+
+    env = dict(os.environ)
+    env["CUDA_VISIBLE_DEVICES"] = device.visible
+    # The worker must import the same normbench as this process, installed or not.
+    root = str(Path(normbench.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def describe_exit(code: int | None, label: str, pid: int | None) -> str:
+    """``worker on cuda:1 (pid 42) was killed by signal 9 (SIGKILL)`` / ``... exited with code 3``."""
+    who = f"worker on {label}" + (f" (pid {pid})" if pid else "")
+    if code is None:
+        return f"{who} is gone"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "?"
+        return f"{who} was killed by signal {-code} ({name})"
+    return f"{who} exited with code {code}"
+
+
+class LocalSlot(Slot):
+    """A worker process pinned to one device."""
+
+    def __init__(self, device: Device, init: dict[str, Any], log_path: Path, events: Any, threads: int | None):
+        super().__init__(device.index, device.label, events)
+        self.device = device
+        self.init = {**init, "label": device.label, "index": device.index, "fake": device.fake}
+        self.log_path = log_path
+        self.threads = threads
+        self.proc: subprocess.Popen | None = None
+        self._outbox: Any = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        to_worker_r, to_worker_w = os.pipe()
+        from_worker_r, from_worker_w = os.pipe()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "normbench.executors.worker", str(to_worker_r), str(from_worker_w)],
+                pass_fds=(to_worker_r, from_worker_w), env=_worker_env(self.device, self.threads),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            log.close()
+            os.close(to_worker_r)
+            os.close(from_worker_w)
+        self._outbox = os.fdopen(to_worker_w, "wb")
+        inbox = os.fdopen(from_worker_r, "rb")
+        self._send(self.init)
+        reader = threading.Thread(target=self._read, args=(inbox,), daemon=True, name=f"normbench-{self.label}-read")
+        reader.start()
+        threading.Thread(target=self._watch, args=(reader,), daemon=True, name=f"normbench-{self.label}-wait").start()
+
+    def _send(self, obj: Any) -> None:
+        with self._lock:
+            try:
+                write_frame(self._outbox, obj)
+            except (BrokenPipeError, OSError, ValueError):
+                pass  # the worker is gone: its watcher reports why
+
+    def _read(self, inbox: Any) -> None:
+        from normbench.store import CaseRecord
+
+        with inbox:
+            while True:
+                try:
+                    msg = read_frame(inbox)
+                except (EOFError, OSError):
+                    return
+                except Exception:  # noqa: BLE001 - a torn frame from a dying worker
+                    return
+                kind = msg[0]
+                if kind == "record":
+                    self.emit("record", (msg[1], CaseRecord.model_validate_json(msg[2])))
+                elif kind == "ready":
+                    self.emit("ready", msg[1])
+                elif kind == "status":
+                    self.emit("status", msg[1])
+                elif kind == "error":
+                    self.emit("error", (msg[1], msg[2]))
+                elif kind == "done":
+                    self.emit("done")
+
+    def _watch(self, reader: threading.Thread) -> None:
+        assert self.proc is not None
+        code = self.proc.wait()
+        # Everything the worker wrote before it ended is read before its death is told
+        # (unless a leftover child still holds the pipe open: then give up waiting).
+        reader.join(timeout=2.0)
+        _killpg(self.proc.pid, signal.SIGKILL)  # what it left behind (compiler workers, ...)
+        reason = describe_exit(code, self.label, self.proc.pid)
+        tail = _tail(self.log_path, LOG_TAIL_LINES)
+        if tail:
+            reason += f"; log: {self.log_path}\n--- last {LOG_TAIL_LINES} log lines ---\n{tail}"
+        try:
+            self._outbox.close()
+        except OSError:
+            pass
+        self.emit("died", reason)
+
+    def submit(self, unit: WorkUnit) -> None:
+        self._send(unit)
+
+    def stop(self, force: bool = False) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if force:
+            _killpg(self.proc.pid, signal.SIGTERM)
+        else:
+            self._send(None)
+        proc = self.proc
+
+        def escalate() -> None:
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _killpg(proc.pid, signal.SIGKILL)
+
+        threading.Thread(target=escalate, daemon=True, name=f"normbench-{self.label}-stop").start()
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])

@@ -1,0 +1,33 @@
+"""The serial executor: every case in this process, in expansion order.
+
+Kernel stages run one after another (the kernel runner gets one stage's cases
+at a time), then all end-to-end cases go to the end-to-end runner at once (one
+server per variant serves several stages). This is normbench's behaviour
+without ``--gpus`` or ``--executor``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from normbench.expand import Case
+
+
+def run(cases: list[Case], ctx: Any) -> None:
+    """Run runnable (not skipped) cases with their runners; records go to ``ctx.record``.
+
+    Raises what the runners raise: ``NormbenchError`` (e.g. the end-to-end
+    preflight), ``KeyboardInterrupt`` (Ctrl-C, after the runner cleaned up).
+    """
+    from normbench.registry import load
+    from normbench.runners import RUNNERS
+
+    kernel_stages: dict[int, list[Case]] = defaultdict(list)
+    e2e: list[Case] = []
+    for c in cases:
+        (kernel_stages[c.stage_index] if c.kind == "kernel" else e2e).append(c)
+    for _, stage_cases in sorted(kernel_stages.items()):
+        load(RUNNERS["kernel"])(stage_cases, ctx)
+    if e2e:
+        load(RUNNERS["e2e"])(e2e, ctx)
