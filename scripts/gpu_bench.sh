@@ -3,8 +3,7 @@
 #
 #   bash scripts/gpu_bench.sh MODE [MODE ...]
 #
-# Modes: setup (install normbench + pydantic wheels carried in .whl/), probe (GPU facts +
-# smoke suite), tune (the kernel families' tuning scripts), suites names (e.g.
+# Modes: probe (GPU facts + smoke suite), tune:FAMILY (scripts/tune_FAMILY.py), suites names (e.g.
 # `suite:rmsnorm`, `suite:quant:FILTER...`), aa (an A/A pair + an A/B pair with a
 # deliberately slowed provider), crosscheck (do_bench vs normbench for torch.compile).
 # Everything lands in /tmp/nbout and is packed into $OUT/<label>.tgz on exit, so it
@@ -49,10 +48,9 @@ for mode in "$@"; do
       python3 -c "import torch, triton; p=torch.cuda.get_device_properties(0); print(torch.__version__, triton.__version__, p.name, p.multi_processor_count, 'SMs', p.L2_cache_size>>20, 'MiB L2')"
       step 240 smoke "${NB[@]}" run smoke --results-dir "$RUNS" --no-progress
       ;;
-    tune)
-      for fam in rmsnorm quant nvfp4; do
-        [ -f "scripts/tune_$fam.py" ] && step 200 "tune_$fam" python3 "scripts/tune_$fam.py" --out "$OUTDIR/tune_$fam.json"
-      done
+    tune:*)
+      fam=${mode#tune:}
+      step 240 "tune_$fam" python3 "scripts/tune_$fam.py" --out "$OUTDIR/tune_$fam.json"
       ;;
     suite:*)
       spec=${mode#suite:}; suite=${spec%%:*}; filters=()

@@ -239,7 +239,7 @@ def test_scheduler_records_every_case_once_one_unit_per_worker() -> None:
         running[key] = running.get(key, 0) + (1 if what == "start" else -1)
         assert running[key] in (0, 1)
     assert {k for _, k, _ in FakeSlot.log} == {0, 1}
-    assert max(b for b, _ in busy) == 2 and busy[-1] == (0, 0)
+    assert max(b for b, _ in busy) == 2 and busy[-1] == (0, 2)
 
 
 def test_scheduler_fails_the_in_flight_case_of_a_dead_worker_and_requeues_the_rest() -> None:
