@@ -73,8 +73,10 @@ def _fmt_point(params: dict[str, Any], axes: list[str]) -> str:
         v = params[k]
         if isinstance(v, bool):
             parts.append(f"+{k}" if v else f"-{k}")
-        elif k == "dtype":
+        elif k in ("dtype", "quant_dtype", "scale_layout", "scale_granularity"):
             parts.append(SHORT_DTYPE.get(v, v))
+        elif k == "group_size":
+            parts.append(f"g{v}")
         else:
             parts.append(f"{k}={v}")
     return " ".join(parts) or "-"
@@ -212,7 +214,9 @@ def stage_grids(record: RunRecord) -> list[Grid]:
 def rich_table(grid: Grid) -> Table:
     table = Table(title=grid.title, title_justify="left", header_style="bold")
     for i, h in enumerate(grid.headers):
-        table.add_column(h, justify="right" if i >= grid.right_align_from else "left", no_wrap=i == 0)
+        # "unfused[norm=a,quant=b]" -> three header lines, so the column stays narrow
+        header = h.replace("[", "\n").replace(",", "\n").rstrip("]") if h.startswith("unfused[") else h
+        table.add_column(header, justify="right" if i >= grid.right_align_from else "left", no_wrap=i == 0)
     for row in grid.rows:
         table.add_row(*(Text(c.text, style=c.style) for c in row))
     return table
