@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from normbench.kernels.base import OpFn, Params
@@ -29,28 +27,26 @@ def _lift_recompile_limits() -> None:
 class CompiledProvider(FamilyProvider):
     """``torch_naive``'s function for each op under ``torch.compile`` (default mode).
 
-    One compiled function per (op, params without ``num_tokens``): dynamo
-    specializes the first ``num_tokens`` and, on the next one, recompiles with a
-    dynamic token dimension, which is how vLLM compiles its models (dynamic
-    batch, static hidden size). Compilation happens on the first call, which
-    the kernel runner makes during the correctness check, outside the timed region.
+    Compiled once per case, with static shapes (``dynamic=False``): the best case
+    for torch.compile, and the method of the anchor measurements. (With a dynamic
+    token dimension, as a served model compiles, normbench measured 53% of copy
+    bandwidth at 65536x8192 on an H200: docs/results/h200/REPORT.md.) Compilation
+    happens on the first call, which the kernel runner makes during the
+    correctness check, outside the timed region.
     """
 
     def __init__(self) -> None:
         super().__init__("torch_compile")
-        self._compiled: dict[tuple, Any] = {}
 
     @property
     def ops(self):  # type: ignore[override]
-        return {op: self._maker(op, factory) for op, factory in NAIVE.ops.items()}
+        return {op: self._maker(factory) for op, factory in NAIVE.ops.items()}
 
-    def _maker(self, op: str, factory):
+    @staticmethod
+    def _maker(factory):
         def make(params: Params) -> OpFn:
-            key = (op, tuple(sorted((k, v) for k, v in params.items() if k != "num_tokens")))
-            if key not in self._compiled:
-                _lift_recompile_limits()
-                self._compiled[key] = torch.compile(factory(params))
-            return self._compiled[key]
+            _lift_recompile_limits()
+            return torch.compile(factory(params), dynamic=False)
 
         return make
 
