@@ -63,10 +63,11 @@ registers, one read of the input), ``vllm`` (``vllm._custom_ops``, imported lazi
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -88,11 +89,18 @@ try:
     import triton.language as tl
 
     _HAVE_TRITON = True
+    try:  # programmatic dependent launch (SM90+); Triton >= 3.3
+        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+        _HAVE_GDC = True
+    except ImportError:  # pragma: no cover - older Triton: PDL configs are refused
+        _HAVE_GDC = False
 except ImportError:  # pragma: no cover - triton is a Linux-only dependency (pyproject)
     # The reference and the torch providers must still import without Triton.
     triton = types.SimpleNamespace(jit=lambda fn=None, **kw: fn if fn is not None else (lambda f: f))
     tl = types.SimpleNamespace(constexpr=object)
     _HAVE_TRITON = False
+    _HAVE_GDC = False
 
 SUITE_OPS = ("scaled_quant", "rms_norm_quant", "rms_norm_group_quant")
 #: Internal op of the unfused per-group compositions (not in ``normbench.ops.OPS``).
@@ -603,17 +611,32 @@ def _reference_factory(op: str):
 
 # =========================================================================== Triton kernels
 #
-# One program handles ROWS rows, one at a time, each row whole in registers as a
-# [BLOCK_G, GS] tile (per-token: [1, next_pow2(H)]; per-group: [next_pow2(G), group_size],
-# so the group amax is a reduction along axis 1). fp32 math; the input is read once
-# (evict_first), the weight kept in L2 (evict_last). The residual sum is rounded to the
-# dtype, stored in place (vLLM's convention) and normalized as rounded (the reference's).
-# Codes are rounded to nearest-even *in fp32 arithmetic* before the conversion, so the
-# conversion itself is exact: for int8 by adding and subtracting 1.5 * 2**23 (valid for
-# |v| <= 2**22, here <= 128); for e4m3 by the same trick with 1.5 * 2**20 times the value's
-# power-of-two binade (floored at 2**-6, the subnormal quantum 2**-9), which makes the
-# ulp of the sum equal to the e4m3 quantum of that binade. This does not depend on the
-# hardware's (or the interpreter's) float -> fp8 rounding mode.
+# v4 (see docs/kernels/quant-notes.md). A program quantizes a tile of ROWS whole rows held in
+# registers as a [ROWS, BLOCK_G, GS] tensor (per-token: [ROWS, 1, next_pow2(H)]; per-group:
+# [ROWS, next_pow2(G), group_size], so a group amax is a reduction along axis 2). All ROWS
+# rows are loaded at once (more bytes in flight per program than one row after the other).
+# Grid: one program per tile, or with PERSISTENT a grid of programs_per_sm x SMs walking
+# tiles pid, pid + nprog, ... (the weight loaded once per program; STAGES > 1 pipelines the
+# next tile's loads behind this tile's math, ``tl.range(num_stages=...)``). With PDL the
+# kernel waits for the previous grid before its first load, then lets the next grid launch.
+#
+# fp32 math; the input is read once (evict_first), the weight kept in L2 (evict_last). The
+# residual sum is rounded to the dtype, stored in place (vLLM's convention) and normalized
+# as rounded (the reference's). amax(|y|) = rstd * amax(|x w|) and the codes are
+# ``x w * (rstd / s)``: one reduction phase and one multiply per element.
+#
+# Code conversion. HW_CVT (compiled default): fp8 through the hardware conversion,
+# ``cvt.rn.satfinite.e4m3x2.f32`` (round to nearest even, saturating at +-448: the clamp
+# comes for free); bf16/fp16 residual sums through ``cvt.rn``. Without HW_CVT (the
+# interpreter, whose fp32 -> fp8 conversion rounds ties away and whose fp32 -> bf16
+# truncates): codes are rounded to nearest-even *in fp32 arithmetic* first, so the
+# conversion is exact: for e4m3 by adding and subtracting 1.5 * 2**20 times the value's
+# power-of-two binade (floored at 2**-6, the subnormal quantum 2**-9), which makes the ulp
+# of the sum equal to the e4m3 quantum of that binade. int8 is the same on both paths:
+# ``v + 1.5 * 2**23`` holds round-to-nearest-even(v) in its low mantissa bits (|v| < 2**22),
+# so its low byte *is* the two's-complement code (a bitcast and a truncation, no float ->
+# int conversion); the clamp to [-128, 127] is needed only where |v| may exceed 127.5
+# (scale_ub, static or per-tensor scales): a dynamic scale bounds |v| by 127 (1 + a few ulp).
 
 
 @triton.jit
@@ -621,8 +644,8 @@ def _rne_bf16_grid(v):
     """fp32 ``v`` rounded to the nearest bfloat16 value (ties to even), still fp32.
 
     Same trick as the codes: 1.5 * 2**16 times the binade (floored at the smallest normal,
-    where bf16 subnormals share fp32's exponent) has an ulp equal to bf16's quantum. Done
-    explicitly because the Triton interpreter truncates fp32 -> bf16 (the GPU rounds to
+    where bf16 subnormals share fp32's exponent) has an ulp equal to bf16's quantum. Used
+    without HW_CVT because the Triton interpreter truncates fp32 -> bf16 (the GPU rounds to
     nearest even, so there the conversion after this is exact either way).
     """
     binade = (v.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True)
@@ -635,6 +658,84 @@ def _sum_and_max(a0, a1, b0, b1):
     return a0 + b0, tl.maximum(a1, b1)
 
 
+@triton.jit
+def _quant_tile(
+    tile, x_ptr, res_ptr, q_ptr, s_ptr, ub_ptr, w, k_fixed,
+    n_rows, n_cols, n_groups,
+    stride_x, stride_res, stride_q, stride_s_row, stride_s_grp,
+    eps, qmax, qmin, min_scale,
+    BLOCK_G: tl.constexpr, GS: tl.constexpr,
+    NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_UB: tl.constexpr, SCALE_MODE: tl.constexpr,
+    IS_FP8: tl.constexpr, ROWS: tl.constexpr, RES_BF16: tl.constexpr, TUPLE_REDUCE: tl.constexpr,
+    Q_VEC: tl.constexpr, HW_CVT: tl.constexpr,
+):
+    """Quantize rows [tile * ROWS, tile * ROWS + ROWS) (see ``_rowquant_kernel``)."""
+    g_idx = tl.arange(0, BLOCK_G)
+    cols = (g_idx[:, None] * GS + tl.arange(0, GS)[None, :])[None, :, :]  # [1, BG, GS]
+    rows = tile * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    # The row mask is constant along the columns, so the mask keeps the column mask's
+    # 16-element constancy (16-byte vector loads and stores).
+    m = (cols < n_cols) & row_ok[:, None, None]
+    rows64 = rows.to(tl.int64)  # num_tokens * hidden_size may pass 2**31
+    x = tl.load(x_ptr + rows64[:, None, None] * stride_x + cols, mask=m, other=0.0,
+                eviction_policy="evict_first").to(tl.float32)
+    if HAS_RES:
+        rp = res_ptr + rows64[:, None, None] * stride_res + cols
+        x = x + tl.load(rp, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        if RES_BF16 and not HW_CVT:
+            x = _rne_bf16_grid(x)
+        rsum = x.to(res_ptr.dtype.element_ty)
+        tl.store(rp, rsum, mask=m)
+        x = rsum.to(tl.float32)
+    if NORM:
+        # amax(|y|) = rstd * amax(|x * w|) (rstd > 0): the sum of squares and the amax come
+        # out of one reduction phase instead of two dependent ones.
+        xw = x * w
+        if TUPLE_REDUCE:  # one two-operand reduction (one cross-warp exchange)
+            ss, amax = tl.reduce((x * x, tl.abs(xw)), 2, _sum_and_max)
+            ss = tl.sum(ss, axis=1)
+        else:
+            amax = tl.max(tl.abs(xw), axis=2)
+            ss = tl.sum(tl.sum(x * x, axis=2), axis=1)
+        rstd = tl.rsqrt(ss / n_cols + eps)  # [ROWS]
+        amax = amax * rstd[:, None]  # [ROWS, BG]: amax of y = x w rstd
+        x = xw
+    else:
+        rstd = tl.full([ROWS], 1.0, tl.float32)
+        if SCALE_MODE == 0:
+            amax = tl.max(tl.abs(x), axis=2)
+    if SCALE_MODE == 0:
+        if HAS_UB:
+            amax = tl.minimum(amax, tl.load(ub_ptr))
+        s = tl.maximum(amax / qmax, min_scale)  # [ROWS, BG]
+        s_mask = (g_idx < n_groups)[None, :] & row_ok[:, None]
+        tl.store(s_ptr + rows64[:, None] * stride_s_row + g_idx[None, :] * stride_s_grp, s, mask=s_mask)
+        k = rstd[:, None] / s  # codes = x w * rstd / s: one multiply per element
+        v = x * k[:, :, None]
+    else:
+        v = x * (rstd * k_fixed)[:, None, None]
+    if IS_FP8:
+        if not HW_CVT:
+            v = tl.minimum(tl.maximum(v, qmin), qmax)
+            binade = (v.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True)
+            magic = tl.maximum(binade, 0.015625) * 1572864.0
+            v = (v + magic) - magic
+        codes = v.to(q_ptr.dtype.element_ty)
+    else:
+        if HAS_UB or SCALE_MODE != 0:
+            v = tl.minimum(tl.maximum(v, qmin), qmax)
+        codes = (v + 12582912.0).to(tl.int32, bitcast=True).to(q_ptr.dtype.element_ty)
+    if Q_VEC > 0:
+        # Codes addressed with a Q_VEC-element contiguity (the residual's 16-byte vector):
+        # Triton then lays the whole row out Q_VEC elements per thread, as the residual
+        # store wants, instead of converting the residual through shared memory.
+        q_cols = (cols // Q_VEC) * Q_VEC + cols % Q_VEC
+    else:
+        q_cols = cols
+    tl.store(q_ptr + rows64[:, None, None] * stride_q + q_cols, codes, mask=m)
+
+
 @triton.jit(do_not_specialize=["n_rows"])
 def _rowquant_kernel(
     x_ptr, w_ptr, res_ptr, q_ptr, s_ptr, ub_ptr, sin_ptr,
@@ -645,74 +746,39 @@ def _rowquant_kernel(
     NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_UB: tl.constexpr,
     SCALE_MODE: tl.constexpr,  # 0: dynamic per block, 1: static scale at sin_ptr, 2: from the amax at sin_ptr
     IS_FP8: tl.constexpr, ROWS: tl.constexpr, RES_BF16: tl.constexpr, TUPLE_REDUCE: tl.constexpr,
-    Q_VEC: tl.constexpr,
+    Q_VEC: tl.constexpr, HW_CVT: tl.constexpr, PERSISTENT: tl.constexpr, STAGES: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    if PDL:
+        gdc_wait()  # every global read below may depend on the previous grid
+        gdc_launch_dependents()
     g_idx = tl.arange(0, BLOCK_G)
-    cols = g_idx[:, None] * GS + tl.arange(0, GS)[None, :]
-    cmask = cols < n_cols
+    cols = (g_idx[:, None] * GS + tl.arange(0, GS)[None, :])[None, :, :]
     if NORM:
-        w = tl.load(w_ptr + cols, mask=cmask, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        w = tl.load(w_ptr + cols, mask=cols < n_cols, other=0.0, eviction_policy="evict_last").to(tl.float32)
+    else:
+        w = 0.0
+    k_fixed = 1.0
     if SCALE_MODE == 1:
-        inv_fixed = 1.0 / tl.load(sin_ptr)
+        k_fixed = 1.0 / tl.load(sin_ptr)
     if SCALE_MODE == 2:
         s_fixed = tl.maximum(tl.load(sin_ptr) / qmax, min_scale)
-        inv_fixed = 1.0 / s_fixed
+        k_fixed = 1.0 / s_fixed
         tl.store(s_ptr, s_fixed, mask=pid == 0)
-    for r in tl.static_range(ROWS):
-        row = pid * ROWS + r
-        # Row validity as a [1] tensor broadcast into the masks: the column mask keeps its
-        # 16-element constancy (vector loads), and the Triton 3.9 interpreter mis-types a
-        # tensor & scalar-bool mask.
-        row_ok = (row + tl.zeros([1], dtype=tl.int32)) < n_rows
-        m = cmask & row_ok[:, None]
-        row64 = row.to(tl.int64)
-        x = tl.load(x_ptr + row64 * stride_x + cols, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
-        if HAS_RES:
-            rp = res_ptr + row64 * stride_res + cols
-            x = x + tl.load(rp, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
-            if RES_BF16:
-                x = _rne_bf16_grid(x)
-            rsum = x.to(res_ptr.dtype.element_ty)
-            tl.store(rp, rsum, mask=m)
-            x = rsum.to(tl.float32)
-        if NORM:
-            # amax(|y|) = rstd * amax(|x * w|) (rstd > 0): the sum of squares and the amax
-            # come out of one reduction phase instead of two dependent ones.
-            xw = x * w
-            if TUPLE_REDUCE:  # per-token tiles only ([1, BLOCK]), set by the launcher
-                ss, amax = tl.reduce((x * x, tl.abs(xw)), 1, _sum_and_max)
-                rstd = tl.rsqrt(tl.sum(ss, axis=0) / n_cols + eps)
-            else:
-                amax = tl.max(tl.abs(xw), axis=1)
-                rstd = tl.rsqrt(tl.sum(tl.sum(x * x, axis=1), axis=0) / n_cols + eps)
-            x = xw * rstd
-            amax = amax * rstd
-        elif SCALE_MODE == 0:
-            amax = tl.max(tl.abs(x), axis=1)
-        if SCALE_MODE == 0:
-            if HAS_UB:
-                amax = tl.minimum(amax, tl.load(ub_ptr))
-            s = tl.maximum(amax / qmax, min_scale)
-            tl.store(s_ptr + row64 * stride_s_row + g_idx * stride_s_grp, s, mask=(g_idx < n_groups) & row_ok)
-            v = x * (1.0 / s)[:, None]
-        else:
-            v = x * inv_fixed
-        v = tl.minimum(tl.maximum(v, qmin), qmax)
-        if IS_FP8:
-            binade = (v.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True)
-            magic = tl.maximum(binade, 0.015625) * 1572864.0
-        else:
-            magic = 12582912.0
-        v = (v + magic) - magic
-        if Q_VEC > 0:
-            # Codes addressed with a Q_VEC-element contiguity (the residual's 16-byte vector):
-            # Triton then lays the whole row out Q_VEC elements per thread, as the residual
-            # store wants, instead of converting the residual through shared memory.
-            q_cols = (cols // Q_VEC) * Q_VEC + cols % Q_VEC
-        else:
-            q_cols = cols
-        tl.store(q_ptr + row64 * stride_q + q_cols, v.to(q_ptr.dtype.element_ty), mask=m)
+    if PERSISTENT:
+        for tile in tl.range(pid, tl.cdiv(n_rows, ROWS), tl.num_programs(0), num_stages=STAGES):
+            _quant_tile(
+                tile, x_ptr, res_ptr, q_ptr, s_ptr, ub_ptr, w, k_fixed, n_rows, n_cols, n_groups,
+                stride_x, stride_res, stride_q, stride_s_row, stride_s_grp, eps, qmax, qmin, min_scale,
+                BLOCK_G, GS, NORM, HAS_RES, HAS_UB, SCALE_MODE, IS_FP8, ROWS, RES_BF16, TUPLE_REDUCE, Q_VEC, HW_CVT,
+            )
+    else:
+        _quant_tile(
+            pid, x_ptr, res_ptr, q_ptr, s_ptr, ub_ptr, w, k_fixed, n_rows, n_cols, n_groups,
+            stride_x, stride_res, stride_q, stride_s_row, stride_s_grp, eps, qmax, qmin, min_scale,
+            BLOCK_G, GS, NORM, HAS_RES, HAS_UB, SCALE_MODE, IS_FP8, ROWS, RES_BF16, TUPLE_REDUCE, Q_VEC, HW_CVT,
+        )
 
 
 @triton.jit
@@ -739,38 +805,128 @@ class LaunchConfig:
 
     Attributes:
         num_warps: warps per program.
-        rows_per_program: rows one program handles, one after the other (unrolled).
+        rows_per_program: rows of one tile (a power of two), loaded and reduced together.
         tuple_reduce: per-token norm ops: the sum of squares and the amax in one
             two-operand ``tl.reduce`` (one cross-warp exchange instead of two). None = on
             when compiled, off under the interpreter, which runs custom-combine reductions
             element by element in Python (about 100x slower); the math is the same.
+        programs_per_sm: 0 launches one program per tile; k > 0 launches at most
+            k x SM-count programs that loop over the tiles (persistent grid, weight loaded once).
+        stages: persistent grid only: > 1 software-pipelines the loop over tiles
+            (``tl.range(num_stages=stages)``: the next tile's loads are issued early).
+        pdl: programmatic dependent launch (SM90+, Triton ``launch_pdl``).
+        hw_cvt: codes (and bf16 residual sums) through the hardware conversion, which
+            rounds to nearest even and saturates; False rounds in fp32 arithmetic first (v3's
+            path, exact on every backend). None = on when compiled, off under the interpreter.
     """
 
     num_warps: int
     rows_per_program: int = 1
     tuple_reduce: bool | None = None
+    programs_per_sm: int = 0
+    stages: int = 1
+    pdl: bool = False
+    hw_cvt: bool | None = None
+
+    def short(self) -> str:
+        """Compact name: ``w8.r2[.p4[.s2]][.pdl][.two_red][.sw_cvt]``."""
+        s = f"w{self.num_warps}.r{self.rows_per_program}"
+        if self.programs_per_sm:
+            s += f".p{self.programs_per_sm}" + (f".s{self.stages}" if self.stages > 1 else "")
+        if self.pdl:
+            s += ".pdl"
+        if self.tuple_reduce is False:
+            s += ".two_red"
+        if self.hw_cvt is False:
+            s += ".sw_cvt"
+        return s
+
+    def literal(self) -> str:
+        """Python source: ``LaunchConfig(w, r)`` then the non-default keywords."""
+        tail = "".join(
+            f", {k}={getattr(self, k)!r}" for k in ("tuple_reduce", "programs_per_sm", "stages", "pdl", "hw_cvt")
+            if getattr(self, k) != LaunchConfig.__dataclass_fields__[k].default
+        )
+        return f"LaunchConfig({self.num_warps}, {self.rows_per_program}{tail})"
 
 
 _INTERPRETED = "Interpreted" in type(_rowquant_kernel).__name__
 
-#: Largest tile (elements) one program keeps in registers.
+#: Largest tile (elements, all rows) one program keeps in registers.
 MAX_BLOCK = 32768
+#: Kernel kinds of the tuned table: per-token norm, per-group norm, standalone quantization
+#: (dynamic per-token measured; static, per-tensor and ``group_quant`` borrow it).
+KINDS = ("rms_norm_quant", "rms_norm_group_quant", "scaled_quant")
+_INT_MAX = 2**31 - 1
 
 
 def _pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def heuristic_config(num_tokens: int, hidden_size: int, elem_bytes: int) -> LaunchConfig:
-    """Default launch config: about 32 bytes of input per thread (two 16-byte vectors).
+def _c(num_warps: int, rows: int = 1, **kw) -> LaunchConfig:
+    return LaunchConfig(num_warps, rows, **kw)
 
-    num_warps = next_pow2(H) * elem_bytes / (32 B * 32 threads), clamped to [4, 32]; rows
-    per program: 1 (see ``docs/kernels/quant-notes.md`` and ``scripts/tune_quant.py`` for
-    the measured choice on H100).
+
+#: Measured launch configs, bfloat16 (2-byte activations), keyed by (kind, residual,
+#: next_pow2(hidden_size)): ascending (max num_tokens, LaunchConfig) rows, the first row
+#: whose bound is >= num_tokens wins (bounds are geometric midpoints between the measured
+#: token counts 1, 16, 128, 1024, 4096, 16384). Generated by ``scripts/tune_quant.py
+#: --table-from docs/results/h200/tune_quant.json`` from the H200 tuning of kernel v3
+#: (one program per row; fp8 and int8 scored together); re-run ``scripts/tune_quant.py`` on
+#: the GPU and paste its block here for v4's candidates (PDL, persistent grid, multi-row
+#: tiles). Shapes not covered fall back to ``formula_config``.
+TUNED: dict[tuple[str, bool, int], tuple[tuple[int, LaunchConfig], ...]] = {
+    # @@TUNED@@
+}
+
+
+def formula_config(num_tokens: int, hidden_size: int, elem_bytes: int, pdl: bool = False) -> LaunchConfig:
+    """The untuned rule, fitted to the H200 measurements: 16 elements per thread up to 1024
+    tokens (latency: more warps per row), 32 above (fewer instructions per element and
+    more rows per SM), i.e. num_warps = next_pow2(H) / (32 x that), clamped to [2, 32]; one
+    row per program; PDL where supported. ``elem_bytes`` is unused (registers hold fp32)."""
+    del elem_bytes
+    per_thread = 16 if num_tokens <= 1024 else 32
+    nw = min(32, max(2, _pow2(hidden_size) // (32 * per_thread)))
+    return LaunchConfig(nw, 1, pdl=pdl)
+
+
+def _tuned_rows(kind: str, residual: bool, bucket: int) -> tuple[tuple[int, LaunchConfig], ...]:
+    rows = TUNED.get((kind, residual, bucket))
+    if rows is None and kind == "rms_norm_group_quant":  # same bytes and reductions per row
+        rows = TUNED.get(("rms_norm_quant", residual, bucket))
+    return rows or ()
+
+
+def default_config(
+    num_tokens: int, hidden_size: int, elem_bytes: int, kind: str = "rms_norm_quant",
+    residual: bool = False, pdl: bool = False,
+) -> LaunchConfig:
+    """The launch config used when none is given: the tuned table for 2-byte activations
+    where it covers (kind, residual, next_pow2(hidden_size)), else ``formula_config``.
+
+    Args:
+        kind: one of ``KINDS``. residual: whether the residual is added.
+        pdl: whether the device supports programmatic dependent launch (a tuned row keeps
+            its measured choice where it does; the formula uses it wherever supported).
     """
-    row_bytes = _pow2(hidden_size) * elem_bytes
-    nw = min(32, max(4, row_bytes // 1024))
-    return LaunchConfig(num_warps=nw, rows_per_program=1)
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: expected one of {KINDS}")
+    if elem_bytes == 2:
+        for bound, cfg in _tuned_rows(kind, residual, _pow2(hidden_size)):
+            if num_tokens <= bound:
+                return replace(cfg, pdl=cfg.pdl and pdl)
+    return formula_config(num_tokens, hidden_size, elem_bytes, pdl)
+
+
+@functools.lru_cache(maxsize=None)
+def device_facts(device: torch.device) -> tuple[int, bool]:
+    """(SM count, PDL supported) of a device; the interpreter (CPU) counts as 2 SMs, no PDL."""
+    if device.type != "cuda":
+        return 2, False
+    props = torch.cuda.get_device_properties(device)
+    return props.multi_processor_count, _HAVE_GDC and props.major >= 9
 
 
 def _tile(hidden_size: int, group_size: int) -> tuple[int, int, int]:
@@ -789,6 +945,12 @@ def _tile(hidden_size: int, group_size: int) -> tuple[int, int, int]:
     return bg, gs, n_groups
 
 
+def _kind(weight: torch.Tensor | None, group_size: int) -> str:
+    if weight is None:
+        return "scaled_quant"
+    return "rms_norm_group_quant" if group_size else "rms_norm_quant"
+
+
 def _launch_rowquant(
     x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, quant_dtype: str, *,
     weight: torch.Tensor | None = None, residual: torch.Tensor | None = None, eps: float = 0.0,
@@ -803,17 +965,31 @@ def _launch_rowquant(
             [T, 1], [T, G] or transposed [G, T] view), or ``scales[0]`` for modes 1-2.
         scale_mode: 0 dynamic per block, 1 static ``scale_in`` [1], 2 per-tensor from the
             amax in ``scale_in`` (program 0 writes ``scales[0]``).
-        config: overrides ``heuristic_config``.
+        config: overrides ``default_config``.
     """
     t, h = x.shape
     if t == 0:
         return
     bg, gs, n_groups = _tile(h, group_size)
-    cfg = config or heuristic_config(t, h, x.element_size())
-    rows = max(1, int(cfg.rows_per_program))
+    sms, pdl_ok = device_facts(x.device)
+    cfg = config or default_config(t, h, x.element_size(), _kind(weight, group_size), residual is not None, pdl_ok)
+    rows = int(cfg.rows_per_program)
+    if rows < 1 or rows & (rows - 1):
+        raise ValueError(f"{cfg}: rows_per_program must be a power of two")
+    if rows * bg * gs > MAX_BLOCK:
+        raise ValueError(f"{cfg}: a tile of {rows} rows x {bg * gs} elements exceeds {MAX_BLOCK} elements")
+    if cfg.pdl and not pdl_ok:
+        raise ValueError(f"{cfg}: programmatic dependent launch needs an SM90+ GPU and Triton >= 3.3")
+    if cfg.stages > 1 and not cfg.programs_per_sm:
+        raise ValueError(f"{cfg}: stages > 1 pipelines the persistent loop: set programs_per_sm")
+    tiles = triton.cdiv(t, rows)
+    grid = tiles if not cfg.programs_per_sm else min(tiles, int(cfg.programs_per_sm) * sms)
     s_row, s_grp = (scales.stride(0), scales.stride(1)) if scales.dim() == 2 else (0, 0)
     dummy = x
-    _rowquant_kernel[(triton.cdiv(t, rows),)](
+    meta = {"num_warps": int(cfg.num_warps)}
+    if cfg.pdl:
+        meta["launch_pdl"] = True
+    _rowquant_kernel[(grid,)](
         x, weight if weight is not None else dummy, residual if residual is not None else dummy,
         codes, scales, scale_ub if scale_ub is not None else scales, scale_in if scale_in is not None else scales,
         t, h, n_groups,
@@ -822,9 +998,11 @@ def _launch_rowquant(
         BLOCK_G=bg, GS=gs, NORM=weight is not None, HAS_RES=residual is not None, HAS_UB=scale_ub is not None,
         SCALE_MODE=scale_mode, IS_FP8=quant_dtype == "fp8", ROWS=rows,
         RES_BF16=residual is not None and residual.dtype == torch.bfloat16,
-        Q_VEC=16 // residual.element_size() if residual is not None else 0,
         TUPLE_REDUCE=bg == 1 and ((not _INTERPRETED) if cfg.tuple_reduce is None else bool(cfg.tuple_reduce)),
-        num_warps=int(cfg.num_warps),
+        Q_VEC=16 // residual.element_size() if residual is not None else 0,
+        HW_CVT=(not _INTERPRETED) if cfg.hw_cvt is None else bool(cfg.hw_cvt),
+        PERSISTENT=cfg.programs_per_sm > 0, STAGES=max(1, int(cfg.stages)), PDL=bool(cfg.pdl),
+        **meta,
     )
 
 
@@ -851,7 +1029,7 @@ def triton_rms_norm_quant(
         x: [T, H] bf16 / fp16 / fp32; weight: [H] same dtype; residual: [T, H] same dtype,
             updated in place to the dtype-rounded ``x + residual`` (vLLM's convention);
         quant_dtype: ``"fp8"`` or ``"int8"``; scale_ub: fp32 scalar tensor or None.
-        config: launch override (``LaunchConfig``), else ``heuristic_config``.
+        config: launch override (``LaunchConfig``), else ``default_config``.
 
     Returns:
         (codes [T, H] float8_e4m3fn / int8, scales fp32 [T, 1]).
@@ -909,8 +1087,8 @@ def triton_scaled_quant(
     scales = torch.empty(1, dtype=torch.float32, device=x.device)
     if t:
         _, gs, _ = _tile(h, 0)
-        n_sm = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
-        cfg = config or heuristic_config(t, h, x.element_size())
+        n_sm = device_facts(x.device)[0]
+        cfg = config or default_config(t, h, x.element_size(), "scaled_quant")
         _amax_kernel[(min(t, 4 * n_sm),)](x, amax, t, h, x.stride(0), BLOCK=gs, num_warps=int(cfg.num_warps))
     _launch_rowquant(x, codes, scales, quant_dtype, scale_mode=2, scale_in=amax, config=config)
     return codes, scales

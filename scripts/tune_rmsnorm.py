@@ -540,11 +540,16 @@ def main() -> int:
     for s in sorted(shapes, key=lambda s: s.tokens < 256):
         quick = args.quick or time.time() - t0 > args.budget
         t_shape = time.time()
-        b = Bench(s, *all_shapes[s], timing, device)
-        rec = tune_shape(b, s, ctx, quick)
+        try:
+            b = Bench(s, *all_shapes[s], timing, device)
+            rec = tune_shape(b, s, ctx, quick)
+        except Exception as e:  # one shape's failure (memory, no valid config) is not the run's end
+            print(f"{s.label}: FAILED: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            continue
+        finally:
+            b = None
+            torch.cuda.empty_cache()
         rec["seconds"] = round(time.time() - t_shape, 2)
-        del b
-        torch.cuda.empty_cache()
         records.append(rec)
         print(line(rec, peers, peak), flush=True)
         tmp = Path(args.out + ".tmp")
