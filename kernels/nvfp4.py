@@ -119,9 +119,11 @@ Sources: vLLM ``csrc/quantization/fp4/nvfp4_utils.cuh``
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -597,8 +599,16 @@ def _reference_impl(params: Params) -> OpFn:
 try:
     import triton
     import triton.language as tl
+
+    try:  # programmatic dependent launch (SM90+), Triton >= 3.3
+        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+        _HAVE_GDC = True
+    except ImportError:  # pragma: no cover
+        _HAVE_GDC = False
 except ImportError:  # the family still serves the reference and torch without Triton
     triton = None  # type: ignore[assignment]
+    _HAVE_GDC = False
 
 
 def _interpreting() -> bool:
@@ -855,6 +865,366 @@ if triton is not None:
             zeros = tl.zeros((ZROWS, BLOCK_K), dtype=tl.uint8)
             tl.store(s_ptr + pso, zeros, mask=(prow < M_PAD)[:, None] & (k < K_PAD)[None, :])
 
+    # ----------------------------------------------------------------------- fast kernel (bf16/fp16)
+    # PTX of one packed E2M1 pair (see _enc8): q = min(|p|, 6) per f16 half, then
+    # RNE(min(2q, q + 2, q/2 + 4)) through the f16 adder with magic 1024 (ulp 1).
+    _ENC_PAIR = """
+        abs.f16x2 q, {p};
+        min.f16x2 q, q, k6;
+        fma.rn.f16x2 t1, q, k2, km;
+        add.rn.f16x2 t2, q, km2;
+        fma.rn.f16x2 t3, q, kh, km4;
+        min.f16x2 t1, t1, t2;
+        min.f16x2 {d}, t1, t3;"""
+
+    #: One 32-bit word of 8 codes from 8 float32 values e0..e7 (operands $1..$8 in
+    #: element order). Pairs (e_j, e_j+4) are packed to f16x2 (lower half e_j), so
+    #: the 4-bit indices of pair j sit at bits 0-2 / 16-18 of a word 0x6400_6400 +
+    #: idx: sum_j word_j << 4j puts element e at nibble e, and the known magic
+    #: bits add up to 0xAAAAA400 (mod 2^32), subtracted at the end. Sign bits (f16
+    #: bit 15 / 31 of each pair) are gathered by two byte permutes with sign
+    #: replication, then masked to bit 3 of each nibble. SASS (sm_90): 4 F2FP,
+    #: 4 x (HMNMX2 |.|, 2 HFMA2, HADD2, VHMNMX 3-way min), 3 IMAD/LEA, 2 PRMT,
+    #: 2 LOP3, 2 IADD3: ~35 instructions per 8 elements.
+    _ENC8_PTX = tl.constexpr(
+        """{
+        .reg .b32 p0, p1, p2, p3, q, t1, t2, t3, c, u, se, so, k6, k2, km, km2, kh, km4;
+        mov.b32 k6, 0x46004600;
+        mov.b32 k2, 0x40004000;
+        mov.b32 km, 0x64006400;
+        mov.b32 km2, 0x64026402;
+        mov.b32 kh, 0x38003800;
+        mov.b32 km4, 0x64046404;
+        cvt.rn.f16x2.f32 p0, $5, $1;
+        cvt.rn.f16x2.f32 p1, $6, $2;
+        cvt.rn.f16x2.f32 p2, $7, $3;
+        cvt.rn.f16x2.f32 p3, $8, $4;"""
+        + _ENC_PAIR.format(p="p3", d="c")
+        + _ENC_PAIR.format(p="p2", d="u") + "\n        mad.lo.u32 c, c, 16, u;"
+        + _ENC_PAIR.format(p="p1", d="u") + "\n        mad.lo.u32 c, c, 16, u;"
+        + _ENC_PAIR.format(p="p0", d="u") + "\n        mad.lo.u32 c, c, 16, u;"
+        + """
+        prmt.b32 se, p0, p2, 0xFBD9;
+        prmt.b32 so, p1, p3, 0xFBD9;
+        and.b32 se, se, 0x08080808;
+        and.b32 so, so, 0x80808080;
+        or.b32 se, se, so;
+        add.u32 c, c, se;
+        sub.u32 $0, c, 0xAAAAA400;
+        }"""
+    )
+
+    @triton.jit
+    def _f16_code(v):
+        """Code (int32, 4 bits) of float32 ``v`` exactly as the PTX encoder computes
+        it: v rounded to f16 (RNE, subnormals; overflow only ever clamps), magnitude
+        clamped at 6, RNE(min(2a, a + 2, a/2 + 4)), sign bit of v (also for -0)."""
+        a = tl.minimum(_round_to_grid(tl.abs(v), 10, -14), 6.0)
+        MAGIC: tl.constexpr = 8388608.0  # 2**23: ulp 1
+        t = tl.minimum(tl.minimum(a * 2.0 + MAGIC, a + (MAGIC + 2.0)), a * 0.5 + (MAGIC + 4.0))
+        return (t.to(tl.int32, bitcast=True) & 7) | ((v.to(tl.int32, bitcast=True) >> 28) & 8)
+
+    @triton.jit
+    def _enc8(e0, e1, e2, e3, e4, e5, e6, e7, ASM: tl.constexpr):
+        """uint32 word of the codes of e0..e7 (e_i in bits 4i..4i+3): E2M1 of the
+        value rounded to f16. ASM: packed f16x2 PTX (sm_80+); else the same
+        arithmetic in float32 (the interpreter; bit-identical)."""
+        if ASM:
+            return tl.inline_asm_elementwise(_ENC8_PTX, "=r,f,f,f,f,f,f,f,f", [e0, e1, e2, e3, e4, e5, e6, e7],
+                                             dtype=tl.uint32, is_pure=True, pack=1)
+        else:
+            w = (_f16_code(e0) | (_f16_code(e1) << 4) | (_f16_code(e2) << 8) | (_f16_code(e3) << 12)
+                 | (_f16_code(e4) << 16) | (_f16_code(e5) << 20) | (_f16_code(e6) << 24) | (_f16_code(e7) << 28))
+            return w.to(tl.uint32, bitcast=True)
+
+    @triton.jit
+    def _e4m3_scale(s_pre, ASM: tl.constexpr):
+        """(value as float32, bits as uint32) of non-negative ``s_pre`` rounded to
+        E4M3: RNE, saturating at 448. ASM: cvt.rn.satfinite.e4m3x2 (sm_89+) and back;
+        else adding 2**(e+20), whose ulp is the E4M3 quantum of the binade."""
+        if ASM:
+            return tl.inline_asm_elementwise(
+                """{
+                .reg .b16 e, l, h;
+                .reg .b32 x;
+                cvt.rn.satfinite.e4m3x2.f32 e, 0f00000000, $2;
+                cvt.rn.f16x2.e4m3x2 x, e;
+                mov.b32 {l, h}, x;
+                cvt.f32.f16 $0, l;
+                cvt.u32.u16 $1, e;
+                }""",
+                "=f,=r,f", [s_pre], dtype=(tl.float32, tl.uint32), is_pure=True, pack=1)
+        else:
+            s_pre = tl.minimum(s_pre, 448.0)
+            ef = tl.maximum(s_pre.to(tl.int32, bitcast=True) >> 23, 121)
+            magic_bits = (ef + 20) << 23
+            magic = magic_bits.to(tl.float32, bitcast=True)
+            s_sum = s_pre + magic
+            bits = (ef - 121) * 8 + (s_sum.to(tl.int32, bitcast=True) - magic_bits)
+            return s_sum - magic, bits.to(tl.uint32, bitcast=True)
+
+    @triton.jit
+    def _rcp(x, ASM: tl.constexpr):
+        if ASM:
+            return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x],
+                                             dtype=tl.float32, is_pure=True, pack=1)
+        else:
+            return 1.0 / x
+
+    @triton.jit
+    def _unpack_words(wd, IS_BF16: tl.constexpr, ASM: tl.constexpr):
+        """(even, odd) float32 elements of 32-bit words of two 16-bit floats (even = low half)."""
+        if IS_BF16:
+            return (wd << 16).to(tl.float32, bitcast=True), (wd & 0xFFFF0000).to(tl.float32, bitcast=True)
+        elif ASM:
+            return tl.inline_asm_elementwise(
+                "{ .reg .b16 l, h; mov.b32 {l, h}, $2; cvt.f32.f16 $0, l; cvt.f32.f16 $1, h; }",
+                "=f,=f,r", [wd], dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+        else:
+            lo = (wd & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+            hi = (wd >> 16).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+            return lo, hi
+
+    @triton.jit
+    def _add_words(a, b, IS_BF16: tl.constexpr, ASM: tl.constexpr):
+        """Words of dtype(x + r), element-wise on packed pairs, one rounding (RNE)."""
+        if ASM:
+            if IS_BF16:  # fma(a, 1, b) rounds once like add.rn.bf16x2 (sm_90) and runs on sm_80
+                return tl.inline_asm_elementwise(
+                    "{ .reg .b32 one; mov.b32 one, 0x3F803F80; fma.rn.bf16x2 $0, $1, one, $2; }",
+                    "=r,r,r", [a, b], dtype=tl.uint32, is_pure=True, pack=1)
+            else:
+                return tl.inline_asm_elementwise("add.rn.f16x2 $0, $1, $2;", "=r,r,r", [a, b],
+                                                 dtype=tl.uint32, is_pure=True, pack=1)
+        else:
+            # float32 sum rounded to the dtype: exact (float32 has > 2p + 2 bits)
+            DT: tl.constexpr = tl.bfloat16 if IS_BF16 else tl.float16
+            a_lo, a_hi = _unpack_words(a, IS_BF16, ASM)
+            b_lo, b_hi = _unpack_words(b, IS_BF16, ASM)
+            lo = _round_to_dtype(a_lo + b_lo, DT, True)
+            hi = _round_to_dtype(a_hi + b_hi, DT, True)
+            if IS_BF16:
+                return (lo.to(tl.uint32, bitcast=True) >> 16) | (hi.to(tl.uint32, bitcast=True) & 0xFFFF0000)
+            else:
+                lo16 = lo.to(tl.float16).to(tl.uint16, bitcast=True).to(tl.uint32)
+                hi16 = hi.to(tl.float16).to(tl.uint16, bitcast=True).to(tl.uint32)
+                return lo16 | (hi16 << 16)
+
+    @triton.jit
+    def _split4(t, BK: tl.constexpr):
+        """[2, BK, 4] -> the four [2, BK] slices p = 0..3 (in-thread: no data movement)."""
+        a, b = tl.split(tl.reshape(t, (2, BK, 2, 2)))  # a: p = 0, 2; b: p = 1, 3
+        p0, p2 = tl.split(a)
+        p1, p3 = tl.split(b)
+        return p0, p1, p2, p3
+
+    @triton.jit
+    def _swizzle_row(row, K_TILES):
+        """Byte offset of scale (row, 0) in the swizzled buffer (int32)."""
+        return ((row >> 7) * K_TILES) * 512 + (row & 31) * 16 + ((row >> 5) & 3) * 4
+
+    @triton.jit(do_not_specialize=["M", "M_PAD"])
+    def _nvfp4_fast_kernel(
+        x_ptr, res_ptr, res_out_ptr, w_ptr, gs_ptr, q_ptr, s_ptr,
+        M, N, x_stride, res_stride, res_out_stride, q_stride, M_PAD, K_PAD, K_TILES, eps,
+        HAS_RES: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        EVEN_K: tl.constexpr,
+        PREFETCH: tl.constexpr,
+        PDL: tl.constexpr,
+        ASM: tl.constexpr,
+    ):
+        """Persistent: program ``pid`` normalizes rows pid, pid + nprog, ... whole,
+        then zeroes the swizzle padding rows pid + M, ... (see the module docstring).
+
+        A row is held as 32-bit words [2, BLOCK_K, 4]: word (h, k, p) holds elements
+        16k + 8h + 2p (low half) and the next one; one thread owns whole 16-element
+        blocks (two 16-byte loads), so the block amax and the scale math are
+        in-thread; the weight is loaded once per program and kept as float32.
+        PREFETCH loads the next row before this row's reduction. Codes are computed
+        from y * c (float32), c = rstd * gs / s (per block), by ``_enc8``."""
+        DT: tl.constexpr = x_ptr.dtype.element_ty
+        IS_BF16: tl.constexpr = DT == tl.bfloat16
+        pid = tl.program_id(0)
+        nprog = tl.num_programs(0)
+        h = tl.arange(0, 2)
+        k = tl.arange(0, BLOCK_K)
+        p = tl.arange(0, 4)
+        offs = h[:, None, None] * 4 + k[None, :, None] * 8 + p[None, None, :]  # word offsets in a row
+        if EVEN_K:
+            mask = tl.full((2, BLOCK_K, 4), 1, tl.int1)
+            qmask = tl.full((2, BLOCK_K), 1, tl.int1)
+        else:
+            k_ok = k < N // 16
+            mask = (h < 2)[:, None, None] & k_ok[None, :, None] & (p < 4)[None, None, :]
+            qmask = (h < 2)[:, None] & k_ok[None, :]
+        if PDL:
+            gdc_wait()
+            gdc_launch_dependents()
+        if pid < M:
+            ww = tl.load(w_ptr.to(tl.pointer_type(tl.uint32)) + offs, mask=mask, other=0)
+            w0, w1, w2, w3 = _split4(ww, BLOCK_K)
+            w0l, w0h = _unpack_words(w0, IS_BF16, ASM)
+            w1l, w1h = _unpack_words(w1, IS_BF16, ASM)
+            w2l, w2h = _unpack_words(w2, IS_BF16, ASM)
+            w3l, w3h = _unpack_words(w3, IS_BF16, ASM)
+            gs = tl.load(gs_ptr)
+            gs6 = gs / 6.0
+            inv_n = 1.0 / N
+            qo = h[:, None] + k[None, :] * 2  # code word (h, k) of a row
+            # scale bytes (k // 4) * 512 + k % 4: one byte store per block, in the
+            # data's layout (contiguity hidden: no layout conversion for a wider store)
+            so_k = tl.max_contiguous((k // 4) * 512 + (k % 4), [1])
+            s_mask = k < K_PAD
+            xs = x_stride // 2
+            xp = x_ptr.to(tl.pointer_type(tl.uint32)) + pid.to(tl.int64) * xs
+            x_step = nprog.to(tl.int64) * xs
+            qs = q_stride // 4
+            qp = q_ptr.to(tl.pointer_type(tl.uint32)) + pid.to(tl.int64) * qs
+            q_step = nprog.to(tl.int64) * qs
+            if HAS_RES:
+                rs = res_stride // 2
+                rp = res_ptr.to(tl.pointer_type(tl.uint32)) + pid.to(tl.int64) * rs
+                r_step = nprog.to(tl.int64) * rs
+                ros = res_out_stride // 2
+                rop = res_out_ptr.to(tl.pointer_type(tl.uint32)) + pid.to(tl.int64) * ros
+                ro_step = nprog.to(tl.int64) * ros
+            if PREFETCH:
+                xw = tl.load(xp + offs, mask=mask, other=0, eviction_policy="evict_first")
+                if HAS_RES:
+                    rw = tl.load(rp + offs, mask=mask, other=0, eviction_policy="evict_first")
+            for row in range(pid, M, nprog):
+                if PREFETCH:
+                    more = row + nprog < M
+                    if EVEN_K:  # the last row re-reads itself (cached) instead of a masked load
+                        xw_next = tl.load(xp + tl.where(more, x_step, 0) + offs, eviction_policy="evict_first")
+                        if HAS_RES:
+                            rw_next = tl.load(rp + tl.where(more, r_step, 0) + offs, eviction_policy="evict_first")
+                    else:
+                        xw_next = tl.load(xp + x_step + offs, mask=mask & more, other=0, eviction_policy="evict_first")
+                        if HAS_RES:
+                            rw_next = tl.load(rp + r_step + offs, mask=mask & more, other=0,
+                                              eviction_policy="evict_first")
+                else:
+                    xw = tl.load(xp + offs, mask=mask, other=0, eviction_policy="evict_first")
+                    if HAS_RES:
+                        rw = tl.load(rp + offs, mask=mask, other=0, eviction_policy="evict_first")
+                if HAS_RES:
+                    hw = _add_words(xw, rw, IS_BF16, ASM)
+                    tl.store(rop + offs, hw, mask=mask)
+                else:
+                    hw = xw
+                x0, x1, x2, x3 = _split4(hw, BLOCK_K)
+                x0l, x0h = _unpack_words(x0, IS_BF16, ASM)
+                x1l, x1h = _unpack_words(x1, IS_BF16, ASM)
+                x2l, x2h = _unpack_words(x2, IS_BF16, ASM)
+                x3l, x3h = _unpack_words(x3, IS_BF16, ASM)
+                sq = (x0l * x0l + x0h * x0h + x1l * x1l + x1h * x1h
+                      + x2l * x2l + x2h * x2h + x3l * x3l + x3h * x3h)
+                rstd = tl.math.rsqrt(tl.sum(tl.sum(sq, axis=0), axis=0) * inv_n + eps)
+                # y = x * w (float32, never rounded); rstd goes into the block multiplier
+                y0l = x0l * w0l
+                y0h = x0h * w0h
+                y1l = x1l * w1l
+                y1h = x1h * w1h
+                y2l = x2l * w2l
+                y2h = x2h * w2h
+                y3l = x3l * w3l
+                y3h = x3h * w3h
+                m01 = tl.maximum(tl.maximum(tl.abs(y0l), tl.abs(y0h)), tl.maximum(tl.abs(y1l), tl.abs(y1h)))
+                m23 = tl.maximum(tl.maximum(tl.abs(y2l), tl.abs(y2h)), tl.maximum(tl.abs(y3l), tl.abs(y3h)))
+                amax = tl.max(tl.maximum(m01, m23), axis=0)  # [BLOCK_K]
+                s, s_bits = _e4m3_scale(amax * (rstd * gs6), ASM)
+                # vLLM's multiplier 1 / (s / gs), times rstd; 0 where s == 0
+                c = tl.where(s > 0.0, (rstd * gs) * _rcp(s, ASM), 0.0)[None, :]
+                codes = _enc8(y0l * c, y0h * c, y1l * c, y1h * c, y2l * c, y2h * c, y3l * c, y3h * c, ASM)
+                tl.store(qp + qo, codes, mask=qmask)
+                tl.store(s_ptr + _swizzle_row(row, K_TILES) + so_k, s_bits.to(tl.uint8), mask=s_mask)
+                xp += x_step
+                qp += q_step
+                if HAS_RES:
+                    rp += r_step
+                    rop += ro_step
+                if PREFETCH:
+                    xw = xw_next
+                    if HAS_RES:
+                        rw = rw_next
+        # zero the padding rows [M, M_PAD) of the swizzled scales: K_TILES words of 4 bytes
+        kq = tl.arange(0, BLOCK_K // 4)
+        for prow in range(M + pid, M_PAD, nprog):
+            tl.store(s_ptr.to(tl.pointer_type(tl.uint32)) + (_swizzle_row(prow, K_TILES) // 4 + kq * 128),
+                     tl.zeros((BLOCK_K // 4,), tl.uint32), mask=kq < K_TILES)
+
+
+@dataclass(frozen=True)
+class FastConfig:
+    """Launch config of the fast (bf16/fp16) kernel.
+
+    Attributes:
+        num_warps: warps per program; a row of n elements gives each thread
+            n / (32 * num_warps) elements (whole 16-element blocks).
+        programs_per_sm: persistent grid of ``programs_per_sm * SMs`` programs
+            (capped at the rows, or at the padding rows when there are more).
+        prefetch: load the next row while this one is reduced and encoded.
+        pdl: programmatic dependent launch (SM90+): the launch overlaps the
+            previous kernel's tail; ignored where unsupported.
+    """
+
+    num_warps: int = 4
+    programs_per_sm: int = 4
+    prefetch: bool = True
+    pdl: bool = True
+
+    def name(self) -> str:
+        return f"w{self.num_warps}.p{self.programs_per_sm}" + (".pf" if self.prefetch else "") + (
+            ".pdl" if self.pdl else "")
+
+
+#: Measured best configs, (residual, hidden_size, num_tokens) -> FastConfig
+#: (bf16); filled from ``scripts/tune_nvfp4.py``'s printed table. Shapes not in
+#: the table use ``fast_config_formula``; a table hit needs the same hidden size
+#: and residual flag, and takes the nearest measured token count (log scale).
+TUNED_FAST: dict[tuple[bool, int, int], FastConfig] = {}
+
+
+def fast_config_formula(num_tokens: int, hidden_size: int) -> FastConfig:
+    """Unmeasured default: ~32 elements per thread from 512 rows up (the
+    instruction count per element is ~10.5 there; fewer warps per row means a
+    shorter reduction per element), ~16 below (a latency-bound row finishes
+    sooner on more warps). Programs per SM so that about 16 warps are resident
+    (registers allow ~4 programs of 4 warps at ~110 registers)."""
+    block_n = 16 * max(4, triton.next_power_of_2(max(hidden_size // BLOCK_SIZE, 1))) if triton else hidden_size
+    per_thread = 32 if num_tokens >= 512 else 16
+    warps = max(1, min(16, block_n // (32 * per_thread)))
+    return FastConfig(num_warps=warps, programs_per_sm=max(1, 16 // warps), prefetch=num_tokens >= 512, pdl=True)
+
+
+def nvfp4_fast_config(num_tokens: int, hidden_size: int, residual: bool = False) -> FastConfig:
+    """The fast kernel's config: ``TUNED_FAST`` (nearest measured token count of
+    the same hidden size and residual flag) or ``fast_config_formula``."""
+    hits = [(abs(math.log2(max(t, 1)) - math.log2(max(num_tokens, 1))), cfg)
+            for (r, n, t), cfg in TUNED_FAST.items() if r == residual and n == hidden_size]
+    if hits:
+        return min(hits, key=lambda t: t[0])[1]
+    return fast_config_formula(num_tokens, hidden_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _device_facts(device: torch.device) -> tuple[int, bool, bool]:
+    """(SMs, packed-f16/e4m3 PTX usable (sm_89+), PDL usable (sm_90+)); the
+    interpreter (CPU) counts as 1 SM with neither."""
+    if device.type != "cuda" or _interpreting():
+        return 1, False, False
+    props = torch.cuda.get_device_properties(device)
+    cap = (props.major, props.minor)
+    return props.multi_processor_count, cap >= (8, 9), _HAVE_GDC and cap >= (9, 0)
+
+
+def uses_fast_kernel(dtype: torch.dtype, round_norm: bool = False, rows_per_program: int | None = None) -> bool:
+    """Whether ``rms_norm_nvfp4_quant_triton`` picks the fast kernel by default:
+    16-bit inputs, the default (unrounded) norm, no generic-kernel override."""
+    return dtype in (torch.bfloat16, torch.float16) and not round_norm and rows_per_program is None
+
 
 def rms_norm_nvfp4_quant_triton(
     x: torch.Tensor,
@@ -867,25 +1237,33 @@ def rms_norm_nvfp4_quant_triton(
     num_warps: int | None = None,
     round_norm: bool = False,
     exact_rounding: bool | None = None,
+    fast: bool | None = None,
+    fast_config: FastConfig | None = None,
 ) -> Outputs:
     """Fused (residual add +) RMSNorm + NVFP4 quantization in one Triton pass.
+
+    Two kernels: the fast one (bf16/fp16, default norm order; ``FastConfig``)
+    and the generic one (any dtype, ``round_norm``; ``rows_per_program`` x
+    ``num_warps``). ``fast=None`` picks the fast one where it applies
+    (``uses_fast_kernel``).
 
     Args:
         x: [m, n] bf16/fp16/fp32, unit stride along n; n % 16 == 0.
         weight: [n], same dtype. global_scale: float32 with one element (multiplies).
         residual: optional [m, n] like x; ``residual_out = dtype(x + residual)``
             is returned as a new tensor (inputs are not modified).
-        rows_per_program, num_warps: launch config (default ``nvfp4_config``);
-            rows_per_program must be a power of two <= 128.
+        rows_per_program, num_warps: generic-kernel launch (default ``nvfp4_config``);
+            rows_per_program must be a power of two <= 128. ``num_warps`` also
+            overrides the fast config's.
         round_norm: round the norm output to the input dtype before quantizing
-            (the reference's rule: bit-exact with it). Default False: the fast
-            path computes ``(x * w) * rstd`` in float32 and folds rstd into the
-            per-block multiplier (FlashInfer's order), one dtype ulp from the
-            reference, which ``check`` tolerates at near-ties.
-        exact_rounding: round float16 in arithmetic instead of the conversion
-            instruction (default: only under ``TRITON_INTERPRET=1``, whose fp16
-            cast rounds ties up); bfloat16 is always rounded in integer
-            arithmetic, float32 needs no rounding.
+            (the reference's rule: bit-exact with it; generic kernel). Default False:
+            ``(x * w) * rstd`` in float32 with rstd folded into the per-block
+            multiplier (FlashInfer's order), one dtype ulp from the reference,
+            which ``check`` tolerates at near-ties.
+        exact_rounding: generic kernel: round float16 in arithmetic instead of
+            the conversion instruction (default: only under ``TRITON_INTERPRET=1``).
+        fast: force (True) or refuse (False) the fast kernel.
+        fast_config: the fast kernel's launch (default ``nvfp4_fast_config``).
     Returns:
         (codes uint8 [m, n/2], scales float8_e4m3fn [round_up(m,128), round_up(n/16,4)]
         swizzled[, residual_out [m, n]]).
@@ -905,61 +1283,107 @@ def rms_norm_nvfp4_quant_triton(
         raise ValueError("global_scale must be a float32 tensor with one element")
     if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype or residual.stride(-1) != 1):
         raise ValueError("residual must match x in shape, dtype and unit last stride")
-    if x.dtype == torch.bfloat16:
-        # bf16 rows are read as 4-byte words: copy views that start mid-word.
+    if rows_per_program is not None and (rows_per_program & (rows_per_program - 1) or not 0 < rows_per_program <= 128):
+        raise ValueError(f"rows_per_program must be a power of two <= 128, got {rows_per_program}")
+    mp, kp = scale_shape(m, n)
+    use_fast = uses_fast_kernel(x.dtype, round_norm, rows_per_program) if fast is None else fast
+    if use_fast and (x.dtype not in (torch.bfloat16, torch.float16) or round_norm or mp * kp >= 2**31):
+        raise ValueError("the fast kernel takes bf16/fp16, round_norm=False and < 2**31 scale bytes")
+    if x.dtype == torch.bfloat16 or use_fast:
+        # 16-bit rows are read as 4-byte words: copy views that start mid-word.
         x, weight = _word_aligned(x), _word_aligned(weight)
         residual = _word_aligned(residual) if residual is not None else None
-    d_rows, d_warps = nvfp4_config(m, n, x.dtype)
-    rows = rows_per_program or d_rows
-    warps = num_warps or d_warps
-    if rows & (rows - 1) or rows > 128:
-        raise ValueError(f"rows_per_program must be a power of two <= 128, got {rows}")
-    exact = _interpreting() if exact_rounding is None else exact_rounding
 
-    mp, kp = scale_shape(m, n)
     packed = torch.empty((m, n // 2), dtype=torch.uint8, device=x.device)
     if m == 0:
         empty = (packed, torch.empty((0, kp), dtype=torch.float8_e4m3fn, device=x.device))
         return empty + (torch.empty_like(x),) if residual is not None else empty
     scales = torch.empty((mp, kp), dtype=torch.uint8, device=x.device)
     res_out = torch.empty_like(x) if residual is not None else None
-    n_data = triton.cdiv(m, rows)
-    pad_start = n_data * rows
-    zrows = 32
-    n_zero = triton.cdiv(mp - pad_start, zrows)
-    block_k = max(4, triton.next_power_of_2(n // BLOCK_SIZE))
     res_arg = residual if residual is not None else x
     res_out_arg = res_out if res_out is not None else x
-    _rms_norm_nvfp4_kernel[(n_data + n_zero,)](
-        x,
-        res_arg,
-        res_out_arg,
-        weight,
-        global_scale,
-        packed,
-        scales,
-        m,
-        n,
-        x.stride(0),
-        res_arg.stride(0),
-        res_out_arg.stride(0),
-        packed.stride(0),
-        n_data,
-        pad_start,
-        mp,
-        kp,
-        kp // 4,
-        float(eps),
-        HAS_RES=residual is not None,
-        BLOCK_K=block_k,
-        ROWS=rows,
-        ZROWS=zrows,
-        EXACT=exact,
-        ROUND_NORM=round_norm,
-        num_warps=warps,
-    )
+    block_k = max(4, triton.next_power_of_2(n // BLOCK_SIZE))
+    if use_fast:
+        cfg = fast_config or nvfp4_fast_config(m, n, residual is not None)
+        sms, asm, pdl_ok = _device_facts(x.device)
+        programs = max(1, min(max(m, mp - m), cfg.programs_per_sm * sms))
+        meta = dict(
+            HAS_RES=residual is not None, BLOCK_K=block_k, EVEN_K=block_k * BLOCK_SIZE == n,
+            PREFETCH=cfg.prefetch, PDL=cfg.pdl and pdl_ok, ASM=asm, num_warps=num_warps or cfg.num_warps,
+        )
+        if meta["PDL"]:
+            meta["launch_pdl"] = True
+        _nvfp4_fast_kernel[(programs,)](
+            x, res_arg, res_out_arg, weight, global_scale, packed, scales,
+            m, n, x.stride(0), res_arg.stride(0), res_out_arg.stride(0), packed.stride(0), mp, kp, kp // 4,
+            float(eps), **meta,
+        )
+    else:
+        d_rows, d_warps = nvfp4_config(m, n, x.dtype)
+        rows = rows_per_program or d_rows
+        warps = num_warps or d_warps
+        exact = _interpreting() if exact_rounding is None else exact_rounding
+        n_data = triton.cdiv(m, rows)
+        pad_start = n_data * rows
+        zrows = 32
+        n_zero = triton.cdiv(mp - pad_start, zrows)
+        _rms_norm_nvfp4_kernel[(n_data + n_zero,)](
+            x,
+            res_arg,
+            res_out_arg,
+            weight,
+            global_scale,
+            packed,
+            scales,
+            m,
+            n,
+            x.stride(0),
+            res_arg.stride(0),
+            res_out_arg.stride(0),
+            packed.stride(0),
+            n_data,
+            pad_start,
+            mp,
+            kp,
+            kp // 4,
+            float(eps),
+            HAS_RES=residual is not None,
+            BLOCK_K=block_k,
+            ROWS=rows,
+            ZROWS=zrows,
+            EXACT=exact,
+            ROUND_NORM=round_norm,
+            num_warps=warps,
+        )
     out = (packed, scales.view(torch.float8_e4m3fn))
     return out + (res_out,) if res_out is not None else out
+
+
+def compile_fast(hidden_size: int, dtype: torch.dtype, residual: bool, cfg: FastConfig,
+                 device: torch.device) -> None:
+    """Compile, without launching, the fast kernel that ``cfg`` selects for rows
+    of ``hidden_size`` (contiguous tensors, as the launcher specializes them), so
+    that it lands in Triton's on-disk cache: scripts/tune_nvfp4.py compiles its
+    candidates in parallel worker processes this way."""
+    device = torch.device(device)
+    m, n = 2, hidden_size
+    x = torch.empty(m, n, dtype=dtype, device=device)
+    w = torch.empty(n, dtype=dtype, device=device)
+    gs = torch.empty(1, dtype=torch.float32, device=device)
+    mp, kp = scale_shape(m, n)
+    packed = torch.empty((m, n // 2), dtype=torch.uint8, device=device)
+    scales = torch.empty((mp, kp), dtype=torch.uint8, device=device)
+    res, res_out = (torch.empty_like(x), torch.empty_like(x)) if residual else (x, x)
+    block_k = max(4, triton.next_power_of_2(n // BLOCK_SIZE))
+    _, asm, pdl_ok = _device_facts(device)
+    meta = dict(HAS_RES=residual, BLOCK_K=block_k, EVEN_K=block_k * BLOCK_SIZE == n, PREFETCH=cfg.prefetch,
+                PDL=cfg.pdl and pdl_ok, ASM=asm, num_warps=cfg.num_warps)
+    if meta["PDL"]:
+        meta["launch_pdl"] = True
+    _nvfp4_fast_kernel.warmup(
+        x, res, res_out, w, gs, packed, scales, m, n, x.stride(0), res.stride(0), res_out.stride(0),
+        packed.stride(0), mp, kp, kp // 4, 1e-6, grid=(1,), **meta,
+    )
 
 
 def _word_aligned(t: torch.Tensor) -> torch.Tensor:
@@ -973,6 +1397,16 @@ def _triton(params: Params) -> OpFn:
     # Launch overrides (not suite axes; used by tests and scripts/tune_nvfp4.py).
     rows, warps = params.get("rows_per_program"), params.get("num_warps")
     round_norm = bool(params.get("round_norm", False))
+    fast = params.get("fast")
+    fast_cfg = None
+    if any(key in params for key in ("programs_per_sm", "prefetch", "pdl")):
+        base = FastConfig()
+        fast_cfg = FastConfig(
+            num_warps=int(params.get("num_warps") or base.num_warps),
+            programs_per_sm=int(params.get("programs_per_sm", base.programs_per_sm)),
+            prefetch=bool(params.get("prefetch", base.prefetch)),
+            pdl=bool(params.get("pdl", base.pdl)),
+        )
 
     def fn(inputs: Inputs) -> Outputs:
         return rms_norm_nvfp4_quant_triton(
@@ -984,6 +1418,8 @@ def _triton(params: Params) -> OpFn:
             rows_per_program=rows,
             num_warps=warps,
             round_norm=round_norm,
+            fast=fast,
+            fast_config=fast_cfg,
         )
 
     return fn

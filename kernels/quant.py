@@ -857,15 +857,10 @@ MAX_BLOCK = 32768
 #: Kernel kinds of the tuned table: per-token norm, per-group norm, standalone quantization
 #: (dynamic per-token measured; static, per-tensor and ``group_quant`` borrow it).
 KINDS = ("rms_norm_quant", "rms_norm_group_quant", "scaled_quant")
-_INT_MAX = 2**31 - 1
 
 
 def _pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
-
-
-def _c(num_warps: int, rows: int = 1, **kw) -> LaunchConfig:
-    return LaunchConfig(num_warps, rows, **kw)
 
 
 #: Measured launch configs, bfloat16 (2-byte activations), keyed by (kind, residual,
@@ -877,7 +872,65 @@ def _c(num_warps: int, rows: int = 1, **kw) -> LaunchConfig:
 #: the GPU and paste its block here for v4's candidates (PDL, persistent grid, multi-row
 #: tiles). Shapes not covered fall back to ``formula_config``.
 TUNED: dict[tuple[str, bool, int], tuple[tuple[int, LaunchConfig], ...]] = {
-    # @@TUNED@@
+    ('rms_norm_group_quant', False, 1024): (
+        (2048, LaunchConfig(4, 1)),
+        (2147483647, LaunchConfig(2, 2)),
+    ),
+    ('rms_norm_group_quant', False, 4096): (
+        (4, LaunchConfig(16, 1)),
+        (45, LaunchConfig(8, 1)),
+        (362, LaunchConfig(16, 1)),
+        (2048, LaunchConfig(8, 1)),
+        (2147483647, LaunchConfig(4, 1)),
+    ),
+    ('rms_norm_group_quant', False, 8192): (
+        (362, LaunchConfig(16, 1)),
+        (2147483647, LaunchConfig(8, 1)),
+    ),
+    ('rms_norm_quant', False, 1024): (
+        (362, LaunchConfig(4, 1)),
+        (2147483647, LaunchConfig(2, 1)),
+    ),
+    ('rms_norm_quant', False, 4096): (
+        (2048, LaunchConfig(8, 1)),
+        (2147483647, LaunchConfig(4, 1)),
+    ),
+    ('rms_norm_quant', False, 8192): (
+        (362, LaunchConfig(16, 1)),
+        (2147483647, LaunchConfig(8, 1)),
+    ),
+    ('rms_norm_quant', True, 1024): (
+        (362, LaunchConfig(8, 1)),
+        (2048, LaunchConfig(4, 1)),
+        (2147483647, LaunchConfig(4, 1, tuple_reduce=False)),
+    ),
+    ('rms_norm_quant', True, 4096): (
+        (362, LaunchConfig(16, 1)),
+        (2048, LaunchConfig(4, 1)),
+        (8192, LaunchConfig(16, 1)),
+        (2147483647, LaunchConfig(8, 1)),
+    ),
+    ('rms_norm_quant', True, 8192): (
+        (4, LaunchConfig(16, 1)),
+        (362, LaunchConfig(16, 1, tuple_reduce=False)),
+        (8192, LaunchConfig(8, 1)),
+        (2147483647, LaunchConfig(16, 1, tuple_reduce=False)),
+    ),
+    ('scaled_quant', False, 1024): (
+        (362, LaunchConfig(4, 1)),
+        (2147483647, LaunchConfig(2, 1)),
+    ),
+    ('scaled_quant', False, 4096): (
+        (362, LaunchConfig(16, 1)),
+        (8192, LaunchConfig(4, 1)),
+        (2147483647, LaunchConfig(8, 1)),
+    ),
+    ('scaled_quant', False, 8192): (
+        (4, LaunchConfig(8, 1)),
+        (362, LaunchConfig(16, 1)),
+        (8192, LaunchConfig(8, 1)),
+        (2147483647, LaunchConfig(16, 1)),
+    ),
 }
 
 
@@ -999,7 +1052,10 @@ def _launch_rowquant(
         SCALE_MODE=scale_mode, IS_FP8=quant_dtype == "fp8", ROWS=rows,
         RES_BF16=residual is not None and residual.dtype == torch.bfloat16,
         TUPLE_REDUCE=bg == 1 and ((not _INTERPRETED) if cfg.tuple_reduce is None else bool(cfg.tuple_reduce)),
-        Q_VEC=16 // residual.element_size() if residual is not None else 0,
+        # Codes stored with the 16-byte vector width of the input (see _quant_tile) where the
+        # input layout must win: the residual's in-place store, and multi-row per-token
+        # tiles (else the weight, loaded as [1, H], is converted through shared memory).
+        Q_VEC=16 // x.element_size() if residual is not None or (rows > 1 and bg == 1) else 0,
         HW_CVT=(not _INTERPRETED) if cfg.hw_cvt is None else bool(cfg.hw_cvt),
         PERSISTENT=cfg.programs_per_sm > 0, STAGES=max(1, int(cfg.stages)), PDL=bool(cfg.pdl),
         **meta,

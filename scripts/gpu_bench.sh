@@ -5,7 +5,9 @@
 #
 # Modes: probe (GPU facts + smoke suite), tune:FAMILY (scripts/tune_FAMILY.py), suites names (e.g.
 # `suite:rmsnorm`, `suite:quant:FILTER...`), aa (an A/A pair + an A/B pair with a
-# deliberately slowed provider), crosscheck (do_bench vs normbench for torch.compile).
+# deliberately slowed provider), crosscheck (do_bench vs normbench for torch.compile),
+# multigpu (suites/rmsnorm.yaml, three providers: 1 GPU, then --gpus all, then --executor ray
+# if ray imports; wall times in $OUTDIR/multigpu_times.txt, compares in multigpu_compare_*.md).
 # Everything lands in /tmp/nbout and is packed into $OUT/<label>.tgz on exit, so it
 # comes back even when a step times out. Peers (FlashInfer, Liger, quack) come from
 # ../shared/tools/device-peers; source /tmp/peers-site/env.sh first when present.
@@ -68,6 +70,36 @@ for mode in "$@"; do
       ;;
     crosscheck)
       step 240 crosscheck python3 scripts/crosscheck_do_bench.py --out "$OUTDIR/crosscheck.json"
+      ;;
+    multigpu)
+      # Wall time of the same kernel sweep on 1 GPU, sharded over every GPU (--gpus all), and
+      # on a local Ray head (--executor ray); then each sharded run against the 1-GPU one
+      # (per-case agreement: every case should be "within noise").
+      # NB_MULTIGPU_FILTER="" runs the whole suite (longer runs amortize the workers' start-up).
+      f=(); mf=${NB_MULTIGPU_FILTER-provider=torch_compile,triton,torch_rms_norm}
+      [ -n "$mf" ] && f=(--filter "$mf")
+      times=$OUTDIR/multigpu_times.txt
+      nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$OUTDIR/multigpu_gpus.csv"
+      timed() {  # timed NAME ARGS...: one normbench run, its wall time appended to $times
+        local name=$1; shift
+        local t0=$(date +%s.%N)
+        step "${NB_STEP_SECONDS:-540}" "$name" "${NB[@]}" run rmsnorm --name "$name" --results-dir "$RUNS" --no-progress ${f[@]+"${f[@]}"} "$@"
+        local t1=$(date +%s.%N)
+        printf '%-14s %8.1f s  %s\n' "$name" "$(python3 -c "print($t1 - $t0)")" "$*" | tee -a "$times"
+      }
+      timed mgpu-1gpu
+      timed mgpu-local --gpus all
+      if python3 -c "import ray" 2>/dev/null; then
+        timed mgpu-ray --executor ray
+      else
+        echo "ray does not import here: skipping --executor ray" | tee -a "$times"
+      fi
+      for cand in mgpu-local mgpu-ray; do
+        ls -d "$RUNS"/$cand-* >/dev/null 2>&1 || continue
+        step 120 "compare_$cand" "${NB[@]}" compare "$(ls -d "$RUNS"/mgpu-1gpu-* | head -1)" \
+          "$(ls -d "$RUNS"/$cand-* | head -1)" --format markdown --output "$OUTDIR/multigpu_compare_$cand.md"
+      done
+      echo "=== wall times"; cat "$times"
       ;;
     *) echo "unknown mode $mode"; exit 2 ;;
   esac

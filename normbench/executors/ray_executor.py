@@ -30,7 +30,7 @@ import threading
 from typing import Any, Callable, Sequence
 
 from normbench.errors import NormbenchError
-from normbench.executors import RAY_INSTALL_HINT, ExecOptions, WorkUnit
+from normbench.executors import RAY_INSTALL_HINT, RAY_RESOURCE_ENV, ExecOptions, WorkUnit
 from normbench.executors.pool import Scheduler, Slot
 
 #: Seconds to wait for an actor's first answer (start-up, bandwidth measurement).
@@ -66,6 +66,8 @@ def run(units: Sequence[WorkUnit], ctx: Any, options: ExecOptions,
         started_here = True
     try:
         resource = options.ray_resource
+        if resource in ("CPU", "memory", "object_store_memory"):
+            raise NormbenchError(f"{RAY_RESOURCE_ENV}={resource}: name GPU or a custom resource standing in for GPUs")
         have = int(ray.cluster_resources().get(resource, 0))
         if have < 1:
             raise NormbenchError(
@@ -159,7 +161,11 @@ class RaySlot(Slot):
         self._stopped = False
 
     def start(self) -> None:
-        self.actor = self.actor_cls.options(**self.opts).remote(self.init)
+        try:
+            self.actor = self.actor_cls.options(**self.opts).remote(self.init)
+        except Exception as e:  # noqa: BLE001 - e.g. Ray refusing the options: this worker's death
+            self.emit("died", self._reason(e))
+            return
         threading.Thread(target=self._wait_ready, daemon=True, name=f"normbench-{self.label}-ready").start()
 
     def _wait_ready(self) -> None:

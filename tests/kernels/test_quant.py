@@ -172,7 +172,7 @@ def test_triton_other_dtypes(dtype):
 
 
 def test_triton_config_override_rows_per_program():
-    """Several rows per program with a ragged last program; the residual is updated once."""
+    """Several rows per tile with a ragged last tile; the residual is updated once."""
     p = params_of("rms_norm_group_quant", 7, 1536, quant_dtype="fp8", group_size=128, residual=True)
     inputs, ref = make("rms_norm_group_quant", p)
     trial = {k: v.clone() for k, v in inputs.items()}
@@ -182,8 +182,64 @@ def test_triton_config_override_rows_per_program():
     assert_ok("rms_norm_group_quant", p, inputs, (*out, trial["residual"]), ref)
     p2 = params_of("scaled_quant", 7, 1536, quant_dtype="int8")
     inputs2, ref2 = make("scaled_quant", p2)
-    out2 = q.triton_scaled_quant(inputs2["x"], "int8", config=q.LaunchConfig(2, 3))
+    out2 = q.triton_scaled_quant(inputs2["x"], "int8", config=q.LaunchConfig(2, 2))
     assert_ok("scaled_quant", p2, inputs2, out2, ref2)
+    with pytest.raises(ValueError, match="power of two"):
+        q.triton_scaled_quant(inputs2["x"], "int8", config=q.LaunchConfig(2, 3))
+    with pytest.raises(ValueError, match="exceeds"):
+        q.triton_scaled_quant(torch.zeros(2, 8192, device=DEVICE), "int8", config=q.LaunchConfig(8, 8))
+
+
+# Persistent grids (2 SMs under the interpreter: a program walks several tiles), pipelined
+# loops, multi-row per-token tiles (codes stored with the input's vector width) and v3's
+# arithmetic rounding; all ragged.
+PERSISTENT_CASES = [
+    # op, tokens, hidden, axes, config
+    ("rms_norm_quant", 9, 1536, dict(quant_dtype="fp8"), q.LaunchConfig(4, 2, programs_per_sm=1, stages=2)),
+    ("rms_norm_quant", 9, 1536, dict(quant_dtype="int8", residual=True), q.LaunchConfig(4, 4, programs_per_sm=1, stages=2)),
+    ("rms_norm_quant", 7, 5120, dict(quant_dtype="fp8", residual=True, scale_ub=True), q.LaunchConfig(8, 1, programs_per_sm=1)),
+    ("rms_norm_group_quant", 9, 1536, dict(quant_dtype="int8", residual=True, group_size=64, scale_layout="col_major"),
+     q.LaunchConfig(4, 2, programs_per_sm=2)),
+    ("rms_norm_group_quant", 11, 1536, dict(quant_dtype="fp8", group_size=128), q.LaunchConfig(2, 2, programs_per_sm=1, stages=2)),
+    ("scaled_quant", 9, 1536, dict(quant_dtype="int8", scale_granularity="per_tensor"), q.LaunchConfig(4, 2, programs_per_sm=1, stages=2)),
+    ("scaled_quant", 9, 1536, dict(quant_dtype="fp8", static_scale=True), q.LaunchConfig(2, 4, programs_per_sm=1)),
+    ("rms_norm_quant", 5, 1536, dict(quant_dtype="fp8"), q.LaunchConfig(4, 2, hw_cvt=False)),
+    ("rms_norm_quant", 5, 1536, dict(quant_dtype="fp8", residual=True), q.LaunchConfig(4, 1, hw_cvt=False)),
+]
+
+
+@pytest.mark.parametrize("op,tokens,hidden,axes,cfg", PERSISTENT_CASES, ids=lambda v: v.short() if isinstance(v, q.LaunchConfig) else None)
+def test_triton_launch_variants(op, tokens, hidden, axes, cfg):
+    p = params_of(op, tokens, hidden, **axes)
+    p["launch_config"] = cfg
+    inputs, ref = make(op, p)
+    out = run("triton", op, p, inputs)
+    res = assert_ok(op, p, inputs, out, ref)
+    assert res.metrics["mismatch_rate"] < (1e-2 if op == "scaled_quant" else 2e-3)
+    if len(out) == 3:
+        assert torch.equal(out[2], ref[2])
+
+
+def test_int8_scale_ub_clamps_to_minus_128():
+    """int8 codes are the low byte of v + 1.5 * 2^23: the clamp must hold where scale_ub cuts."""
+    p = params_of("rms_norm_quant", 33, 1536, quant_dtype="int8", scale_ub=True)
+    inputs, ref = make("rms_norm_quant", p, seed=9)  # a draw whose clamped rows reach -128
+    out = run("triton", "rms_norm_quant", p, inputs)
+    assert_ok("rms_norm_quant", p, inputs, out, ref)
+    assert bool((out[0] == 127).any()) and bool((out[0] == -128).any())
+    assert torch.equal(out[0] == -128, ref[0] == -128)
+
+
+def test_pdl_refused_where_unsupported():
+    x = torch.randn(4, 1024, device=DEVICE)
+    if q.device_facts(x.device)[1]:
+        codes, _ = q.triton_scaled_quant(x, "fp8", config=q.LaunchConfig(4, 1, pdl=True))
+        assert codes.shape == x.shape
+    else:
+        with pytest.raises(ValueError, match="programmatic dependent launch"):
+            q.triton_scaled_quant(x, "fp8", config=q.LaunchConfig(4, 1, pdl=True))
+    with pytest.raises(ValueError, match="programs_per_sm"):
+        q.triton_scaled_quant(x, "fp8", config=q.LaunchConfig(4, 1, stages=2))
 
 
 def test_triton_tuple_reduce_path():
@@ -192,7 +248,7 @@ def test_triton_tuple_reduce_path():
     inputs, ref = make("rms_norm_quant", p)
     trial = {k: v.clone() for k, v in inputs.items()}
     out = q.triton_rms_norm_quant(
-        trial["x"], trial["weight"], 1e-6, "fp8", trial["residual"], config=q.LaunchConfig(4, 1, tuple_reduce=True)
+        trial["x"], trial["weight"], 1e-6, "fp8", trial["residual"], config=q.LaunchConfig(4, 2, tuple_reduce=True)
     )
     res = assert_ok("rms_norm_quant", p, inputs, (*out, trial["residual"]), ref)
     assert res.metrics["mismatch_rate"] < 2e-3
@@ -211,13 +267,44 @@ def test_vllm_refuses_what_it_lacks(op, axes, reason):
         q.IMPLS["vllm"][op](params_of(op, 4, 1024, **axes))
 
 
-def test_heuristic_config():
-    assert q.heuristic_config(4096, 1024, 2) == q.LaunchConfig(4, 1)
-    assert q.heuristic_config(4096, 4096, 2).num_warps == 8
-    assert q.heuristic_config(4096, 8192, 2).num_warps == 16
-    assert q.heuristic_config(1, 8192, 4).num_warps == 32
+def test_default_config_table_and_fallback():
+    # the table: 2-byte activations, keyed by (kind, residual, next_pow2(hidden))
+    for (kind, residual, bucket), rows in q.TUNED.items():
+        assert kind in q.KINDS and bucket & (bucket - 1) == 0
+        bounds = [b for b, _ in rows]
+        assert bounds == sorted(bounds) and len(set(bounds)) == len(bounds) and bounds[-1] == 2**31 - 1
+        for _, cfg in rows:
+            assert cfg.rows_per_program & (cfg.rows_per_program - 1) == 0
+            assert cfg.rows_per_program * bucket <= q.MAX_BLOCK
+            assert not cfg.stages > 1 or cfg.programs_per_sm
+        # the first row whose bound covers num_tokens; PDL only where the device has it
+        for t in (1, bounds[0], bounds[0] + 1, 10**6):
+            want = next(c for b, c in rows if t <= b)
+            got = q.default_config(t, bucket, 2, kind, residual, pdl=True)
+            assert got == want
+            assert not q.default_config(t, bucket, 2, kind, residual, pdl=False).pdl
+        # a hidden size in the same bucket borrows the table
+        assert q.default_config(4096, bucket - 64, 2, kind, residual) == q.default_config(4096, bucket, 2, kind, residual)
+    # untuned: the formula (16 elements per thread up to 1024 tokens, 32 above, >= 2 warps)
+    assert q.default_config(4096, 4096, 4, "rms_norm_quant") == q.formula_config(4096, 4096, 4)
+    assert q.formula_config(1, 4096, 2) == q.LaunchConfig(8, 1)
+    assert q.formula_config(4096, 4096, 2) == q.LaunchConfig(4, 1)
+    assert q.formula_config(4096, 8192, 2, pdl=True) == q.LaunchConfig(8, 1, pdl=True)
+    assert q.formula_config(16384, 1024, 2).num_warps == 2
+    assert q.formula_config(1, 32768, 4).num_warps == 32
+    assert q.default_config(16, 2048, 2, "scaled_quant") == q.formula_config(16, 2048, 2)
+    with pytest.raises(ValueError):
+        q.default_config(16, 2048, 2, "nvfp4")
     with pytest.raises(Unsupported):
         q.IMPLS["triton"]["rms_norm_quant"](params_of("rms_norm_quant", 1, 65536))
+
+
+def test_launch_config_names():
+    c = q.LaunchConfig(8, 2, programs_per_sm=4, stages=2, pdl=True, hw_cvt=False)
+    assert c.short() == "w8.r2.p4.s2.pdl.sw_cvt"
+    assert c.literal() == "LaunchConfig(8, 2, programs_per_sm=4, stages=2, pdl=True, hw_cvt=False)"
+    assert eval(c.literal(), {"LaunchConfig": q.LaunchConfig}) == c
+    assert q.LaunchConfig(4).literal() == "LaunchConfig(4, 1)"
 
 
 # --------------------------------------------------------------------------- torch_naive
