@@ -1101,9 +1101,10 @@ if triton is not None:
                         if HAS_RES:
                             rw_next = tl.load(rp + tl.where(more, r_step, 0) + offs, eviction_policy="evict_first")
                     else:
-                        xw_next = tl.load(xp + x_step + offs, mask=mask & more, other=0, eviction_policy="evict_first")
+                        mask_next = mask & ((offs * 0 + row + nprog) < M)
+                        xw_next = tl.load(xp + x_step + offs, mask=mask_next, other=0, eviction_policy="evict_first")
                         if HAS_RES:
-                            rw_next = tl.load(rp + r_step + offs, mask=mask & more, other=0,
+                            rw_next = tl.load(rp + r_step + offs, mask=mask_next, other=0,
                                               eviction_policy="evict_first")
                 else:
                     xw = tl.load(xp + offs, mask=mask, other=0, eviction_policy="evict_first")

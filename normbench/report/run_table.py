@@ -216,7 +216,7 @@ def rich_table(grid: Grid) -> Table:
     for i, h in enumerate(grid.headers):
         # "unfused[norm=a,quant=b]" -> three header lines, so the column stays narrow
         header = h.replace("[", "\n").replace(",", "\n").rstrip("]") if h.startswith("unfused[") else h
-        table.add_column(header, justify="right" if i >= grid.right_align_from else "left", no_wrap=i == 0)
+        table.add_column(header, justify="right" if i >= grid.right_align_from else "left", no_wrap=True)
     for row in grid.rows:
         table.add_row(*(Text(c.text, style=c.style) for c in row))
     return table
