@@ -1,0 +1,43 @@
+"""The built wheel carries normbench.kernels and the bundled suites (no editable-install magic)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_wheel_installs_kernels_and_suites(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels)],
+        check=True,
+    )
+    (wheel,) = wheels.glob("normbench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "normbench/kernels/rmsnorm.py" in names and "normbench/kernels/providers/triton.py" in names
+    assert "normbench/suites/smoke.yaml" in names
+    assert not any(n.startswith(("kernels/", "suites/", "tests/")) for n in names)
+
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True
+    )
+    code = (
+        "import normbench, normbench.kernels.rmsnorm, normbench.kernels.quant, normbench.kernels.nvfp4;"
+        "from importlib import resources;"
+        "assert normbench.__file__.startswith(%r), normbench.__file__;"
+        "assert resources.files('normbench.suites').joinpath('rmsnorm.yaml').is_file();"
+        "from normbench.cli.run import find_suite; print(find_suite('smoke', None))"
+    ) % str(target)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("normbench/suites/smoke.yaml")
