@@ -163,10 +163,12 @@ class RunWriter:
 
     def add(self, case: CaseRecord) -> None:
         """Record a finished case durably (survives a crash right after return)."""
+        # Memory first: an interrupt between the two steps must not leave a case that is
+        # in the journal but not in memory, since finish() folds memory and drops the journal.
+        self.record.cases = [c for c in self.record.cases if c.case_id != case.case_id] + [case]
         self._journal.write(case.model_dump_json() + "\n")
         self._journal.flush()
         os.fsync(self._journal.fileno())
-        self.record.cases = [c for c in self.record.cases if c.case_id != case.case_id] + [case]
 
     def finish(self, status: Literal["complete", "interrupted"]) -> RunRecord:
         """Fold the journal into ``run.json`` atomically, then drop the journal."""

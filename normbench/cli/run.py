@@ -192,8 +192,15 @@ def run(
 ) -> None:
     """Run a suite: check every case for correctness, time it, store the run, print tables.
 
-    Exit code 1 when a case FAILED or was INCORRECT; finished cases survive Ctrl-C
-    (`normbench run --resume latest` completes the run).
+    Examples:
+
+    * `normbench run` runs the smoke suite on whatever hardware is here.
+    * `normbench run rmsnorm --filter provider=triton,liger --filter num_tokens=1024`
+    * `normbench run suites/nvfp4.yaml --dry-run` shows the cases and every skip's reason.
+    * `normbench run rmsnorm --repeat 3` then `normbench noise latest` for the noise floor.
+    * `normbench run --resume latest` completes a run stopped by Ctrl-C or a crash.
+
+    Exit code 1 when a case FAILED or was INCORRECT; finished cases survive Ctrl-C.
     """
     from normbench import store
     from normbench.executors import resolve_options

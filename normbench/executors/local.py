@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import site
 import subprocess
 import sys
 import threading
@@ -52,7 +53,7 @@ def run(units: Sequence[WorkUnit], ctx: Any, devices: Sequence[Device],
     def make_slot(device: Device, events: Any) -> Slot:
         return LocalSlot(device, init, logs / f"{device.label.replace(':', '')}.log", events, threads)
 
-    Scheduler(ctx, devices, make_slot, on_workers).run(units)
+    Scheduler(ctx, devices, make_slot, on_workers, start_together=all(d.fake for d in devices)).run(units)
 
 
 def _threads_per_worker(devices: Sequence[Device]) -> int | None:
@@ -66,9 +67,13 @@ def _worker_env(device: Device, threads: int | None) -> dict[str, str]:
 
     env = dict(os.environ)
     env["CUDA_VISIBLE_DEVICES"] = device.visible
-    # The worker must import the same normbench as this process, installed or not.
-    root = str(Path(normbench.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    # The worker must import the same normbench as this process: a source tree run
+    # without installing needs its root on the path. Never put a site-packages
+    # folder there (it would come before the standard library).
+    root = Path(normbench.__file__).resolve().parent.parent
+    sites = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    if root not in sites:
+        env["PYTHONPATH"] = os.pathsep.join([str(root), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     return env
@@ -156,10 +161,9 @@ class LocalSlot(Slot):
     def _watch(self, reader: threading.Thread) -> None:
         assert self.proc is not None
         code = self.proc.wait()
-        # Everything the worker wrote before it ended is read before its death is told
-        # (unless a leftover child still holds the pipe open: then give up waiting).
-        reader.join(timeout=2.0)
         _killpg(self.proc.pid, signal.SIGKILL)  # what it left behind (compiler workers, ...)
+        # Everything the worker wrote before it ended is read before its death is told.
+        reader.join(timeout=5.0)
         reason = describe_exit(code, self.label, self.proc.pid)
         tail = _tail(self.log_path, LOG_TAIL_LINES)
         if tail:

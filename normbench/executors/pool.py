@@ -77,10 +77,16 @@ class Scheduler:
         keys: one per device (the local executor's ``Device``, a Ray slot index).
         make_slot: builds (without starting) a fresh slot for a device key.
         on_workers: told ``(busy, total)`` whenever that changes.
+        start_together: hold the first unit until every first worker is ready (or
+            dead). Only for fake devices: on a loaded CPU one worker could start
+            seconds before the others and take a short sweep alone, which would
+            make tests of the sharding depend on luck. Real GPUs start dispatching
+            at once.
     """
 
     def __init__(self, ctx: Any, keys: Sequence[Any], make_slot: Callable[[Any, "queue.Queue[tuple]"], Slot],
-                 on_workers: Callable[[int, int], None] | None = None):
+                 on_workers: Callable[[int, int], None] | None = None, start_together: bool = False):
+        self.start_together = start_together
         self.ctx = ctx
         self.keys = list(keys)
         self.make_slot = make_slot
@@ -128,6 +134,10 @@ class Scheduler:
         self.on_workers(sum(1 for s in live if s.state == "busy"), len(live))
 
     def _assign(self) -> None:
+        if self.start_together:
+            if any(s.state == "starting" for s in self.slots.values()):
+                return
+            self.start_together = False
         for slot in self.slots.values():
             if not self.pending:
                 return

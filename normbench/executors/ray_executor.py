@@ -83,7 +83,7 @@ def run(units: Sequence[WorkUnit], ctx: Any, options: ExecOptions,
         def make_slot(k: int, events: Any) -> Slot:
             return RaySlot(ray, actor_cls, k, resource, init, events)
 
-        Scheduler(ctx, list(range(n)), make_slot, on_workers).run(units)
+        Scheduler(ctx, list(range(n)), make_slot, on_workers, start_together=resource != "GPU").run(units)
     finally:
         if started_here:
             ray.shutdown()
