@@ -223,7 +223,10 @@ def test_triton_launch_variants(op, tokens, hidden, axes, cfg):
 def test_int8_scale_ub_clamps_to_minus_128():
     """int8 codes are the low byte of v + 1.5 * 2^23: the clamp must hold where scale_ub cuts."""
     p = params_of("rms_norm_quant", 33, 1536, quant_dtype="int8", scale_ub=True)
-    inputs, ref = make("rms_norm_quant", p, seed=9)  # a draw whose clamped rows reach -128
+    for seed in range(9, 60):  # a draw whose clamped rows reach -128 (seed 9 on the CPU)
+        inputs, ref = make("rms_norm_quant", p, seed=seed)
+        if bool((ref[0] == -128).any()):
+            break
     out = run("triton", "rms_norm_quant", p, inputs)
     assert_ok("rms_norm_quant", p, inputs, out, ref)
     assert bool((out[0] == 127).any()) and bool((out[0] == -128).any())
