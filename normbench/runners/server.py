@@ -42,7 +42,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -380,7 +380,6 @@ class VllmServer:
     startup_s: float | None = None
     effective_config: dict[str, Any] | None = None
     config_note: str | None = None
-    _extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:

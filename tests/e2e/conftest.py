@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
     if os.environ.get("NORMBENCH_REQUIRE_E2E") == "1":
         raise pytest.UsageError(f"NORMBENCH_REQUIRE_E2E=1 but {reason}")
     for item in items:
-        if "e2e" in item.keywords:
+        if item.get_closest_marker("e2e") is not None:
             item.add_marker(pytest.mark.skip(reason=reason))
 
 

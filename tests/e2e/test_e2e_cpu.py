@@ -12,9 +12,7 @@ renders; no process of any server's group survives.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

@@ -356,3 +356,33 @@ def test_shipped_e2e_suites_validate_and_expand():
     lat_points = sorted({c.param_dict["input_len"] for c in e2e_cases if c.kind == "latency"})
     assert lat_points == [512, 2048, 8192]
     assert nv.stages[-1].kind == "kernel" and nv.stages[-1].op == "rms_norm_nvfp4_quant"
+
+
+def test_a_hung_guidellm_is_tried_again(tmp_path, monkeypatch):
+    from normbench.runners import RunContext
+
+    suite = parse_suite(
+        "name: s\nserver: {model: m}\nvariants: {a: {}}\nstages:\n"
+        "  - {kind: throughput, name: g, client: guidellm, rate: 2, prompt_tokens: 8, output_tokens: 8, max_seconds: 4}\n",
+        "s.yaml")
+    case = expand(suite, Capabilities("cpu"))[0]
+    ctx = RunContext(suite=suite, caps=Capabilities("cpu"), environment={}, run_dir=tmp_path, record=lambda c, r: None)
+    env = e2e._Env(ctx)
+    env.versions["guidellm"] = "0.8.1"
+    server = SimpleNamespace(base_url="http://127.0.0.1:1", name="m", log_path=tmp_path / "logs" / "a-server.log",
+                             alive=lambda: True, effective_config=None, config_note=None, info=lambda: {"pid": 1})
+    calls = []
+
+    def fake_run_tool(cmd, log, env_, timeout_s, server=None, cwd=None, banner=None):
+        calls.append(timeout_s)
+        if len(calls) == 1:
+            return srv.ToolResult(None, f"timeout after {timeout_s:g} s", "", timeout_s)
+        out = Path(cmd[cmd.index("--output") + 1].split("path=", 1)[1])
+        out.write_text((FIX / "guidellm_report.json").read_text())
+        return srv.ToolResult(0, None, "", 1.0)
+
+    monkeypatch.setattr(e2e, "run_tool", fake_run_tool)
+    rec = e2e._throughput_case(env, case, server, suite.variants["a"])
+    assert rec.status == "OK" and rec.attempts == 2 and calls == [4 + e2e.GUIDELLM_SLACK_S] * 2
+    assert rec.artifacts["raw"] == "logs/g-a-r0-guidellm.json"
+    assert rec.metrics["request_throughput"].unit == "req/s"
