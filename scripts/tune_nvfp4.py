@@ -362,24 +362,10 @@ def gpu_checks(torch, nvfp4, dev, cases, generic_cases=((1, 4096, False), (300, 
 # --------------------------------------------------------------------------- timing
 
 def copy_bandwidth(torch) -> float:
-    """Device-to-device copy bandwidth (GB/s, read + write) of a 1 GiB buffer."""
-    n = 1 << 30
-    a = torch.empty(n, dtype=torch.uint8, device="cuda")
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(10):
-        start.record()
-        b.copy_(a)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e-3)
-    del a, b
-    torch.cuda.empty_cache()
-    return 2 * n / statistics.median(times) / 1e9
+    """Device-to-device copy bandwidth, measured as normbench runs measure it (normbench.env)."""
+    from normbench.env import measure_copy_bandwidth
 
+    return measure_copy_bandwidth("cuda")["peak_bandwidth_gbps"]
 
 class Shape:
     """One (residual, hidden, tokens) case: inputs rotated over sets spanning 2 x L2, as the suites."""

@@ -322,24 +322,10 @@ def copy_same_bytes_us(nbytes: int, l2: int, device) -> float:
 
 
 def copy_bandwidth_gbps() -> float:
-    """Device-to-device copy of 1 GiB: (read + write) bytes / median time."""
-    import torch
+    """Device-to-device copy bandwidth, measured as normbench runs measure it (normbench.env)."""
+    from normbench.env import measure_copy_bandwidth
 
-    n = 1 << 30
-    a = torch.empty(n, dtype=torch.uint8, device="cuda")
-    b = torch.empty_like(a)
-    b.copy_(a)
-    times = []
-    for _ in range(10):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        b.copy_(a)
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e) * 1e-3)
-    del a, b
-    torch.cuda.empty_cache()
-    return 2 * n / statistics.median(times) / 1e9
+    return measure_copy_bandwidth("cuda")["peak_bandwidth_gbps"]
 
 
 def _cfg(d: dict):
