@@ -277,9 +277,9 @@ def _execute(cases: list, suite: Any, caps: Any, writer: Any, show_progress: boo
     from normbench.runners import RunContext
 
     progress = Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
+        SpinnerColumn(), TextColumn("{task.fields[stage]}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[workers]}"),
-        TextColumn("{task.description}"), console=err_console(), disable=not show_progress, transient=False,
+        TextColumn("{task.description}", markup=False), console=err_console(), disable=not show_progress, transient=False,
     )
     with progress:
         task = progress.add_task("", total=len(cases), stage="", workers="")
