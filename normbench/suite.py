@@ -408,7 +408,7 @@ def stage_name(stage: Any, index: int) -> str:
 
 
 # --------------------------------------------------------------------------- loading
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when present
     """SafeLoader that rejects duplicate keys (YAML silently keeps the last one)."""
 
 
@@ -427,7 +427,12 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+class _PyLoader(yaml.SafeLoader):
+    """The pure-Python loader: slower, but its syntax errors name the offending character."""
+
+
+for _cls in (_Loader, _PyLoader):
+    _cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 class LoadedSuite(BaseModel):
@@ -489,8 +494,10 @@ def parse_suite(text: str, path: str) -> Suite:
     if not text.strip():
         raise SuiteError(f"{path}: the file is empty; a suite needs at least 'name' and 'stages'")
     try:
-        root = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        try:
+            data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        except yaml.YAMLError:
+            data = yaml.load(text, Loader=_PyLoader)  # noqa: S506 - raises again, with a clearer message
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{_pos(mark)}" if mark else path
@@ -506,12 +513,11 @@ def parse_suite(text: str, path: str) -> Suite:
         raise SuiteError(f"{path}: the file holds no YAML document; a suite needs at least 'name' and 'stages'")
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
-        raise SuiteError(
-            f"{path}:{_pos(root.start_mark)}: a suite is a mapping (name:, stages:, ...), not {kind}"
-        )
+        raise SuiteError(f"{path}:1:1: a suite is a mapping (name:, stages:, ...), not {kind}")
     try:
         return Suite.model_validate(data)
     except ValidationError as e:
+        root = yaml.compose(text, Loader=_PyLoader)  # positions, only needed to report errors
         found = []
         for err in e.errors():
             loc, msg = tuple(err["loc"]), _clean_msg(err["msg"])
