@@ -480,18 +480,28 @@ def _paired(base_items: list[dict], cand_items: list[dict], field_: str) -> tupl
     return [a[k] for k in shared], [b[k] for k in shared]
 
 
-def _compare_metric(
-    name: str, bg: _Group, cg: _Group, bm: Metric, opts: CompareOptions, ident: dict[str, Any]
-) -> Row:
+def _start_row(
+    name: str, bg: _Group, cg: _Group, bm: Metric, ident: dict[str, Any]
+) -> tuple[Row, list[float], list[float]]:
+    """A metric's row with both medians filled, or marked as present on one side only."""
     row = Row(**ident, metric=name, unit=bm.unit, higher_is_better=bm.higher_is_better,
               derived_from=bm.derived_from, base_status="OK", cand_status="OK")
     bs, cs = bg.samples(name), cg.samples(name)
     if not bs or not cs:
         row.status = METRIC_ONLY_CAND if not bs else METRIC_ONLY_BASE
         row.note = "no value on one side"
-        return row
+        return row, bs, cs
     row.base_value, row.cand_value = stats.median(bs), stats.median(cs)
     row.n_base, row.n_cand = len(bs), len(cs)
+    return row, bs, cs
+
+
+def _compare_metric(
+    name: str, bg: _Group, cg: _Group, bm: Metric, opts: CompareOptions, ident: dict[str, Any]
+) -> Row:
+    row, bs, cs = _start_row(name, bg, cg, bm, ident)
+    if not bs or not cs:
+        return row
     speed = stats.is_speed_unit(bm.unit)
 
     key = _items_key(name)
@@ -531,15 +541,9 @@ def _compare_metric(
 
 def _derived_values(name: str, bg: _Group, cg: _Group, bm: Metric, ident: dict[str, Any]) -> Row:
     """A derived metric's medians and ratio; ``_apply_derived`` gives it its source's verdict."""
-    row = Row(**ident, metric=name, unit=bm.unit, higher_is_better=bm.higher_is_better,
-              derived_from=bm.derived_from, base_status="OK", cand_status="OK")
-    bs, cs = bg.samples(name), cg.samples(name)
+    row, bs, cs = _start_row(name, bg, cg, bm, ident)
     if not bs or not cs:
-        row.status = METRIC_ONLY_CAND if not bs else METRIC_ONLY_BASE
-        row.note = "no value on one side"
         return row
-    row.base_value, row.cand_value = stats.median(bs), stats.median(cs)
-    row.n_base, row.n_cand = len(bs), len(cs)
     _fill_ratio(row, row.cand_value / row.base_value if row.base_value else float("nan"))
     return row
 

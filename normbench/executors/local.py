@@ -136,7 +136,6 @@ class LocalSlot(Slot):
                 pass  # the worker is gone: its watcher reports why
 
     def _read(self, inbox: Any) -> None:
-        from normbench.store import CaseRecord
 
         with inbox:
             while True:
@@ -146,17 +145,7 @@ class LocalSlot(Slot):
                     return
                 except Exception:  # noqa: BLE001 - a torn frame from a dying worker
                     return
-                kind = msg[0]
-                if kind == "record":
-                    self.emit("record", (msg[1], CaseRecord.model_validate_json(msg[2])))
-                elif kind == "ready":
-                    self.emit("ready", msg[1])
-                elif kind == "status":
-                    self.emit("status", msg[1])
-                elif kind == "error":
-                    self.emit("error", (msg[1], msg[2]))
-                elif kind == "done":
-                    self.emit("done")
+                self.emit_worker_message(msg)
 
     def _watch(self, reader: threading.Thread) -> None:
         assert self.proc is not None

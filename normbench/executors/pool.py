@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 from normbench.errors import NormbenchError
 from normbench.executors import WorkUnit
+from normbench.store import CaseRecord
 
 #: A device is given up after this many workers in a row died before getting ready.
 MAX_START_FAILURES = 2
@@ -58,6 +59,23 @@ class Slot:
 
     def emit(self, kind: str, payload: Any = None) -> None:
         self.events.put((self, kind, payload))
+
+    def emit_worker_message(self, msg: tuple) -> str:
+        """Turn one message of ``normbench.executors.worker``'s protocol into an event.
+
+        ``("record", case_id, json)``, ``("ready", info)``, ``("status", line)``,
+        ``("error", case_id, reason)`` or ``("done",)``; returns its kind.
+        """
+        kind = msg[0]
+        if kind == "record":
+            self.emit("record", (msg[1], CaseRecord.model_validate_json(msg[2])))
+        elif kind in ("ready", "status"):
+            self.emit(kind, msg[1])
+        elif kind == "error":
+            self.emit("error", (msg[1], msg[2]))
+        elif kind == "done":
+            self.emit("done")
+        return kind
 
     def start(self) -> None:
         raise NotImplementedError

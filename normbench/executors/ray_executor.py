@@ -186,21 +186,11 @@ class RaySlot(Slot):
         threading.Thread(target=self._drive, args=(unit,), daemon=True, name=f"normbench-{self.label}-unit").start()
 
     def _drive(self, unit: WorkUnit) -> None:
-        from normbench.store import CaseRecord
 
         try:
             gen = self.actor.run_unit.options(num_returns="streaming").remote(unit)
             for ref in gen:
-                msg = self.ray.get(ref)
-                kind = msg[0]
-                if kind == "record":
-                    self.emit("record", (msg[1], CaseRecord.model_validate_json(msg[2])))
-                elif kind == "status":
-                    self.emit("status", msg[1])
-                elif kind == "error":
-                    self.emit("error", (msg[1], msg[2]))
-                elif kind == "done":
-                    self.emit("done")
+                if self.emit_worker_message(self.ray.get(ref)) == "done":
                     return
         except Exception as e:  # noqa: BLE001 - the actor (or its node) is gone
             self.emit("died", self._reason(e))

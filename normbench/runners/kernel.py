@@ -134,7 +134,7 @@ class _StageRunner:
 
     def measure(self, case: Case, family: Any, inputs: dict, ref: Any, seed: int):
         from normbench.kernels.providers._family import Unsupported
-        from normbench.timing import input_sets_needed, summarize, time_cpu, time_cuda
+        from normbench.timing import input_sets_needed, time_cpu, time_cuda
 
         torch, device, timing_opts = self.torch, self.device, self.stage.timing
         op, params = case.op, case.param_dict
