@@ -19,13 +19,10 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from normbench.cli.run import RESULTS_DIR_OPT
 from normbench.cli import app, console, err_console
 from normbench.errors import NormbenchError
 
-RESULTS_DIR = typer.Option(
-    None, "--results-dir", help="Where runs are stored (default: $NORMBENCH_RESULTS_DIR, else ./runs).",
-    show_default=False,
-)
 COMPARE_FORMATS = ("rich", "markdown", "json", "csv")
 
 
@@ -98,7 +95,7 @@ def compare(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
     resamples: int = typer.Option(4000, "--resamples", help="Bootstrap resamples per row."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed (same seed, same intervals)."),
-    results_dir: Optional[Path] = RESULTS_DIR,
+    results_dir: Optional[Path] = RESULTS_DIR_OPT,
 ) -> None:
     """Compare runs (baseline first) or the variants of one run: deltas with verdicts.
 
@@ -173,7 +170,7 @@ def noise(
     confidence: str = typer.Option("0.95", "--confidence", help="Interval level of the A/A intervals."),
     top: int = typer.Option(0, "--top", help="Show only the N noisiest cases (0: all)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
-    results_dir: Optional[Path] = RESULTS_DIR,
+    results_dir: Optional[Path] = RESULTS_DIR_OPT,
 ) -> None:
     """A/A noise floor of a run: the spread between repeats of identical cases.
 
@@ -206,7 +203,7 @@ def export(
     run_ref: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, path, or `latest`."),
     fmt: str = typer.Option("csv", "--format", "-f", help="csv or json."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout)."),
-    results_dir: Optional[Path] = RESULTS_DIR,
+    results_dir: Optional[Path] = RESULTS_DIR_OPT,
 ) -> None:
     """A run as flat rows, one per case and metric, params as columns (for pandas)."""
     from normbench.report import export as exp
@@ -222,7 +219,7 @@ def plot(
     run_ref: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, path, or `latest`."),
     vs: Optional[str] = typer.Option(None, "--vs", help="A second run to overlay (dashed lines, hatched bars)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the PNGs (default: <run>/plots)."),
-    results_dir: Optional[Path] = RESULTS_DIR,
+    results_dir: Optional[Path] = RESULTS_DIR_OPT,
 ) -> None:
     """PNG plots: kernel time and GB/s against num_tokens per provider; end-to-end bars per variant."""
     from normbench.report.plot import write_plots

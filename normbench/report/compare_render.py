@@ -36,6 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from normbench import stats
+from normbench.report import varying_axes
 from normbench.compare import (
     COMPARED,
     NOT_OK,
@@ -132,17 +133,6 @@ def _direction_style(r: Row) -> str:
     return "green" if r.speedup > 1 else "red"
 
 
-def _varying(rows: Iterable[Row]) -> list[str]:
-    values: dict[str, set[str]] = defaultdict(set)
-    order: list[str] = []
-    for r in rows:
-        for k, v in r.params.items():
-            if k not in values:
-                order.append(k)
-            values[k].add(repr(v))
-    return [k for k in order if len(values[k]) > 1]
-
-
 def _constants(rows: list[Row], varying: list[str], skip: Iterable[str] = ()) -> dict[str, Any]:
     if not rows:
         return {}
@@ -193,7 +183,7 @@ class _StageView:
         self.rows = cmp.rows_of(stage=stage)
         self.primary = cmp.primary_metric(stage)
         self.multi = len(cmp.candidates) > 1
-        self.varying = _varying(self.rows)
+        self.varying = varying_axes(r.params for r in self.rows)
         skip = ("num_tokens", "hidden_size") if self.kind == "kernel" else ()
         self.constants = _constants(self.rows, self.varying, skip)
         self.op = next((r.op for r in self.rows if r.op), None)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench import stats
+from normbench.report import varying_axes
 from normbench.compare import env_get
 from normbench.errors import NormbenchError
 from normbench.store import CaseRecord, RunRecord
@@ -227,7 +228,7 @@ def e2e_figures(run: RunRecord, vs: RunRecord | None = None) -> list[tuple[str, 
         units: dict[str, tuple[str, bool]] = {}
         variants: list[str] = []
         points: list[tuple] = []
-        varying = _varying([c for _, g in groups for cs in g.values() for c in cs])
+        varying = varying_axes(c.params for _, g in groups for cs in g.values() for c in cs)
         for _, g in groups:
             for cs in g.values():
                 c0 = cs[0]
@@ -299,17 +300,6 @@ def _fmt(v: float) -> str:
     if a >= 10:
         return f"{v:.1f}"
     return f"{v:#.3g}"
-
-
-def _varying(cases: list[CaseRecord]) -> list[str]:
-    values: dict[str, set[str]] = defaultdict(set)
-    order: list[str] = []
-    for c in cases:
-        for k, v in c.params.items():
-            if k not in values:
-                order.append(k)
-            values[k].add(repr(v))
-    return [k for k in order if len(values[k]) > 1]
 
 
 def figures(run: RunRecord, vs: RunRecord | None = None) -> list[tuple[str, Any]]:

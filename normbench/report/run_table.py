@@ -16,12 +16,13 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from normbench.report import varying_axes
 from normbench.store import CaseRecord, RunRecord
 
 STATUS_STYLE = {"SKIPPED": "dim", "INCORRECT": "bold red", "FAILED": "bold red", "OK": ""}
@@ -48,17 +49,6 @@ def _pooled_median(cases: list[CaseRecord], metric: str) -> float | None:
         return statistics.median(samples)
     values = [c.metrics[metric].value for c in cases if metric in c.metrics and c.metrics[metric].value is not None]
     return statistics.median(values) if values else None
-
-
-def _varying(cases: Iterable[CaseRecord]) -> list[str]:
-    keys: dict[str, set] = defaultdict(set)
-    order: list[str] = []
-    for c in cases:
-        for k, v in c.params.items():
-            if k not in keys:
-                order.append(k)
-            keys[k].add(repr(v))
-    return [k for k in order if len(keys[k]) > 1 and k not in HIDDEN_PARAMS]
 
 
 def _fmt_point(params: dict[str, Any], axes: list[str]) -> str:
@@ -109,7 +99,7 @@ def kernel_grid(stage: str, cases: list[CaseRecord]) -> Grid:
     for c in cases:
         if c.status != "SKIPPED" and (c.provider or "-") not in providers:
             providers.append(c.provider or "-")
-    axes = _varying(cases)
+    axes = [k for k in varying_axes(c.params for c in cases) if k not in HIDDEN_PARAMS]
     if "num_tokens" not in axes and "hidden_size" not in axes:
         axes = ["num_tokens", *axes]
     points: dict[tuple, dict[str, list[CaseRecord]]] = {}
