@@ -36,7 +36,11 @@ Rows (``Row``): one per matched case and metric: baseline and candidate
 
 Environment differences (GPU, driver, CUDA, package versions, git commit,
     anything else in ``RunRecord.environment``) are listed, asv/pyperf style;
-    ``strict=True`` refuses runs on different GPUs (``IncomparableError``).
+    ``strict=True`` refuses runs on different GPUs (``IncomparableError``);
+    when a run's cases ran on several GPU models (a heterogeneous Ray
+    cluster: each case's ``device_info.name``), it instead keeps them apart:
+    cases match only on the same fingerprint *and* GPU model, and rows gain a
+    ``gpu`` parameter.
 
 Gating (``parse_fail_on`` / ``check_gates``): ``median:+5%`` or per metric
     (``time_us:+5%``, ``output_throughput:-3%``) fails only for a row whose
@@ -92,7 +96,8 @@ class CompareOptions:
         min_effect: smallest relative change that counts (0.02 = 2%).
         resamples: bootstrap resamples per row.
         seed: the bootstrap's RNG seed (same seed, same intervals).
-        strict: refuse runs on different GPUs.
+        strict: refuse runs on different GPUs; keep the GPU models of a
+            heterogeneous run apart (see the module docstring).
         mcnemar_method: ``exact`` (binomial), ``chi2`` or ``auto``.
         repeat_floor: for kernel cases run with ``--repeat N`` (N >= 2), a
             change must also exceed the case's own repeat-to-repeat spread
@@ -699,22 +704,51 @@ def compare(baseline: RunRecord, candidates: Sequence[RunRecord], options: Compa
         label = c.run_id if c.run_id != baseline.run_id and c.run_id not in seen else f"{c.run_id}[{len(seen) + 1}]"
         seen[c.run_id] = 1
         sides.append(_side(c, label))
-    if opts.strict:
-        g0 = gpu_name(baseline.environment)
-        bad = [(s.label, gpu_name(s.environment)) for s in sides if gpu_name(s.environment) != g0]
+    models = [_gpu_models(r) for r in (baseline, *candidates)]
+    split = opts.strict and any(len(m) > 1 for m in models)
+    if opts.strict and not split:
+        def one(run: RunRecord, m: set) -> str | None:
+            return next(iter(m)) if m else gpu_name(run.environment)
+
+        g0 = one(baseline, models[0])
+        bad = [(s.label, g) for s, r, m in zip(sides, candidates, models[1:]) if (g := one(r, m)) != g0]
         if bad:
             listing = "; ".join(f"{lbl}: {g or 'no GPU'}" for lbl, g in bad)
             raise IncomparableError(
                 f"--strict: the runs were measured on different GPUs (baseline {baseline.run_id}: {g0 or 'no GPU'}; "
                 f"{listing}); drop --strict to compare them anyway"
             )
-    bgroups = _groups(baseline.cases, lambda c: c.fingerprint)
+
+    def keyer(run: RunRecord):
+        if not split:
+            return lambda c: c.fingerprint
+        return lambda c: f"{c.fingerprint} @ {case_gpu(c, run.environment) or 'no GPU'}"
+
+    bgroups = _groups(baseline.cases, keyer(baseline))
     rows: list[Row] = []
     for run, side in zip(candidates, sides):
-        cgroups = _groups(run.cases, lambda c: c.fingerprint)
+        cgroups = _groups(run.cases, keyer(run))
         rows += _compare_groups(bgroups, cgroups, side.label, opts, lambda g: g.first.variant)
+    if split:
+        for r in rows:
+            r.params = {**r.params, "gpu": r.key.rsplit(" @ ", 1)[1]}
     diffs = env_differences(baseline.environment, {s.label: s.environment for s in sides})
     return Comparison("runs", base_side, sides, rows, diffs, opts, _stage_kinds([baseline, *candidates]))
+
+
+def case_gpu(case: CaseRecord, environment: dict[str, Any]) -> str | None:
+    """The GPU model a case ran on: its worker's ``device_info.name``, else its ``device``, else the run's GPU.
+
+    (``device`` is the GPU's name, e.g. ``NVIDIA H100 80GB HBM3``, or ``cpu``;
+    a bare ``cuda`` names no model and defers to the run's environment.)
+    """
+    info = getattr(case, "device_info", None) or {}
+    device = case.device if case.device != "cuda" else None
+    return info.get("name") or device or gpu_name(environment)
+
+
+def _gpu_models(run: RunRecord) -> set[str]:
+    return {g for c in run.cases if c.status != "SKIPPED" and (g := case_gpu(c, run.environment))}
 
 
 def run_variants(run: RunRecord) -> list[str]:

@@ -6,8 +6,9 @@
 # Modes: probe (GPU facts + smoke suite), tune:FAMILY (scripts/tune_FAMILY.py), suites names (e.g.
 # `suite:rmsnorm`, `suite:quant:FILTER...`), aa (an A/A pair + an A/B pair with a
 # deliberately slowed provider), crosscheck (do_bench vs normbench for torch.compile),
-# multigpu (suites/rmsnorm.yaml, three providers: 1 GPU, then --gpus all, then --executor ray
-# if ray imports; wall times in $OUTDIR/multigpu_times.txt, compares in multigpu_compare_*.md).
+# multigpu (suites/rmsnorm.yaml: 1 GPU cold, --gpus all, --executor ray if ray imports (carry
+# .raybundle from scripts/ray_bundle.sh), 1 GPU warm, --gpus all again; wall times in
+# $OUTDIR/multigpu_times.txt, compares against the warm 1-GPU run in multigpu_compare_*.md).
 # Everything lands in /tmp/nbout and is packed into $OUT/<label>.tgz on exit, so it
 # comes back even when a step times out. Peers (FlashInfer, Liger, quack) come from
 # ../shared/tools/device-peers; source /tmp/peers-site/env.sh first when present.
@@ -31,6 +32,10 @@ step() {  # step SECONDS NAME CMD...
 setup() {
   if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  fi
+  if [ -d .raybundle ]; then  # scripts/ray_bundle.sh: pruned Ray + the dependencies the image lacks
+    mkdir -p /tmp/site && tar -C /tmp/site -xJf .raybundle/ray-*-pruned.tar.xz
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .raybundle/*.whl
   fi
   python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/nbsite . \
     || { echo "normbench install failed"; exit 3; }
@@ -87,6 +92,8 @@ for mode in "$@"; do
         local t1=$(date +%s.%N)
         printf '%-14s %8.1f s  %s\n' "$name" "$(python3 -c "print($t1 - $t0)")" "$*" | tee -a "$times"
       }
+      # Order: a cold 1-GPU run fills the compile caches; every later run finds them warm, and
+      # the speed-ups are taken against the warm 1-GPU run.
       timed mgpu-1gpu
       timed mgpu-local --gpus all
       if python3 -c "import ray" 2>/dev/null; then
@@ -94,11 +101,34 @@ for mode in "$@"; do
       else
         echo "ray does not import here: skipping --executor ray" | tee -a "$times"
       fi
-      for cand in mgpu-local mgpu-ray; do
+      timed mgpu-1gpu-warm
+      timed mgpu-local-again --gpus all
+      base=$(ls -d "$RUNS"/mgpu-1gpu-warm-* | head -1)
+      for cand in mgpu-local mgpu-ray mgpu-local-again; do
         ls -d "$RUNS"/$cand-* >/dev/null 2>&1 || continue
-        step 120 "compare_$cand" "${NB[@]}" compare "$(ls -d "$RUNS"/mgpu-1gpu-* | head -1)" \
+        step 120 "compare_$cand" "${NB[@]}" compare "$base" \
           "$(ls -d "$RUNS"/$cand-* | head -1)" --format markdown --output "$OUTDIR/multigpu_compare_$cand.md"
       done
+      echo "=== wall times"; cat "$times"
+      ;;
+    multigpu-repeat)
+      # The same sweep with --repeat ${NB_MULTIGPU_REPEAT:-3} (a longer run: the per-process start-up
+      # is paid once either way). --gpus all first (on a fresh machine it fills the compile caches,
+      # at its own expense), then 1 GPU and --gpus all again, both with warm caches.
+      times=$OUTDIR/multigpu_repeat_times.txt
+      rep=(--repeat "${NB_MULTIGPU_REPEAT:-3}")
+      timed() {
+        local name=$1; shift
+        local t0=$(date +%s.%N)
+        step "${NB_STEP_SECONDS:-540}" "$name" "${NB[@]}" run rmsnorm --name "$name" --results-dir "$RUNS" --no-progress "${rep[@]}" "$@"
+        local t1=$(date +%s.%N)
+        printf '%-16s %8.1f s  %s\n' "$name" "$(python3 -c "print($t1 - $t0)")" "${rep[*]} $*" | tee -a "$times"
+      }
+      timed rep-local-cold --gpus all
+      timed rep-1gpu
+      timed rep-local --gpus all
+      step 120 compare_rep "${NB[@]}" compare "$(ls -d "$RUNS"/rep-1gpu-* | head -1)" \
+        "$(ls -d "$RUNS"/rep-local-2* | head -1)" --format markdown --output "$OUTDIR/multigpu_repeat_compare.md"
       echo "=== wall times"; cat "$times"
       ;;
     *) echo "unknown mode $mode"; exit 2 ;;

@@ -189,6 +189,14 @@ def run(
         None, "--ray-address", help="With --executor ray: `auto` or ray://host:port (default: start a local Ray).",
         show_default=False,
     ),
+    accelerator_type: Optional[str] = typer.Option(
+        None, "--accelerator-type", help="With --executor ray: only nodes with this GPU type (Ray's accelerator_type, "
+        "e.g. H100, A100, B200).", show_default=False,
+    ),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="With --resume: run the FAILED cases again too (a record is replaced when its "
+        "case runs again).",
+    ),
 ) -> None:
     """Run a suite: check every case for correctness, time it, store the run, print tables.
 
@@ -198,18 +206,22 @@ def run(
     * `normbench run rmsnorm --filter provider=triton,liger --filter num_tokens=1024`
     * `normbench run suites/nvfp4.yaml --dry-run` shows the cases and every skip's reason.
     * `normbench run rmsnorm --repeat 3` then `normbench noise latest` for the noise floor.
-    * `normbench run --resume latest` completes a run stopped by Ctrl-C or a crash.
+    * `normbench run --resume latest` completes a run stopped by Ctrl-C or a crash
+      (`--retry-failed`: and runs its FAILED cases again).
+    * `normbench run rmsnorm --gpus all` shards the sweep over this host's GPUs;
+      `--executor ray [--ray-address auto]` over a Ray cluster. End-to-end
+      variants then run in parallel, each on its own GPUs and port.
 
     Exit code 1 when a case FAILED or was INCORRECT; finished cases survive Ctrl-C.
     """
     from normbench import store
     from normbench.executors import resolve_options
-    from normbench.expand import Capabilities, apply_filters, expand
     from normbench.suite import LoadedSuite, Suite
 
-    exec_options = resolve_options(executor, gpus, ray_address)
+    if retry_failed and not resume:
+        raise NormbenchError("--retry-failed goes with --resume RUN")
+    exec_options = resolve_options(executor, gpus, ray_address, accelerator_type)
     base = store.results_dir(results_dir)
-    caps = Capabilities.detect()
     if resume:
         run_dir = store.resolve_run(resume, base)
         previous = store.load_run(run_dir)
@@ -219,6 +231,26 @@ def run(
         filter, repeat = previous.options.get("filters", []), previous.options.get("repeat", 1)
     else:
         loaded = _load(suite, suites_dir)
+    prestarted = None
+    if exec_options.executor == "local" and not dry_run and any(st.kind == "kernel" for st in loaded.suite.stages):
+        from normbench.executors import local
+
+        # The workers set their GPUs up while this process imports torch and measures the machine.
+        prestarted = local.prestart(exec_options.devices, base)
+    try:
+        _run(loaded, filter, repeat, dry_run, name, resume, retry_failed, base, progress, exec_options, prestarted)
+    finally:
+        if prestarted is not None:
+            prestarted.close()
+
+
+def _run(loaded: Any, filter: list[str], repeat: int, dry_run: bool, name: Optional[str], resume: Optional[str],
+         retry_failed: bool, base: Path, progress: bool, exec_options: Any, prestarted: Any) -> None:
+    """``run`` once the suite is loaded (and any workers are starting)."""
+    from normbench import store
+    from normbench.expand import Capabilities, apply_filters, expand
+
+    caps = Capabilities.detect()
     cases = apply_filters(expand(loaded.suite, caps, repeat), filter)
     if not cases:
         raise NormbenchError(f"no cases match the filters {filter}" if filter else "the suite has no cases")
@@ -231,13 +263,18 @@ def run(
 
     out = console()
     if resume:
-        writer = store.resume_run(run_dir)
-        done = set(writer.record.case_map())
+        writer = store.resume_run(store.resolve_run(resume, base))
+        stored = writer.record.case_map()
+        done = {k for k, r in stored.items() if not (retry_failed and r.status == "FAILED")}
         pending = [c for c in cases if c.case_id not in done]
-        out.print(f"resuming {writer.record.run_id}: {len(done)} cases stored, {len(pending)} to go")
+        again = len(stored) - len(done)
+        out.print(f"resuming {writer.record.run_id}: {len(done)} cases stored, {len(pending)} to go"
+                  + (f" ({again} FAILED to run again)" if again else ""))
     else:
         out.print(f"measuring the environment ({caps.gpu_name or 'CPU'}) ...")
-        environment = envmod.collect(caps.device)
+        # Parallel workers measure their own GPU's copy bandwidth; measuring here too would
+        # run at the same time as a worker's on the same GPU.
+        environment = envmod.collect(caps.device, measure_bandwidth=exec_options.executor == "serial")
         snapshot = store.SuiteSnapshot(
             name=loaded.suite.name, path=loaded.path, sha256=loaded.sha256, spec=loaded.suite.model_dump(mode="json")
         )
@@ -249,7 +286,7 @@ def run(
     previous_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     status = "interrupted"
     try:
-        _execute(pending, loaded.suite, caps, writer, progress, exec_options)
+        _execute(pending, loaded.suite, caps, writer, progress, exec_options, prestarted, order=cases)
         status = "complete"
     except KeyboardInterrupt:
         pass
@@ -267,8 +304,12 @@ def run(
         raise typer.Exit(1)
 
 
-def _execute(cases: list, suite: Any, caps: Any, writer: Any, show_progress: bool, options: Any = None) -> None:
-    """Hand the cases to the chosen executor (``normbench.executors``), with one progress bar for the run."""
+def _execute(cases: list, suite: Any, caps: Any, writer: Any, show_progress: bool, options: Any = None,
+             prestarted: Any = None, order: list | None = None) -> None:
+    """Hand the cases to the chosen executor (``normbench.executors``), with one progress bar for the run.
+
+    The record lists its cases in ``order`` (the run's whole plan; default ``cases``), as a serial run would.
+    """
     from rich.progress import (
         BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
     )
@@ -299,9 +340,27 @@ def _execute(cases: list, suite: Any, caps: Any, writer: Any, show_progress: boo
         ctx = RunContext(suite=suite, caps=caps, environment=writer.record.environment, run_dir=writer.dir,
                          record=record, status=status, debug=STATE["debug"])
         try:
-            execute(cases, ctx, options, on_workers=workers)
+            execute(cases, ctx, options, on_workers=workers, prestarted=prestarted)
         finally:  # parallel workers record as they finish: list the cases as a serial run would
-            writer.record.cases = plan_order(writer.record.cases, cases)
+            writer.record.cases = plan_order(writer.record.cases, order or cases)
+            _device_bandwidth_summary(writer.record)
+
+
+def _device_bandwidth_summary(record: Any) -> None:
+    """A parallel run's environment gets the median of its devices' copy bandwidths (each case keeps its own)."""
+    env = record.environment
+    if "peak_bandwidth_gbps" in env:
+        return
+    per_device = {}
+    for c in record.cases:
+        info = getattr(c, "device_info", None) or {}
+        if info.get("peak_bandwidth_gbps"):
+            per_device[(info.get("host"), info.get("label"))] = info["peak_bandwidth_gbps"]
+    if per_device:
+        values = sorted(per_device.values())
+        env["peak_bandwidth_gbps"] = values[len(values) // 2]
+        env["peak_bandwidth_method"] = (f"median over {len(values)} devices, each measured by its worker "
+                                        "(the cases' device_info.peak_bandwidth_gbps)")
 
 
 # --------------------------------------------------------------------------- show

@@ -11,6 +11,11 @@ hands the rest to the chosen executor:
 * ``ray`` (``--executor ray``): one Ray actor per GPU of a Ray cluster
   (``normbench.executors.ray_executor``).
 
+End-to-end cases (``local`` and ``ray``) run in lanes, after the kernel cases:
+one variant per lane at a time, each lane a worker on a disjoint GPU set sized
+by the variant's tensor x pipeline x data parallel size, with its own
+``vllm serve`` port and the variant's own server log (``run_e2e_lanes``).
+
 The parallel executors share ``normbench.executors.pool``: work units are kernel
 sweep points (all providers and repeats of one point together, since the kernel
 runner builds a point's inputs and float64 reference once), a worker runs one
@@ -18,9 +23,8 @@ unit at a time (so never two timed cases on one GPU), results stream back to
 this process, which alone calls ``ctx.record`` (the run's single writer, crash
 safe as in a serial run). Each worker measures its own device's copy bandwidth
 once; its records' ``pct_peak`` uses it, and every record carries
-``device_info: {"index", "label", "name", "host", "pid", "peak_bandwidth_gbps"}``.
-End-to-end cases stay on the serial path, in this process, after the kernel
-cases (see ``execute``).
+``device_info: {"index", "label", "name", "host", "pid", "peak_bandwidth_gbps"}``
+(end-to-end lanes: ``port`` instead of the bandwidth).
 
 Nothing here imports torch or ray at module import time: ``normbench list``
 and the worker start-up stay cheap.
@@ -74,12 +78,18 @@ class WorkUnit:
 
     Kernel units hold the cases of one sweep point, in expansion order (the
     kernel runner measures them in that order, so the first case of a unit not
-    yet recorded is the one in flight).
+    yet recorded is the one in flight). ``affinity`` is what units that share
+    compiled kernels have in common (the point's params but the token count):
+    the scheduler prefers to give such units to a worker that ran one already.
+    ``gpus`` is how many GPUs the unit needs (end-to-end: the variant's
+    parallel size).
     """
 
     runner: str
     cases: tuple[Case, ...]
     cost: float = 1.0
+    affinity: Any = None
+    gpus: int = 1
 
     @property
     def label(self) -> str:
@@ -92,18 +102,22 @@ class WorkUnit:
 
 @dataclass
 class ExecOptions:
-    """How to dispatch: the CLI's ``--executor``, ``--gpus`` and ``--ray-address``.
+    """How to dispatch: the CLI's ``--executor``, ``--gpus``, ``--ray-address`` and ``--accelerator-type``.
 
     ``ray_resource`` defaults to ``$NORMBENCH_RAY_GPU_RESOURCE`` or ``GPU``.
+    ``devices``: the local executor's GPUs (``resolve_devices(gpus)``).
     """
 
     executor: str = "serial"
     gpus: str | None = None
     ray_address: str | None = None
+    accelerator_type: str | None = None
     ray_resource: str = field(default_factory=lambda: os.environ.get(RAY_RESOURCE_ENV) or "GPU")
+    devices: list[Device] = field(default_factory=list)
 
 
-def resolve_options(executor: str | None, gpus: str | None, ray_address: str | None) -> ExecOptions:
+def resolve_options(executor: str | None, gpus: str | None, ray_address: str | None,
+                    accelerator_type: str | None = None) -> ExecOptions:
     """Check the CLI's executor options before a run starts (no run directory is made on error).
 
     ``--executor`` defaults to ``local`` when ``--gpus`` is given, else ``serial``.
@@ -111,8 +125,9 @@ def resolve_options(executor: str | None, gpus: str | None, ray_address: str | N
     Raises:
         NormbenchError: an unknown executor; ``--gpus`` with ``serial``; a list of
             indices with ``ray`` (Ray places workers, ``--gpus N`` caps their
-            number); ``--ray-address`` without ``ray``; ray not installed (with
-            the install command); a ``--gpus`` value this host cannot satisfy.
+            number); ``--ray-address`` or ``--accelerator-type`` without ``ray``;
+            ray not installed (with the install command); a ``--gpus`` value
+            this host cannot satisfy.
     """
     name = executor or ("local" if gpus else "serial")
     if name not in EXECUTORS:
@@ -122,6 +137,9 @@ def resolve_options(executor: str | None, gpus: str | None, ray_address: str | N
                              "with --gpus) or use `--executor ray`")
     if ray_address and name != "ray":
         raise NormbenchError("--ray-address needs `--executor ray`")
+    if accelerator_type and name != "ray":
+        raise NormbenchError("--accelerator-type places Ray workers: it needs `--executor ray` (with --gpus, every "
+                             "worker is on this host)")
     if name == "ray":
         import importlib.util
 
@@ -129,9 +147,9 @@ def resolve_options(executor: str | None, gpus: str | None, ray_address: str | N
             raise NormbenchError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL_HINT}")
         if gpus and gpus != "all" and not gpus.strip().isdigit():
             raise NormbenchError(f"--gpus with --executor ray takes `all` or a count (Ray places the workers), not {gpus!r}")
-    if name == "local":
-        resolve_devices(gpus or "all")
-    return ExecOptions(executor=name, gpus=gpus, ray_address=ray_address)
+    devices = resolve_devices(gpus or "all") if name == "local" else []
+    return ExecOptions(executor=name, gpus=gpus, ray_address=ray_address, accelerator_type=accelerator_type,
+                       devices=devices)
 
 
 def resolve_devices(spec: str, count: int | None = None) -> list[Device]:
@@ -184,6 +202,27 @@ def resolve_devices(spec: str, count: int | None = None) -> list[Device]:
 
 
 def _cuda_device_count() -> int:
+    """GPUs this process may use, without importing torch when ``nvidia-smi`` can tell.
+
+    The CLI asks before anything else (so workers can start while the parent
+    imports torch): ``nvidia-smi -L``'s count, limited by ``CUDA_VISIBLE_DEVICES``
+    when set; torch's count when ``nvidia-smi`` is missing or fails.
+    """
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = None
+        if out is not None:
+            count = sum(1 for line in out.splitlines() if line.startswith("GPU "))
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            if visible is not None:
+                count = min(count, len([v for v in visible.split(",") if v.strip()]))
+            return count
     try:
         import torch
     except ImportError:
@@ -210,7 +249,8 @@ def kernel_units(cases: Sequence[Case]) -> list[WorkUnit]:
             nbytes = OPS[c.op].bytes_moved(c.param_dict) if c.op in OPS else 0
         except Exception:  # noqa: BLE001 - a cost guess must never stop a run
             nbytes = 0
-        units.append(WorkUnit("kernel", tuple(group), len(group) * (1.0 + nbytes / 2**26)))
+        affinity = (c.stage_index, c.op, tuple((k, v) for k, v in c.params if k != "num_tokens"))
+        units.append(WorkUnit("kernel", tuple(group), len(group) * (1.0 + nbytes / 2**26), affinity))
     return sorted(units, key=lambda u: -u.cost)
 
 
@@ -221,13 +261,15 @@ def split(cases: Sequence[Case]) -> tuple[list[Case], list[Case]]:
 
 
 def execute(cases: list[Case], ctx: Any, options: ExecOptions | None = None,
-            on_workers: Callable[[int, int], None] | None = None) -> None:
+            on_workers: Callable[[int, int], None] | None = None, prestarted: Any = None) -> None:
     """Run ``cases`` (skips included) with the executor ``options`` names.
 
     Skipped cases are recorded first, as SKIPPED with their reason. With
-    ``local`` or ``ray``, kernel cases are sharded over the workers and the
-    end-to-end cases then run here, serially (the end-to-end runner starts one
-    server per variant on the GPUs this process sees).
+    ``local`` or ``ray``, kernel cases are sharded over the workers (adopting
+    ``prestarted`` local workers, ``normbench.executors.local.prestart``), then
+    the end-to-end cases run in lanes: one per variant at a time, each on a
+    disjoint GPU set of the variant's parallel size with its own port
+    (``run_e2e_lanes``).
 
     ``on_workers(busy, total)`` is told how many workers are busy, for the
     progress bar. Raises what the runners raise (``NormbenchError``,
@@ -252,15 +294,140 @@ def execute(cases: list[Case], ctx: Any, options: ExecOptions | None = None,
         if options.executor == "local":
             from normbench.executors import local
 
-            local.run(kernel_units(kernel), ctx, resolve_devices(options.gpus or "all"), on_workers)
+            local.run(kernel_units(kernel), ctx, options.devices or resolve_devices(options.gpus or "all"), on_workers,
+                      prestarted=prestarted)
         else:
             from normbench.executors import ray_executor
 
             ray_executor.run(kernel_units(kernel), ctx, options, on_workers)
+    if prestarted is not None:
+        prestarted.close()  # a suite without kernel cases left them unused
     if e2e:
-        from normbench.executors import serial
+        run_e2e_lanes(e2e, ctx, options, on_workers)
 
-        serial.run(e2e, ctx)
+
+# --------------------------------------------------------------------------- end-to-end lanes
+def e2e_units(cases: Sequence[Case], suite: Any) -> list[WorkUnit]:
+    """End-to-end cases -> one unit per variant (all its stages and repeats, in expansion order).
+
+    ``gpus`` is what the variant's engine uses: tensor x pipeline x data
+    parallel size from ``server.args`` then the variant's ``args``
+    (``normbench.runners.server.engine_gpus``).
+    """
+    from normbench.runners.server import engine_gpus
+    from normbench.suite import Variant
+
+    groups: dict[str | None, list[Case]] = {}
+    for c in cases:
+        groups.setdefault(c.variant, []).append(c)
+    server_args = list(suite.server.args) if suite.server is not None else []
+    units = []
+    for name, group in groups.items():
+        variant = suite.variants.get(name or "default", Variant())
+        units.append(WorkUnit("e2e", tuple(group), float(len(group)), name, engine_gpus([*server_args, *variant.args])))
+    return units
+
+
+def gpu_sets(devices: Sequence[Device], size: int) -> list[Device]:
+    """Disjoint sets of ``size`` consecutive devices, each as one ``Device`` (``visible`` lists them all).
+
+    ``[cuda:0..cuda:3]``, size 2 -> ``cuda:0,1`` and ``cuda:2,3``; devices left
+    over (3 GPUs, size 2) are not used. Its ``index`` is its first device's.
+    """
+    if size == 1:
+        return list(devices)
+    sets = []
+    for i in range(0, len(devices) - size + 1, size):
+        group = devices[i:i + size]
+        fake = group[0].fake
+        label = ("fake:" if fake else "cuda:") + ",".join(str(d.index) for d in group)
+        sets.append(Device(group[0].index, "" if fake else ",".join(d.visible for d in group), label, fake))
+    return sets
+
+
+def lane_ports(count: int, base: int | None) -> list[int]:
+    """One ``vllm serve`` port per lane, all different.
+
+    ``base, base+1, ...`` when the suite sets ``server.port``; otherwise ports
+    the OS gives, all held open together while they are chosen so that no two
+    are the same.
+
+    Raises:
+        NormbenchError: ``base + count - 1`` is beyond 65535.
+    """
+    if base is not None:
+        if base + count - 1 > 65535:
+            raise NormbenchError(f"server.port {base}: {count} parallel variants need ports up to {base + count - 1}")
+        return [base + k for k in range(count)]
+    import socket
+
+    held = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+def run_e2e_lanes(cases: list[Case], ctx: Any, options: ExecOptions,
+                  on_workers: Callable[[int, int], None] | None = None) -> None:
+    """End-to-end variants in parallel, on disjoint GPU sets, one ``vllm serve`` port per lane.
+
+    The checks of the end-to-end runner run once, here, before any worker
+    starts. Variants are grouped by the GPUs they need (largest first); each
+    group runs on as many disjoint GPU sets as fit (``gpu_sets``), a variant
+    per lane at a time, each lane with its own port (``lane_ports``) and the
+    variant's own server log. A variant needing more GPUs than ``--gpus``
+    gives is recorded SKIPPED with the reason.
+
+    Raises:
+        NormbenchError: the end-to-end checks failed; ``--port`` in
+            ``server.args`` or a variant's ``args`` while several lanes run
+            (they would collide: set ``server.port``, lane k uses it + k).
+    """
+    from normbench.runners import base_record
+    from normbench.runners import e2e as e2e_runner
+    from normbench.runners.server import option_value
+
+    e2e_runner.preflight(cases, ctx)
+    ctx.extra["preflight_done"] = True
+    units = e2e_units(cases, ctx.suite)
+    spec = ctx.suite.server
+    devices = options.devices or (resolve_devices(options.gpus or "all") if options.executor == "local" else [])
+    for size in sorted({u.gpus for u in units}, reverse=True):
+        group = [u for u in units if u.gpus == size]
+        if options.executor == "local":
+            lanes = gpu_sets(devices, size)[:len(group)]
+            if not lanes:
+                for u in group:
+                    why = (f"variant {u.affinity or 'default'} needs {size} GPUs (tensor x pipeline x data parallel "
+                           f"size); --gpus gives {len(devices)}")
+                    for c in u.cases:
+                        ctx.record(c, base_record(c, "SKIPPED", why))
+                continue
+        else:
+            lanes = list(range(len(group)))  # Ray places them; at most this many
+        if len(lanes) > 1:
+            for u in group:
+                variant = ctx.suite.variants.get(u.affinity or "default")
+                if option_value([*spec.args, *(variant.args if variant else [])], "--port") is not None:
+                    raise NormbenchError(
+                        f"variant {u.affinity or 'default'}: `--port` in the server args would make the parallel "
+                        "variants' servers collide; set `server.port` instead (lane k serves on it + k)")
+        ports = lane_ports(len(lanes), spec.port)
+        ctx.extra["port_is_hint"] = spec.port is None
+        if options.executor == "local":
+            from normbench.executors import local
+
+            local.run(group, ctx, lanes, on_workers, role="e2e", ports={d.index: p for d, p in zip(lanes, ports)})
+        else:
+            from normbench.executors import ray_executor
+
+            ray_executor.run(group, ctx, options, on_workers, role="e2e", ports=ports)
 
 
 def plan_order(stored: Sequence[Any], planned: Sequence[Case]) -> list[Any]:

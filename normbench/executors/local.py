@@ -9,6 +9,15 @@ started, e.g. compiler subprocesses). It talks to the parent over two pipes
 ``logs/workers/<label>.log`` in the run directory, which a FAILED case's reason
 quotes when the worker dies.
 
+Kernel workers can be started before the run exists (``prestart``, which the
+CLI calls as soon as it knows the devices): a worker sets up its device
+(torch import, CUDA context, copy bandwidth, compiler imports) while the
+parent loads the suite, probes the machine and creates the run; ``run`` then
+adopts them, sends each its ``init`` and moves its log into the run directory.
+
+End-to-end lanes (``role="e2e"``) are workers on a GPU set (a ``Device`` whose
+``visible`` lists several GPUs), each owning one ``vllm serve`` port.
+
 Fake devices (``NORMBENCH_FAKE_GPUS=N``) are CPU workers with CUDA hidden,
 labelled ``fake:K``, each with ``OMP_NUM_THREADS`` set to its share of the
 cores so that N of them do not oversubscribe the CPU.
@@ -16,7 +25,9 @@ cores so that N of them do not oversubscribe the CPU.
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import signal
 import site
 import subprocess
@@ -34,9 +45,52 @@ STOP_GRACE_S = 5.0
 LOG_TAIL_LINES = 20
 
 
+class Prestarted:
+    """Kernel workers started ahead of their run (``prestart``); ``run`` adopts them.
+
+    ``close()`` stops those not adopted (call it in a ``finally``: a run that
+    ends before it executes anything must not leave workers behind).
+    """
+
+    def __init__(self, devices: Sequence[Device], log_dir: Path):
+        self.events: queue.Queue[tuple] = queue.Queue()
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        threads = _threads_per_worker(devices)
+        self.slots: dict[int, LocalSlot] = {}
+        for d in devices:
+            slot = LocalSlot(d, "kernel", log_dir / f"{os.getpid()}-{d.label.replace(':', '')}.log", self.events, threads)
+            slot.spawn()
+            self.slots[d.index] = slot
+
+    def take(self, device: Device) -> "LocalSlot | None":
+        return self.slots.pop(device.index, None)
+
+    def close(self) -> None:
+        for slot in self.slots.values():
+            slot.stop(force=True)
+            slot.log_path.unlink(missing_ok=True)  # a worker that never joined a run: nothing to keep
+        self.slots.clear()
+        try:
+            self.log_dir.rmdir()  # only when empty: every log was adopted
+        except OSError:
+            pass
+
+
+def prestart(devices: Sequence[Device], results_dir: Path) -> Prestarted:
+    """Start one kernel worker per device now; their logs wait in ``<results_dir>/.workers/``."""
+    return Prestarted(devices, Path(results_dir) / ".workers")
+
+
 def run(units: Sequence[WorkUnit], ctx: Any, devices: Sequence[Device],
-        on_workers: Callable[[int, int], None] | None = None) -> None:
+        on_workers: Callable[[int, int], None] | None = None, role: str = "kernel",
+        ports: dict[int, int] | None = None, prestarted: Prestarted | None = None) -> None:
     """Run ``units`` on one worker per device; every record goes to ``ctx.record`` here.
+
+    Args:
+        role: ``kernel`` or ``e2e`` (``normbench.executors.worker.WorkerCore``).
+        ports: device index -> the ``vllm serve`` port of that end-to-end lane.
+        prestarted: kernel workers started by ``prestart``, adopted here.
 
     Raises:
         NormbenchError: a runner's user error, or every worker died before it could run.
@@ -49,11 +103,21 @@ def run(units: Sequence[WorkUnit], ctx: Any, devices: Sequence[Device],
     logs = Path(ctx.run_dir) / "logs" / "workers"
     logs.mkdir(parents=True, exist_ok=True)
     threads = _threads_per_worker(devices)
+    ports = ports or {}
 
     def make_slot(device: Device, events: Any) -> Slot:
-        return LocalSlot(device, init, logs / f"{device.label.replace(':', '')}.log", events, threads)
+        log = logs / f"{device.label.replace(':', '').replace(',', '+')}.log"
+        slot = prestarted.take(device) if prestarted is not None and role == "kernel" else None
+        if slot is None:
+            slot = LocalSlot(device, role, log, events, threads)
+        else:
+            slot.adopt_log(log)
+        slot.init = {**init, "port": ports.get(device.index)}
+        return slot
 
-    Scheduler(ctx, devices, make_slot, on_workers, start_together=all(d.fake for d in devices)).run(units)
+    events = prestarted.events if prestarted is not None and role == "kernel" else None
+    Scheduler(ctx, devices, make_slot, on_workers, start_together=all(d.fake for d in devices),
+              events=events).run(units)
 
 
 def _threads_per_worker(devices: Sequence[Device]) -> int | None:
@@ -94,26 +158,45 @@ def describe_exit(code: int | None, label: str, pid: int | None) -> str:
 
 
 class LocalSlot(Slot):
-    """A worker process pinned to one device."""
+    """A worker process pinned to one device (or one GPU set).
 
-    def __init__(self, device: Device, init: dict[str, Any], log_path: Path, events: Any, threads: int | None):
+    ``spawn()`` starts the process (it sets its device up at once); ``start()``
+    spawns it if needed and sends ``init``, the run it works for.
+    """
+
+    def __init__(self, device: Device, role: str, log_path: Path, events: Any, threads: int | None):
         super().__init__(device.index, device.label, events)
         self.device = device
-        self.init = {**init, "label": device.label, "index": device.index, "fake": device.fake}
+        self.spec = {"label": device.label, "index": device.index, "fake": device.fake, "role": role}
+        self.init: dict[str, Any] = {}
         self.log_path = log_path
         self.threads = threads
         self.proc: subprocess.Popen | None = None
         self._outbox: Any = None
         self._lock = threading.Lock()
 
+    def adopt_log(self, path: Path) -> None:
+        """Move the worker's log (it keeps writing to the same file) to ``path``."""
+        try:
+            os.replace(self.log_path, path)
+            self.log_path = path
+        except OSError:
+            pass  # another file system: the log stays where it is, and reasons quote it there
+
     def start(self) -> None:
+        if self.proc is None:
+            self.spawn()
+        self._send(self.init)
+
+    def spawn(self) -> None:
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "normbench.executors.worker", str(to_worker_r), str(from_worker_w)],
+                [sys.executable, "-m", "normbench.executors.worker", str(to_worker_r), str(from_worker_w),
+                 json.dumps(self.spec)],
                 pass_fds=(to_worker_r, from_worker_w), env=_worker_env(self.device, self.threads),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
@@ -123,7 +206,6 @@ class LocalSlot(Slot):
             os.close(from_worker_w)
         self._outbox = os.fdopen(to_worker_w, "wb")
         inbox = os.fdopen(from_worker_r, "rb")
-        self._send(self.init)
         reader = threading.Thread(target=self._read, args=(inbox,), daemon=True, name=f"normbench-{self.label}-read")
         reader.start()
         threading.Thread(target=self._watch, args=(reader,), daemon=True, name=f"normbench-{self.label}-wait").start()

@@ -37,6 +37,8 @@ from normbench.store import CaseRecord
 MAX_START_FAILURES = 2
 #: How long stopping waits for the workers to be gone (each slot kills its worker sooner).
 STOP_WAIT_S = 15.0
+#: A worker may take a unit it has compiled for ahead of the costliest one if it costs at least this share of it.
+AFFINITY_COST_RATIO = 0.5
 
 
 class Slot:
@@ -56,6 +58,7 @@ class Slot:
         self.info: dict[str, Any] = {}
         self.unit: WorkUnit | None = None
         self.recorded: set[str] = set()
+        self.warm: set[Any] = set()  # the affinities of the units this worker ran
 
     def emit(self, kind: str, payload: Any = None) -> None:
         self.events.put((self, kind, payload))
@@ -100,16 +103,18 @@ class Scheduler:
             seconds before the others and take a short sweep alone, which would
             make tests of the sharding depend on luck. Real GPUs start dispatching
             at once.
+        events: the queue the slots report to (prestarted workers already do).
     """
 
     def __init__(self, ctx: Any, keys: Sequence[Any], make_slot: Callable[[Any, "queue.Queue[tuple]"], Slot],
-                 on_workers: Callable[[int, int], None] | None = None, start_together: bool = False):
+                 on_workers: Callable[[int, int], None] | None = None, start_together: bool = False,
+                 events: "queue.Queue[tuple] | None" = None):
         self.start_together = start_together
         self.ctx = ctx
         self.keys = list(keys)
         self.make_slot = make_slot
         self.on_workers = on_workers or (lambda busy, total: None)
-        self.events: queue.Queue[tuple] = queue.Queue()
+        self.events: queue.Queue[tuple] = events if events is not None else queue.Queue()
         self.slots: dict[int, Slot] = {}  # position of the key -> its current slot
         self.start_failures: dict[int, int] = {}
         self.pending: deque[WorkUnit] = deque()
@@ -160,10 +165,29 @@ class Scheduler:
             if not self.pending:
                 return
             if slot.state == "idle":
-                unit = self.pending.popleft()
+                unit = self._next_for(slot)
                 slot.unit, slot.recorded, slot.state = unit, set(), "busy"
+                slot.warm.add(unit.affinity)
                 slot.submit(unit)
                 self._report()
+
+    def _next_for(self, slot: Slot) -> WorkUnit:
+        """The costliest pending unit, or a unit this worker has compiled for whose cost is close to it.
+
+        A worker that already ran a unit with the same ``affinity`` (the same
+        kernels, another token count) has them compiled and loaded; giving it
+        the unit saves the other worker that first-use cost. Only units at
+        least ``AFFINITY_COST_RATIO`` of the head's cost are considered, so the
+        largest units still go first and no worker is left with one at the end.
+        """
+        head = self.pending[0]
+        for i, unit in enumerate(self.pending):
+            if unit.cost < AFFINITY_COST_RATIO * head.cost:
+                break
+            if unit.affinity in slot.warm:
+                del self.pending[i]
+                return unit
+        return self.pending.popleft()
 
     def _current(self, slot: Slot) -> bool:
         return any(s is slot for s in self.slots.values())

@@ -12,6 +12,10 @@ actors and keeps the run resumable, as with ``--gpus``.
 
 ``--ray-address``: none starts a local Ray (all GPUs of this host); ``auto``
 joins the cluster this node belongs to; ``ray://host:port`` uses Ray Client.
+``--accelerator-type H100`` places actors only on nodes with that GPU type
+(Ray's ``accelerator_type``, the ``accelerator_type:H100`` node resource);
+without it a heterogeneous cluster is used whole, and every record names the
+GPU it ran on (``compare --strict`` refuses to compare across GPU models).
 Every node needs normbench (and the providers the suite uses) installed.
 ``--gpus N`` caps the number of actors.
 
@@ -47,12 +51,20 @@ def import_ray() -> Any:
 
 
 def run(units: Sequence[WorkUnit], ctx: Any, options: ExecOptions,
-        on_workers: Callable[[int, int], None] | None = None) -> None:
+        on_workers: Callable[[int, int], None] | None = None, role: str = "kernel",
+        ports: Sequence[int] | None = None) -> None:
     """Run ``units`` on Ray actors, one per GPU (or per unit of ``options.ray_resource``).
+
+    Kernel units get one actor per GPU; end-to-end units (``role="e2e"``, all
+    of one size ``units[0].gpus``) one actor per lane, each requesting that
+    many GPUs and owning ``ports[k]`` for its ``vllm serve``. With
+    ``options.accelerator_type`` (e.g. ``H100``) actors go only to nodes with
+    that GPU type (Ray's ``accelerator_type``).
 
     Raises:
         NormbenchError: no ray; Ray would not start or connect; no such resource
-            in the cluster; a runner's user error; every actor died at start-up.
+            (or GPU type) in the cluster; a runner's user error; every actor
+            died at start-up.
         KeyboardInterrupt: after the actors were killed (the run is resumable).
     """
     ray = import_ray()
@@ -68,6 +80,38 @@ def run(units: Sequence[WorkUnit], ctx: Any, options: ExecOptions,
         resource = options.ray_resource
         if resource in ("CPU", "memory", "object_store_memory"):
             raise NormbenchError(f"{RAY_RESOURCE_ENV}={resource}: name GPU or a custom resource standing in for GPUs")
+        have = available(ray, resource, options.accelerator_type)
+        size = max((u.gpus for u in units), default=1)
+        lanes = have // size
+        if options.gpus and options.gpus != "all":
+            lanes = min(lanes, int(options.gpus) // size)
+        if role == "e2e":
+            lanes = min(lanes, len(units))
+        if lanes < 1:
+            raise NormbenchError(f"--executor ray: each worker needs {size} {resource!r}; the cluster has {have}")
+        actor_cls = _actor_class(ray)
+        init = {"suite": ctx.suite, "environment": dict(ctx.environment), "run_dir": str(ctx.run_dir),
+                "debug": bool(ctx.debug)}
+
+        def make_slot(k: int, events: Any) -> Slot:
+            port = ports[k] if ports else None
+            return RaySlot(ray, actor_cls, k, resource, {**init, "port": port}, events, role=role, gpus=size,
+                           accelerator_type=options.accelerator_type)
+
+        Scheduler(ctx, list(range(lanes)), make_slot, on_workers, start_together=resource != "GPU").run(units)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def available(ray: Any, resource: str, accelerator_type: str | None = None) -> int:
+    """How many units of ``resource`` the cluster has (on nodes with ``accelerator_type``, when given).
+
+    Raises:
+        NormbenchError: none at all, or no node of that GPU type (the message
+            lists the types the cluster has).
+    """
+    if accelerator_type is None:
         have = int(ray.cluster_resources().get(resource, 0))
         if have < 1:
             raise NormbenchError(
@@ -75,18 +119,15 @@ def run(units: Sequence[WorkUnit], ctx: Any, options: ExecOptions,
                 f"({'no GPU' if resource == 'GPU' else 'none'} registered); its resources: "
                 f"{', '.join(sorted(ray.cluster_resources())) or 'none'}"
             )
-        n = have if not options.gpus or options.gpus == "all" else min(have, int(options.gpus))
-        actor_cls = _actor_class(ray)
-        init = {"suite": ctx.suite, "environment": dict(ctx.environment), "run_dir": str(ctx.run_dir),
-                "debug": bool(ctx.debug)}
-
-        def make_slot(k: int, events: Any) -> Slot:
-            return RaySlot(ray, actor_cls, k, resource, init, events)
-
-        Scheduler(ctx, list(range(n)), make_slot, on_workers, start_together=resource != "GPU").run(units)
-    finally:
-        if started_here:
-            ray.shutdown()
+        return have
+    key = f"accelerator_type:{accelerator_type}"
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    have = int(sum(n.get("Resources", {}).get(resource, 0) for n in nodes if key in n.get("Resources", {})))
+    if have < 1:
+        types = sorted({r.split(":", 1)[1] for n in nodes for r in n.get("Resources", {}) if r.startswith("accelerator_type:")})
+        raise NormbenchError(f"--accelerator-type {accelerator_type}: no node of the Ray cluster has that GPU type "
+                             f"with {resource!r}; types there: {', '.join(types) or 'none registered'}")
+    return have
 
 
 _ACTOR: Any = None
@@ -100,19 +141,20 @@ def _actor_class(ray: Any) -> Any:
         class NormbenchWorker:
             """A ``WorkerCore`` in a Ray actor; ``run_unit`` yields its messages as they come."""
 
-            def __init__(self, init: dict[str, Any]):
+            def __init__(self, device: dict[str, Any], init: dict[str, Any]):
                 from normbench.executors.worker import WorkerCore
 
-                if not init.get("fake"):
+                if not device.get("fake"):
                     import socket
 
                     import ray as _ray
 
                     ids = [str(i) for i in _ray.get_gpu_ids()]
-                    index = int(ids[0]) if ids and ids[0].isdigit() else init.get("index")
-                    init = {**init, "index": index, "label": f"{socket.gethostname()}:cuda:{index}"}
-                self.core = WorkerCore(init, self._send)
+                    index = int(ids[0]) if ids and ids[0].isdigit() else device.get("index")
+                    device = {**device, "index": index, "label": f"{socket.gethostname()}:cuda:{','.join(ids) or index}"}
                 self._queue: Any = None
+                self.core = WorkerCore(device, self._send)
+                self.core.configure(init)
 
             def info(self) -> dict[str, Any]:
                 return self.core.device_info
@@ -145,16 +187,20 @@ def _actor_class(ray: Any) -> Any:
 class RaySlot(Slot):
     """One Ray actor holding one GPU (or one unit of a stand-in resource)."""
 
-    def __init__(self, ray: Any, actor_cls: Any, k: int, resource: str, init: dict[str, Any], events: Any):
+    def __init__(self, ray: Any, actor_cls: Any, k: int, resource: str, init: dict[str, Any], events: Any,
+                 role: str = "kernel", gpus: int = 1, accelerator_type: str | None = None):
         fake = resource != "GPU"
         super().__init__(k, f"{resource}:{k}" if fake else f"ray:{k}", events)
         self.ray = ray
-        self.init = {**init, "label": self.label, "index": k, "fake": fake}
+        self.device = {"label": self.label, "index": k, "fake": fake, "role": role}
+        self.init = init
         opts: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
         if fake:
-            opts["resources"] = {resource: 1}
+            opts["resources"] = {resource: gpus}
         else:
-            opts["num_gpus"] = 1
+            opts["num_gpus"] = gpus
+        if accelerator_type:
+            opts["accelerator_type"] = accelerator_type
         self.opts = opts
         self.actor_cls = actor_cls
         self.actor: Any = None
@@ -162,7 +208,7 @@ class RaySlot(Slot):
 
     def start(self) -> None:
         try:
-            self.actor = self.actor_cls.options(**self.opts).remote(self.init)
+            self.actor = self.actor_cls.options(**self.opts).remote(self.device, self.init)
         except Exception as e:  # noqa: BLE001 - e.g. Ray refusing the options: this worker's death
             self.emit("died", self._reason(e))
             return

@@ -11,12 +11,16 @@ it to ``send`` as it finishes. Messages sent (tuples):
   handling (``is_user_error``: a ``NormbenchError``, which stops the run);
 * ``("done",)`` the unit is over.
 
-``python -m normbench.executors.worker READ_FD WRITE_FD`` is a local worker:
-framed pickles (8-byte big-endian length, then the pickle) on two pipes from
-and to the parent. It reads its ``init`` dict, answers ``("ready",
-device_info)``, then runs each ``WorkUnit`` it reads until it reads ``None``.
-Its stdout and stderr go to a log file the parent chose. It ignores SIGINT (the
-parent owns Ctrl-C and stops workers itself) and dies on SIGTERM.
+``python -m normbench.executors.worker READ_FD WRITE_FD DEVICE_JSON`` is a
+local worker: framed pickles (8-byte big-endian length, then the pickle) on two
+pipes from and to the parent. It sets up its device first (``DEVICE_JSON``:
+``label``, ``index``, ``fake``, ``role``), answers ``("ready", device_info)``,
+then reads its run's ``init`` dict and runs each ``WorkUnit`` it reads until it
+reads ``None``. Setting up before the run is known lets the parent start its
+workers while it loads the suite and measures the environment (``prestart`` in
+``normbench.executors.local``). Its stdout and stderr go to a log file the
+parent chose. It ignores SIGINT (the parent owns Ctrl-C and stops workers
+itself) and dies on SIGTERM.
 """
 
 from __future__ import annotations
@@ -53,54 +57,73 @@ def read_frame(f: BinaryIO) -> Any:
 
 
 class WorkerCore:
-    """A device's worker: measures its peak bandwidth once, runs units, tags records.
+    """A device's worker: sets its device up once, then runs units and tags their records.
 
-    ``init`` keys: ``suite`` (Suite), ``environment`` (the run's fingerprint),
-    ``run_dir``, ``debug``, ``label`` (``cuda:1``, ``fake:0``, ``ray:GPU3``),
-    ``index`` (the device index recorded), ``fake`` (run on the CPU with CUDA
-    hidden). A fake worker must be built before torch is imported in its
-    process (it hides CUDA through ``CUDA_VISIBLE_DEVICES``).
+    ``device`` keys: ``label`` (``cuda:1``, ``cuda:0,1`` for an end-to-end GPU
+    set, ``fake:0``, ``ray:3``), ``index`` (the device index recorded), ``fake``
+    (run on the CPU with CUDA hidden), ``role``: ``kernel`` (measure the copy
+    bandwidth, warm the compilers) or ``e2e`` (touch no GPU: the ``vllm serve``
+    it starts needs the memory). A fake worker must be built before torch is
+    imported in its process (it hides CUDA through ``CUDA_VISIBLE_DEVICES``).
+
+    ``configure(init)`` then gives it the run: ``suite`` (Suite),
+    ``environment`` (the run's fingerprint), ``run_dir``, ``debug``, and for
+    end-to-end lanes ``port`` (the ``vllm serve`` port this lane owns).
     """
 
-    def __init__(self, init: dict[str, Any], send: Callable[[tuple], None]):
-        if init.get("fake"):
+    def __init__(self, device: dict[str, Any], send: Callable[[tuple], None]):
+        if device.get("fake"):
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        from pathlib import Path
-
         from normbench import env as envmod
         from normbench.expand import Capabilities
 
+        self.role = device.get("role", "kernel")
         caps = Capabilities.detect()
-        if init.get("fake"):
+        if device.get("fake"):
             caps = Capabilities("cpu", None, None, caps.missing)
         self.caps = caps
         self.send = send
-        self.suite = init["suite"]
-        self.run_dir = Path(init["run_dir"])
-        self.debug = bool(init.get("debug"))
-        bandwidth = envmod.measure_copy_bandwidth(caps.device)
-        self.environment = {**init["environment"], **bandwidth}
-        self.device_info = {
-            "index": init.get("index"),
-            "label": init["label"],
+        self.bandwidth: dict[str, Any] = {}
+        if self.role == "kernel":
+            self.bandwidth = envmod.measure_copy_bandwidth(caps.device)
+            if not device.get("fake"):
+                _warm_compilers()
+        self.device_info: dict[str, Any] = {
+            "index": device.get("index"),
+            "label": device["label"],
             "name": caps.gpu_name or "cpu",
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "peak_bandwidth_gbps": round(bandwidth["peak_bandwidth_gbps"], 1),
         }
+        if self.bandwidth:
+            self.device_info["peak_bandwidth_gbps"] = round(self.bandwidth["peak_bandwidth_gbps"], 1)
+        self.init: dict[str, Any] | None = None
+
+    def configure(self, init: dict[str, Any]) -> None:
+        """Take the run's ``init`` (see the class docstring)."""
+        self.init = init
+        if init.get("port") is not None:
+            self.device_info["port"] = init["port"]
 
     def run_unit(self, unit: Any) -> None:
         """Run one ``WorkUnit``; every outcome goes to ``send`` (never raises, but for KeyboardInterrupt)."""
+        from pathlib import Path
+
         from normbench.errors import NormbenchError
         from normbench.registry import load
         from normbench.runners import RUNNERS, RunContext
+
+        init = self.init
+        assert init is not None, "configure() before run_unit()"
 
         def record(case: Any, rec: Any) -> None:
             rec.device_info = dict(self.device_info)  # type: ignore[attr-defined]  (extra field)
             self.send(("record", case.case_id, rec.model_dump_json()))
 
-        ctx = RunContext(suite=self.suite, caps=self.caps, environment=self.environment, run_dir=self.run_dir,
-                         record=record, status=lambda line: self.send(("status", line)), debug=self.debug)
+        extra = {"port": init["port"]} if init.get("port") is not None else {}
+        ctx = RunContext(suite=init["suite"], caps=self.caps, environment={**init["environment"], **self.bandwidth},
+                         run_dir=Path(init["run_dir"]), record=record, status=lambda line: self.send(("status", line)),
+                         debug=bool(init.get("debug")), extra=extra)
         try:
             load(RUNNERS[unit.runner])(list(unit.cases), ctx)
         except NormbenchError as e:
@@ -110,21 +133,45 @@ class WorkerCore:
         self.send(("done",))
 
 
+def _warm_compilers() -> None:
+    """Import what the kernel runner's first case would (Inductor, Triton, our kernels) while the parent sets up.
+
+    Only imports: nothing is compiled and no case is touched, so timings are
+    unaffected; a worker started ahead of its run (``prestart``) pays these
+    seconds while the parent loads the suite instead of on its first case.
+    """
+    import importlib
+
+    for name in ("torch._dynamo", "torch._inductor.compile_fx", "triton", "normbench.runners.kernel"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a warm-up; the case that needs it reports the real error
+            pass
+
+
 def main(argv: list[str]) -> int:
     """A local worker process (see the module docstring). Exit code 0 when told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    rfd, wfd = int(argv[0]), int(argv[1])
+    import json
+
+    rfd, wfd, device = int(argv[0]), int(argv[1]), json.loads(argv[2])
     inbox = os.fdopen(rfd, "rb")
     outbox = os.fdopen(wfd, "wb")
 
     def send(msg: tuple) -> None:
         write_frame(outbox, msg)
 
-    init = read_frame(inbox)
-    core = WorkerCore(init, send)
-    print(f"normbench worker {init['label']} pid {os.getpid()}: {core.device_info}", flush=True)
+    core = WorkerCore(device, send)
+    print(f"normbench worker {device['label']} pid {os.getpid()}: {core.device_info}", flush=True)
     send(("ready", core.device_info))
+    try:
+        init = read_frame(inbox)
+    except EOFError:  # the parent is gone, or stopped before the run began
+        return 0
+    if init is None:
+        return 0
+    core.configure(init)
     while True:
         try:
             unit = read_frame(inbox)

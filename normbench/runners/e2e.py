@@ -15,6 +15,11 @@ already marked ``skip`` are ignored) and:
    (an offline engine each, no server), in expansion order.
 3. Hands each finished ``CaseRecord`` to ``ctx.record`` at once.
 
+Run by a parallel executor's end-to-end lane (``normbench.executors.run_e2e_lanes``)
+it gets one variant's cases, on the lane's GPUs, and serves on the lane's
+port, ``ctx.extra["port"]`` (the checks of step 1 ran once in the parent:
+``ctx.extra["preflight_done"]``).
+
 Failures stay local: a server that does not start (port taken, bad argument,
 no ``/health`` within ``server.startup_timeout_s``) or whose logged engine
 config contradicts the variant's ``compilation_config`` makes that variant's
@@ -68,6 +73,7 @@ from normbench.runners.server import (
     ServerError,
     VllmServer,
     load_json,
+    port_in_use,
     resolve_model,
     run_tool,
     sigterm_as_interrupt,
@@ -222,7 +228,9 @@ def run(cases: list[Case], ctx: RunContext) -> None:
     cases = [c for c in cases if c.skip is None and c.kind in (*SERVER_KINDS, "latency")]
     if not cases:
         return
-    preflight(cases, ctx)
+    if not ctx.extra.get("preflight_done"):
+        preflight(cases, ctx)
+    _release_gpu_memory()
     env = _Env(ctx)
     with sigterm_as_interrupt():
         for kind, r, variant, group in plan(cases):
@@ -230,6 +238,15 @@ def run(cases: list[Case], ctx: RunContext) -> None:
                 _run_server_step(env, r, variant, group)
             else:
                 _record(env, group[0], _guard(env, group[0], lambda c=group[0]: _latency_case(env, c)))
+
+
+def _release_gpu_memory() -> None:
+    """Give back what this process's kernel stages cached on the GPU: the server needs it."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _record(env: _Env, case: Case, rec: CaseRecord) -> None:
@@ -251,6 +268,18 @@ def _guard(env: _Env, case: Case, fn) -> CaseRecord:
                            device=env.device)
 
 
+def _port(env: _Env) -> int | None:
+    """The lane's port (``ctx.extra["port"]``, parallel variants), else ``server.port`` (None: a free one).
+
+    A lane port the parent chose as a hint (the suite set none) that is taken
+    on this node by now gives way to a free one.
+    """
+    port = env.ctx.extra.get("port", env.spec.port)
+    if port is not None and env.ctx.extra.get("port_is_hint") and port_in_use(port):
+        return None
+    return port
+
+
 def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: list[Case]) -> None:
     variant = env.variant(variant_name)
     vname = variant_name or "default"
@@ -263,7 +292,7 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
         env=env.server_env(variant),
         log_path=log,
         startup_timeout_s=env.spec.startup_timeout_s,
-        port=env.spec.port,
+        port=_port(env),
     )
     def base_art() -> dict[str, str]:
         return {"server_log": env.rel(log)} if log.exists() else {}
@@ -393,7 +422,7 @@ def _accuracy_case(env: _Env, case: Case, server: VllmServer, variant: Variant) 
     include = None
     task = stage.task
     if stage.data_files is not None:
-        include = env.logs / f"{_slug(case.stage)}-lm_eval-task"
+        include = env.logs / f"{_slug(case.stage)}-{_slug(case.variant or 'default')}-lm_eval-task"
         task = acc.write_task(include, acc.resolve_data_files(stage.data_files))
     cmd = acc.lm_eval_command(tool_command("lm_eval"), stage, server.base_url, server.name, task, out_dir, include)
     res = run_tool(cmd, client_log, env.client_env, CLIENT_TIMEOUT_S, server=server, banner=f"case {case.case_id}")

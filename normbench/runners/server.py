@@ -350,6 +350,35 @@ def option_value(args: list[str], name: str) -> str | None:
     return value
 
 
+def engine_gpus(args: list[str]) -> int:
+    """GPUs one vLLM engine started with ``args`` uses: tensor x pipeline x data parallel size.
+
+    Reads ``--tensor-parallel-size``/``-tp``, ``--pipeline-parallel-size``/``-pp``
+    and ``--data-parallel-size``/``-dp`` (each 1 when absent; the last given wins).
+
+    Raises:
+        NormbenchError: a size that is not a whole number >= 1.
+    """
+    from normbench.errors import NormbenchError
+
+    total = 1
+    for names in (("--tensor-parallel-size", "-tp"), ("--pipeline-parallel-size", "-pp"),
+                  ("--data-parallel-size", "-dp")):
+        value = None
+        for i, a in enumerate(args):
+            for name in names:
+                if a == name and i + 1 < len(args):
+                    value = args[i + 1]
+                elif a.startswith(name + "="):
+                    value = a.split("=", 1)[1]
+        if value is None:
+            continue
+        if not value.isdigit() or int(value) < 1:
+            raise NormbenchError(f"server args: {names[0]} {value!r} is not a whole number >= 1")
+        total *= int(value)
+    return total
+
+
 # --------------------------------------------------------------------------- the server
 @dataclass
 class VllmServer:

@@ -376,3 +376,29 @@ def test_wide_console_shows_bandwidth(kernel_cmp):
     R.render_rich(kernel_cmp, Console(file=buf, width=140, color_system=None))
     assert "GB/s base→cand" in buf.getvalue()
     assert "GB/s base→cand" not in rich_text(kernel_cmp)
+
+
+def test_strict_keeps_the_gpu_models_of_a_heterogeneous_run_apart():
+    def case(repeat: int, samples: list[float], gpu: str) -> CaseRecord:
+        c = _kcase(repeat, samples)
+        c.device = gpu
+        c.device_info = {"name": gpu, "label": f"node:{gpu}"}  # type: ignore[attr-defined]  (extra field)
+        return c
+
+    # a Ray cluster of H100 and A100 nodes: repeat 0 landed on an H100, repeat 1 on an A100 (2x slower)
+    a = _record("a", [case(0, [1.0] * 10, "H100"), case(1, [2.0] * 10, "A100")])
+    b = _record("b", [case(0, [1.0] * 10, "H100"), case(1, [2.0] * 10, "A100")])
+    pooled = C.compare(a, [b]).rows
+    assert len(pooled) == 1  # without --strict the two GPU models are one sample
+    apart = C.compare(a, [b], C.CompareOptions(strict=True)).rows
+    assert sorted((r.params["gpu"], r.base_value, r.verdict) for r in apart) == [
+        ("A100", 2.0, "within noise"), ("H100", 1.0, "within noise")]
+    # a repeat that ran on another model than its baseline is not matched with it
+    c = _record("c", [case(0, [1.0] * 10, "A100"), case(1, [2.0] * 10, "A100")])
+    rows = C.compare(a, [c], C.CompareOptions(strict=True)).rows
+    assert sorted((r.params["gpu"], r.status) for r in rows) == [
+        ("A100", C.COMPARED), ("H100", C.ONLY_BASE)]
+    # two homogeneous runs on different models are refused, as before
+    h = _record("h", [case(0, [1.0] * 10, "H100")])
+    with pytest.raises(IncomparableError, match="baseline h: H100; c: A100"):
+        C.compare(h, [_record("c", [case(0, [1.0] * 10, "A100")])], C.CompareOptions(strict=True))

@@ -123,6 +123,9 @@ def test_resolve_options_defaults_and_errors(monkeypatch) -> None:
         resolve_options("serial", "2", None)
     with pytest.raises(NormbenchError, match="needs `--executor ray`"):
         resolve_options(None, None, "auto")
+    with pytest.raises(NormbenchError, match="--accelerator-type places Ray workers"):
+        resolve_options(None, "all", None, "H100")
+    assert [d.label for d in resolve_options(None, "all", None).devices] == ["fake:0", "fake:1"]
 
 
 def test_ray_missing_is_a_clear_error_with_the_install_command(tmp_path: Path, monkeypatch) -> None:
@@ -154,6 +157,54 @@ def test_kernel_units_group_a_point_and_put_the_costliest_first() -> None:
         assert [c.case_id for c in u.cases] == [c.case_id for c in cases if c.params == u.cases[0].params]
     sizes = [u.cases[0].param_dict["num_tokens"] for u in units]
     assert sizes == sorted(sizes, reverse=True)
+
+
+def test_a_worker_takes_a_unit_it_is_warm_for_unless_it_is_much_smaller() -> None:
+    def unit(cost: float, affinity: str) -> WorkUnit:
+        return WorkUnit("kernel", (), cost, affinity)
+
+    sched = Scheduler(None, [], lambda k, e: None)
+    slot = Slot(0, "fake:0", sched.events)
+    slot.warm = {"h4096"}
+    sched.pending.extend([unit(10, "h8192"), unit(8, "h4096"), unit(6, "h4096")])
+    assert sched._next_for(slot).cost == 8  # warm, and at least half the head's cost
+    assert sched._next_for(slot).cost == 6
+    assert sched._next_for(slot).cost == 10  # nothing warm left: the costliest first
+    sched.pending.extend([unit(9, "h8192"), unit(2, "h4096")])
+    assert sched._next_for(slot).cost == 9  # the warm unit costs under half of the head's
+    assert sched._next_for(slot).cost == 2
+    units = kernel_units(_cases(points=2, providers=2) + [
+        Case("s", 0, "kernel", "rms_norm", "p0", None, (("num_tokens", 4), ("hidden_size", 96)), 0)])
+    assert len({u.affinity for u in units}) == 2  # the token count is not part of it
+
+
+def test_e2e_units_gpu_sets_and_ports() -> None:
+    from normbench.executors import e2e_units, gpu_sets, lane_ports
+    from normbench.runners.server import engine_gpus
+    from normbench.suite import Suite
+
+    assert engine_gpus([]) == 1
+    assert engine_gpus(["--tensor-parallel-size", "2", "-pp=2", "--max-num-seqs", "8"]) == 4
+    assert engine_gpus(["-tp", "2", "--tensor-parallel-size=4"]) == 4  # the last one given
+    with pytest.raises(NormbenchError, match="not a whole number"):
+        engine_gpus(["-tp", "two"])
+    suite = Suite.model_validate({
+        "name": "v", "server": {"model": "m", "args": ["-tp", "2"]},
+        "variants": {"a": {}, "b": {"args": ["--tensor-parallel-size", "1"]}},
+        "stages": [{"kind": "latency", "name": "lat", "input_len": [512]}],
+    })
+    cases = [Case("lat", 0, "latency", None, None, v, (("input_len", 512),), r) for r in range(2) for v in ("a", "b")]
+    units = {u.affinity: u for u in e2e_units(cases, suite)}
+    assert {k: (u.gpus, [c.repeat for c in u.cases]) for k, u in units.items()} == {"a": (2, [0, 1]), "b": (1, [0, 1])}
+    devices = [Device(i, str(i + 4), f"cuda:{i}") for i in range(5)]
+    pairs = gpu_sets(devices, 2)
+    assert [(d.index, d.visible, d.label) for d in pairs] == [(0, "4,5", "cuda:0,1"), (2, "6,7", "cuda:2,3")]
+    assert gpu_sets(devices, 1) == devices and gpu_sets(devices[:1], 2) == []
+    assert lane_ports(3, 8000) == [8000, 8001, 8002]
+    free = lane_ports(4, None)
+    assert len(set(free)) == 4 and all(1024 <= p <= 65535 for p in free)
+    with pytest.raises(NormbenchError, match="up to 65536"):
+        lane_ports(2, 65535)
 
 
 def test_plan_order_puts_stored_cases_first_then_the_plan() -> None:
@@ -325,6 +376,61 @@ def test_a_killed_worker_fails_its_case_and_the_others_go_on(tmp_path: Path, fak
     res = _run(["--resume", "latest", "--results-dir", str(runs), "--gpus", "2"])
     assert "0 to go" in res.output
     assert store.load_run(store.resolve_run("latest", runs)).status == "complete"
+    # --retry-failed runs the FAILED case again; its new record replaces the old one
+    res = _run(["--resume", "latest", "--results-dir", str(runs), "--gpus", "2", "--retry-failed"])
+    assert res.exit_code == 0, res.output
+    assert "1 to go (1 FAILED to run again)" in " ".join(res.output.split())
+    again = store.load_run(store.resolve_run("latest", runs))
+    assert again.status == "complete" and len(again.cases) == 72
+    redone = next(c for c in again.cases if c.case_id == f.case_id)
+    assert redone.status == "OK" and redone.device_info["pid"] != killed["pid"]
+    assert [c.case_id for c in again.cases] == [c.case_id for c in record.cases]  # same order as before
+
+
+def test_retry_failed_needs_resume(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["run", str(_suite(tmp_path)), "--retry-failed", "--results-dir", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "--retry-failed goes with --resume" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_prestarted_workers_not_adopted_are_stopped_and_leave_nothing(tmp_path: Path, fake_gpus) -> None:
+    from normbench.executors import local
+
+    pre = local.prestart(resolve_devices("all"), tmp_path)
+    slots = list(pre.slots.values())
+    ready = set()
+    deadline = time.monotonic() + 120
+    while len(ready) < 2 and time.monotonic() < deadline:  # they set their devices up before any run exists
+        slot, kind, payload = pre.events.get(timeout=120)
+        assert kind == "ready", payload
+        ready.add(payload["label"])
+    assert ready == {"fake:0", "fake:1"}
+    pids = [s.proc.pid for s in slots]
+    pre.close()
+    for s in slots:
+        s.proc.wait(timeout=30)
+    assert not any(_alive(p) for p in pids)
+    assert not (tmp_path / ".workers").exists()
+
+
+def test_a_bad_suite_stops_the_prestarted_workers(tmp_path: Path, fake_gpus, monkeypatch) -> None:
+    from normbench.executors import local
+
+    started: list[Any] = []
+    real = local.prestart
+
+    def spy(devices, results_dir):
+        pre = real(devices, results_dir)
+        started.extend(s.proc for s in pre.slots.values())
+        return pre
+
+    monkeypatch.setattr(local, "prestart", spy)
+    res = _run([str(_suite(tmp_path)), "--results-dir", str(tmp_path / "r"), "--gpus", "all",
+                "--filter", "provider=nothing_matches"])
+    assert res.exit_code == 2 and "no cases match" in res.output
+    assert len(started) == 2
+    for proc in started:
+        assert proc.wait(timeout=30) is not None
 
 
 def test_ctrl_c_stops_the_workers_and_resume_with_gpus_completes(tmp_path: Path, fake_gpus, serial_record) -> None:
@@ -367,8 +473,8 @@ def _ray():
 def ray_local():
     r = _ray()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    r.init(num_cpus=2, resources={"fake_gpu": 2}, include_dashboard=False, log_to_driver=False,
-           configure_logging=False)
+    r.init(num_cpus=2, resources={"fake_gpu": 2, "accelerator_type:FAKE100": 1}, include_dashboard=False,
+           log_to_driver=False, configure_logging=False)
     yield r
     r.shutdown()
 
@@ -390,6 +496,23 @@ def test_ray_run_is_the_serial_record_but_for_devices(tmp_path: Path, ray_fake_g
     for c in ran:
         assert c.metrics["pct_peak"].value == pytest.approx(
             100 * c.metrics["gbps"].value / c.device_info["peak_bandwidth_gbps"], rel=0.01)
+
+
+def test_ray_accelerator_type_counts_only_that_gpu_type(ray_fake_gpu) -> None:
+    from normbench.executors.ray_executor import available
+
+    assert available(ray_fake_gpu, "fake_gpu") == 2
+    assert available(ray_fake_gpu, "fake_gpu", "FAKE100") == 2
+    with pytest.raises(NormbenchError, match="no node of the Ray cluster has that GPU type.*types there: FAKE100"):
+        available(ray_fake_gpu, "fake_gpu", "H100")
+
+
+def test_ray_run_on_one_accelerator_type(tmp_path: Path, ray_fake_gpu, serial_record) -> None:
+    res = _run([str(_suite(tmp_path)), "--results-dir", str(tmp_path / "runs"), "--executor", "ray",
+                "--accelerator-type", "FAKE100"])
+    assert res.exit_code == 0, res.output
+    record = store.load_run(store.resolve_run("latest", tmp_path / "runs"))
+    assert _shape(record) == _shape(serial_record)
 
 
 def test_ray_killed_worker_then_interrupt_and_resume(tmp_path: Path, ray_fake_gpu, serial_record) -> None:
