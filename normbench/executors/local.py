@@ -98,7 +98,7 @@ def run(units: Sequence[WorkUnit], ctx: Any, devices: Sequence[Device],
     """
     init = {
         "suite": ctx.suite, "environment": dict(ctx.environment), "run_dir": str(ctx.run_dir),
-        "debug": bool(ctx.debug),
+        "debug": bool(ctx.debug), "extra": dict(ctx.extra),
     }
     logs = Path(ctx.run_dir) / "logs" / "workers"
     logs.mkdir(parents=True, exist_ok=True)

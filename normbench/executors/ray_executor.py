@@ -91,7 +91,7 @@ def run(units: Sequence[WorkUnit], ctx: Any, options: ExecOptions,
             raise NormbenchError(f"--executor ray: each worker needs {size} {resource!r}; the cluster has {have}")
         actor_cls = _actor_class(ray)
         init = {"suite": ctx.suite, "environment": dict(ctx.environment), "run_dir": str(ctx.run_dir),
-                "debug": bool(ctx.debug)}
+                "debug": bool(ctx.debug), "extra": dict(ctx.extra)}
 
         def make_slot(k: int, events: Any) -> Slot:
             port = ports[k] if ports else None

@@ -67,8 +67,9 @@ class WorkerCore:
     imported in its process (it hides CUDA through ``CUDA_VISIBLE_DEVICES``).
 
     ``configure(init)`` then gives it the run: ``suite`` (Suite),
-    ``environment`` (the run's fingerprint), ``run_dir``, ``debug``, and for
-    end-to-end lanes ``port`` (the ``vllm serve`` port this lane owns).
+    ``environment`` (the run's fingerprint), ``run_dir``, ``debug``, ``extra``
+    (the parent's ``RunContext.extra``), and for end-to-end lanes ``port``
+    (the ``vllm serve`` port this lane owns).
     """
 
     def __init__(self, device: dict[str, Any], send: Callable[[tuple], None]):
@@ -120,7 +121,9 @@ class WorkerCore:
             rec.device_info = dict(self.device_info)  # type: ignore[attr-defined]  (extra field)
             self.send(("record", case.case_id, rec.model_dump_json()))
 
-        extra = {"port": init["port"]} if init.get("port") is not None else {}
+        extra = dict(init.get("extra") or {})
+        if init.get("port") is not None:
+            extra["port"] = init["port"]
         ctx = RunContext(suite=init["suite"], caps=self.caps, environment={**init["environment"], **self.bandwidth},
                          run_dir=Path(init["run_dir"]), record=record, status=lambda line: self.send(("status", line)),
                          debug=bool(init.get("debug")), extra=extra)

@@ -42,6 +42,9 @@ class RunContext:
         status: call with a short line about what is happening now (shown under
             the progress bar).
         debug: ``--debug`` was given (runners may keep more logs).
+        extra: what an executor tells a runner: for end-to-end lanes ``port``
+            (the lane's ``vllm serve`` port), ``port_is_hint`` (the parent chose
+            it; a free port may replace it) and ``preflight_done``.
     """
 
     suite: Suite

@@ -86,3 +86,29 @@ def test_the_variants_ran_at_the_same_time(lanes_run):
 def test_no_process_survives_the_lanes(lanes_run):
     *_, env = lanes_run
     assert leftovers(env) == []
+
+
+def test_ray_lanes_run_each_variant_on_its_own_actor(e2e_work, e2e_env, monkeypatch):
+    """The same lanes as Ray actors (local mode, ``fake_gpu`` standing in for GPUs): the latency stage."""
+    ray = pytest.importorskip("ray")
+    from typer.testing import CliRunner
+
+    from normbench.cli import app
+
+    for k, v in {**e2e_env, "RAY_AUTH_MODE": "disabled", "NORMBENCH_RAY_GPU_RESOURCE": "fake_gpu"}.items():
+        monkeypatch.setenv(k, v)  # Ray's workers, and the vLLM processes they start, inherit these
+    monkeypatch.chdir(e2e_work)  # the suite's model path is relative to the working directory
+    results = e2e_work / "runs-ray-lanes"
+    ray.init(num_cpus=2, resources={"fake_gpu": 2}, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    try:
+        res = CliRunner().invoke(app, ["run", str(SUITE), "--results-dir", str(results), "--no-progress",
+                                       "--executor", "ray", "--filter", "stage=latency"])
+    finally:
+        ray.shutdown()
+    record = load_run(sorted(results.iterdir())[-1])
+    bad = [f"{c.case_id}: {c.status}: {c.reason}" for c in record.cases if c.status != "OK"]
+    assert res.exit_code == 0 and not bad, "\n".join(bad) + res.output[-3000:]
+    lanes = {c.variant: c.device_info["label"] for c in record.cases}
+    assert sorted(lanes) == ["custom_fused", "native"] and len(set(lanes.values())) == 2, lanes
+    assert leftovers(e2e_env) == []
