@@ -178,8 +178,9 @@ def run(
     suites_dir: Optional[Path] = SUITES_DIR_OPT,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     gpus: Optional[str] = typer.Option(
-        None, "--gpus", help="Shard kernel cases over this host's GPUs, one worker process each: `all`, a count, "
-        "or indices (0,2,5; one index: 3,).", show_default=False,
+        None, "--gpus", help="Shard kernel cases over this host's GPUs, one worker process each, and run end-to-end "
+        "variants in parallel on disjoint GPU sets: `all`, a count, or indices (0,2,5; one index: 3,).",
+        show_default=False,
     ),
     executor: Optional[str] = typer.Option(
         None, "--executor", help="serial, local (one worker per GPU here) or ray; default: serial, local with --gpus.",
