@@ -15,7 +15,8 @@ joins the cluster this node belongs to; ``ray://host:port`` uses Ray Client.
 ``--accelerator-type H100`` places actors only on nodes with that GPU type
 (Ray's ``accelerator_type``, the ``accelerator_type:H100`` node resource);
 without it a heterogeneous cluster is used whole, and every record names the
-GPU it ran on (``compare --strict`` refuses to compare across GPU models).
+GPU it ran on (``compare --strict`` then matches cases only on the same GPU
+model).
 Every node needs normbench (and the providers the suite uses) installed.
 ``--gpus N`` caps the number of actors.
 
