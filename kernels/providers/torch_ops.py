@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from normbench.kernels.base import OpFn, Params
@@ -24,20 +22,6 @@ def _lift_recompile_limits() -> None:
     for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
         if hasattr(cfg, name):
             setattr(cfg, name, max(getattr(cfg, name), 4096))
-
-
-def _compile_in_process() -> None:
-    """Inductor compiles in this process, unless ``TORCHINDUCTOR_COMPILE_THREADS`` says otherwise.
-
-    Each case's graph holds one or two kernels, compiled one after another, so
-    the default pool of compile subprocesses (one per core, up to 32) has
-    nothing to parallelize, and starting it costs each process seconds (each
-    of a parallel run's workers pays it). What is compiled is the same either way.
-    """
-    if "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
-        import torch._inductor.config as inductor_config
-
-        inductor_config.compile_threads = 1
 
 
 class CompiledProvider(FamilyProvider):
@@ -62,7 +46,6 @@ class CompiledProvider(FamilyProvider):
     def _maker(factory):
         def make(params: Params) -> OpFn:
             _lift_recompile_limits()
-            _compile_in_process()
             return torch.compile(factory(params), dynamic=False)
 
         return make
