@@ -9,6 +9,8 @@ and review the diff (``git diff tests/golden``).
 
 from __future__ import annotations
 
+import statistics
+
 import csv
 import io
 import json
@@ -131,8 +133,20 @@ def test_derived_metric_takes_its_source_verdict(kernel_cmp):
     assert g.verdict == t.verdict == "faster"
     assert g.method == "derived from time_us"
     assert g.delta_pct > 0  # more GB/s
-    # reciprocal interval: 1 / (1 + hi) .. 1 / (1 + lo)
+    # from the stored records: the time samples pooled over repeats; GB/s from its stored values
+    def stored(run_id: str, metric: str) -> list[float]:
+        ms = [c.metrics[metric] for c in run(run_id).cases if c.fingerprint == t.key]
+        return [x for m in ms for x in (m.samples or [m.value])]
+
+    def ratio(metric: str) -> float:
+        return statistics.median(stored(CAND, metric)) / statistics.median(stored(BASE, metric))
+
+    assert t.delta_pct == pytest.approx(100 * (ratio("time_us") - 1))
+    assert g.delta_pct == pytest.approx(100 * (ratio("gbps") - 1))
+    # reciprocal interval: 1 / (1 + hi) .. 1 / (1 + lo), around the point estimate
     assert 1 + g.ci_low_pct / 100 == pytest.approx(1 / (1 + t.ci_high_pct / 100))
+    assert 1 + g.ci_high_pct / 100 == pytest.approx(1 / (1 + t.ci_low_pct / 100))
+    assert g.ci_low_pct < g.delta_pct < g.ci_high_pct
 
 
 def test_statuses_and_unmatched_rows_are_listed(kernel_cmp):
