@@ -739,12 +739,10 @@ def compare(baseline: RunRecord, candidates: Sequence[RunRecord], options: Compa
 def case_gpu(case: CaseRecord, environment: dict[str, Any]) -> str | None:
     """The GPU model a case ran on: its worker's ``device_info.name``, else its ``device``, else the run's GPU.
 
-    (``device`` is the GPU's name, e.g. ``NVIDIA H100 80GB HBM3``, or ``cpu``;
-    a bare ``cuda`` names no model and defers to the run's environment.)
+    (``device`` is what the runner recorded: the GPU's name, e.g. ``NVIDIA H100 80GB HBM3``, or ``cpu``.)
     """
     info = getattr(case, "device_info", None) or {}
-    device = case.device if case.device != "cuda" else None
-    return info.get("name") or device or gpu_name(environment)
+    return info.get("name") or case.device or gpu_name(environment)
 
 
 def _gpu_models(run: RunRecord) -> set[str]:
