@@ -348,9 +348,8 @@ def gpu_sets(devices: Sequence[Device], size: int) -> list[Device]:
 def lane_ports(count: int, base: int | None) -> list[int]:
     """One ``vllm serve`` port per lane, all different.
 
-    ``base, base+1, ...`` when the suite sets ``server.port``; otherwise ports
-    the OS gives, all held open together while they are chosen so that no two
-    are the same.
+    ``base, base+1, ...`` when the suite sets ``server.port``; otherwise
+    ``normbench.runners.server.free_ports`` (all different).
 
     Raises:
         NormbenchError: ``base + count - 1`` is beyond 65535.
@@ -359,18 +358,9 @@ def lane_ports(count: int, base: int | None) -> list[int]:
         if base + count - 1 > 65535:
             raise NormbenchError(f"server.port {base}: {count} parallel variants need ports up to {base + count - 1}")
         return [base + k for k in range(count)]
-    import socket
+    from normbench.runners.server import free_ports
 
-    held = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            held.append(s)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
+    return free_ports(count)
 
 
 def run_e2e_lanes(cases: list[Case], ctx: Any, options: ExecOptions,

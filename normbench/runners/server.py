@@ -278,9 +278,21 @@ def sigterm_as_interrupt() -> Iterator[None]:
 # --------------------------------------------------------------------------- ports
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that nothing listens on now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different ports that nothing listens on now (held open together while the OS picks them)."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> str | None:
@@ -339,14 +351,15 @@ def strip_serve_only(args: list[str]) -> list[str]:
     return out
 
 
-def option_value(args: list[str], name: str) -> str | None:
-    """The last value given to option ``name`` in ``args`` (``--x v`` or ``--x=v``)."""
+def option_value(args: list[str], name: str, *aliases: str) -> str | None:
+    """The last value given to option ``name`` (or one of its ``aliases``) in ``args`` (``--x v`` or ``--x=v``)."""
     value = None
     for i, a in enumerate(args):
-        if a == name and i + 1 < len(args):
-            value = args[i + 1]
-        elif a.startswith(name + "="):
-            value = a.split("=", 1)[1]
+        for n in (name, *aliases):
+            if a == n and i + 1 < len(args):
+                value = args[i + 1]
+            elif a.startswith(n + "="):
+                value = a.split("=", 1)[1]
     return value
 
 
@@ -364,13 +377,7 @@ def engine_gpus(args: list[str]) -> int:
     total = 1
     for names in (("--tensor-parallel-size", "-tp"), ("--pipeline-parallel-size", "-pp"),
                   ("--data-parallel-size", "-dp")):
-        value = None
-        for i, a in enumerate(args):
-            for name in names:
-                if a == name and i + 1 < len(args):
-                    value = args[i + 1]
-                elif a.startswith(name + "="):
-                    value = a.split("=", 1)[1]
+        value = option_value(args, *names)
         if value is None:
             continue
         if not value.isdigit() or int(value) < 1:
