@@ -223,6 +223,7 @@ def run(
         raise NormbenchError("--retry-failed goes with --resume RUN")
     exec_options = resolve_options(executor, gpus, ray_address, accelerator_type)
     base = store.results_dir(results_dir)
+    run_dir = None
     if resume:
         run_dir = store.resolve_run(resume, base)
         previous = store.load_run(run_dir)
@@ -239,13 +240,13 @@ def run(
         # The workers set their GPUs up while this process imports torch and measures the machine.
         prestarted = local.prestart(exec_options.devices, base)
     try:
-        _run(loaded, filter, repeat, dry_run, name, resume, retry_failed, base, progress, exec_options, prestarted)
+        _run(loaded, filter, repeat, dry_run, name, run_dir, retry_failed, base, progress, exec_options, prestarted)
     finally:
         if prestarted is not None:
             prestarted.close()
 
 
-def _run(loaded: Any, filter: list[str], repeat: int, dry_run: bool, name: Optional[str], resume: Optional[str],
+def _run(loaded: Any, filter: list[str], repeat: int, dry_run: bool, name: Optional[str], resume_dir: Optional[Path],
          retry_failed: bool, base: Path, progress: bool, exec_options: Any, prestarted: Any) -> None:
     """``run`` once the suite is loaded (and any workers are starting)."""
     from normbench import store
@@ -263,8 +264,8 @@ def _run(loaded: Any, filter: list[str], repeat: int, dry_run: bool, name: Optio
     from normbench.report.run_table import render_run
 
     out = console()
-    if resume:
-        writer = store.resume_run(store.resolve_run(resume, base))
+    if resume_dir is not None:
+        writer = store.resume_run(resume_dir)
         stored = writer.record.case_map()
         done = {k for k, r in stored.items() if not (retry_failed and r.status == "FAILED")}
         pending = [c for c in cases if c.case_id not in done]
