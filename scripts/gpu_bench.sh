@@ -47,6 +47,15 @@ setup() {
 
 NB=(python3 -m normbench.cli)
 
+timed() {  # timed TIMES_FILE NAME ARGS...: one `normbench run rmsnorm`, its wall time appended to TIMES_FILE
+  local times=$1 name=$2; shift 2
+  local t0=$(date +%s.%N)
+  step "${NB_STEP_SECONDS:-540}" "$name" "${NB[@]}" run rmsnorm --name "$name" --results-dir "$RUNS" --no-progress "$@"
+  local t1=$(date +%s.%N)
+  printf '%-16s %8.1f s  %s\n' "$name" "$(python3 -c "print($t1 - $t0)")" "$*" | tee -a "$times"
+}
+latest() { ls -d "$RUNS"/"$1"-2* 2>/dev/null | tail -1; }  # the newest run of that name (/tmp outlives a call)
+
 setup
 for mode in "$@"; do
   case "$mode" in
@@ -85,29 +94,21 @@ for mode in "$@"; do
       [ -n "$mf" ] && f=(--filter "$mf")
       times=$OUTDIR/multigpu_times.txt
       nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$OUTDIR/multigpu_gpus.csv"
-      timed() {  # timed NAME ARGS...: one normbench run, its wall time appended to $times
-        local name=$1; shift
-        local t0=$(date +%s.%N)
-        step "${NB_STEP_SECONDS:-540}" "$name" "${NB[@]}" run rmsnorm --name "$name" --results-dir "$RUNS" --no-progress ${f[@]+"${f[@]}"} "$@"
-        local t1=$(date +%s.%N)
-        printf '%-14s %8.1f s  %s\n' "$name" "$(python3 -c "print($t1 - $t0)")" "$*" | tee -a "$times"
-      }
       # Order: a cold 1-GPU run fills the compile caches; every later run finds them warm, and
       # the speed-ups are taken against the warm 1-GPU run.
-      timed mgpu-1gpu
-      timed mgpu-local --gpus all
+      timed "$times" mgpu-1gpu ${f[@]+"${f[@]}"}
+      timed "$times" mgpu-local ${f[@]+"${f[@]}"} --gpus all
       if python3 -c "import ray" 2>/dev/null; then
-        timed mgpu-ray --executor ray
+        timed "$times" mgpu-ray ${f[@]+"${f[@]}"} --executor ray
       else
         echo "ray does not import here: skipping --executor ray" | tee -a "$times"
       fi
-      timed mgpu-1gpu-warm
-      timed mgpu-local-again --gpus all
-      base=$(ls -d "$RUNS"/mgpu-1gpu-warm-* | head -1)
+      timed "$times" mgpu-1gpu-warm ${f[@]+"${f[@]}"}
+      timed "$times" mgpu-local-again ${f[@]+"${f[@]}"} --gpus all
       for cand in mgpu-local mgpu-ray mgpu-local-again; do
-        ls -d "$RUNS"/$cand-* >/dev/null 2>&1 || continue
-        step 120 "compare_$cand" "${NB[@]}" compare "$base" \
-          "$(ls -d "$RUNS"/$cand-* | head -1)" --format markdown --output "$OUTDIR/multigpu_compare_$cand.md"
+        [ -n "$(latest $cand)" ] || continue
+        step 120 "compare_$cand" "${NB[@]}" compare "$(latest mgpu-1gpu-warm)" "$(latest $cand)" \
+          --format markdown --output "$OUTDIR/multigpu_compare_$cand.md"
       done
       echo "=== wall times"; cat "$times"
       ;;
@@ -117,18 +118,11 @@ for mode in "$@"; do
       # at its own expense), then 1 GPU and --gpus all again, both with warm caches.
       times=$OUTDIR/multigpu_repeat_times.txt
       rep=(--repeat "${NB_MULTIGPU_REPEAT:-3}")
-      timed() {
-        local name=$1; shift
-        local t0=$(date +%s.%N)
-        step "${NB_STEP_SECONDS:-540}" "$name" "${NB[@]}" run rmsnorm --name "$name" --results-dir "$RUNS" --no-progress "${rep[@]}" "$@"
-        local t1=$(date +%s.%N)
-        printf '%-16s %8.1f s  %s\n' "$name" "$(python3 -c "print($t1 - $t0)")" "${rep[*]} $*" | tee -a "$times"
-      }
-      timed rep-local-cold --gpus all
-      timed rep-1gpu
-      timed rep-local --gpus all
-      step 120 compare_rep "${NB[@]}" compare "$(ls -d "$RUNS"/rep-1gpu-* | head -1)" \
-        "$(ls -d "$RUNS"/rep-local-2* | head -1)" --format markdown --output "$OUTDIR/multigpu_repeat_compare.md"
+      timed "$times" rep-local-cold "${rep[@]}" --gpus all
+      timed "$times" rep-1gpu "${rep[@]}"
+      timed "$times" rep-local "${rep[@]}" --gpus all
+      step 120 compare_rep "${NB[@]}" compare "$(latest rep-1gpu)" "$(latest rep-local)" \
+        --format markdown --output "$OUTDIR/multigpu_repeat_compare.md"
       echo "=== wall times"; cat "$times"
       ;;
     *) echo "unknown mode $mode"; exit 2 ;;
