@@ -409,7 +409,6 @@ def run_e2e_lanes(cases: list[Case], ctx: Any, options: ExecOptions,
                         f"variant {u.affinity or 'default'}: `--port` in the server args would make the parallel "
                         "variants' servers collide; set `server.port` instead (lane k serves on it + k)")
         ports = lane_ports(len(lanes), spec.port)
-        ctx.extra["port_is_hint"] = spec.port is None
         if options.executor == "local":
             from normbench.executors import local
 

@@ -43,8 +43,7 @@ class RunContext:
             the progress bar).
         debug: ``--debug`` was given (runners may keep more logs).
         extra: what an executor tells a runner: for end-to-end lanes ``port``
-            (the lane's ``vllm serve`` port), ``port_is_hint`` (the parent chose
-            it; a free port may replace it) and ``preflight_done``.
+            (the lane's ``vllm serve`` port) and ``preflight_done``.
     """
 
     suite: Suite

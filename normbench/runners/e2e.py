@@ -274,8 +274,10 @@ def _port(env: _Env) -> int | None:
     A lane port the parent chose as a hint (the suite set none) that is taken
     on this node by now gives way to a free one.
     """
-    port = env.ctx.extra.get("port", env.spec.port)
-    if port is not None and env.ctx.extra.get("port_is_hint") and port_in_use(port):
+    port = env.ctx.extra.get("port")
+    if port is None:
+        return env.spec.port
+    if env.spec.port is None and port_in_use(port):
         return None
     return port
 
