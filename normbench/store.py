@@ -15,14 +15,26 @@ its last finished case; ``normbench run --resume`` completes the rest.
 
 The results directory is ``--results-dir``, else ``$NORMBENCH_RESULTS_DIR``,
 else ``./runs``.
+
+Reading also accepts a finished record stored compressed, as ``run.json.gz``
+(gzip, RFC 1952) or ``run.json.xz`` (xz/LZMA2), in place of ``run.json``
+(``scripts/compress_runs.sh`` makes them; ``run.json`` wins if a directory holds
+both), and a results directory packed as a tarball (``.tar``, ``.tar.gz``/``.tgz``,
+``.tar.xz``/``.txz``) of run directories: ``--results-dir runs.tar.xz`` or a run
+path ``runs.tar.xz/<run id>``. Writing is always plain ``run.json``.
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
+import lzma
 import os
 import secrets
+import tarfile
 import tempfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +46,9 @@ from normbench.errors import NormbenchError, RunNotFoundError
 SCHEMA_VERSION = 1
 RUN_FILE = "run.json"
 JOURNAL_FILE = "cases.jsonl"
+#: Names a run's record may have, in the order ``load_run`` looks for them.
+RECORD_FILES = (RUN_FILE, RUN_FILE + ".gz", RUN_FILE + ".xz")
+TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz")
 
 Status = Literal["OK", "INCORRECT", "SKIPPED", "FAILED"]
 
@@ -198,37 +213,158 @@ def create_run(
 
 
 def resume_run(run_dir: Path) -> RunWriter:
-    """Reopen a stored run for more cases (``--resume``)."""
+    """Reopen a stored run for more cases (``--resume``).
+
+    Raises:
+        NormbenchError: the run is stored compressed or inside a tarball (resuming
+            writes ``run.json`` in its directory: decompress it first).
+    """
+    check_writable(run_dir)
     record = load_run(run_dir)
     return RunWriter(record, run_dir)
 
 
-def load_run(path: str | Path) -> RunRecord:
-    """Load a run directory (or its run.json), merging any journal left by a crash.
+def check_writable(run_dir: Path) -> None:
+    """Refuse a run that ``--resume`` cannot extend in place.
 
     Raises:
-        RunNotFoundError: no run.json there.
-        NormbenchError: a record of a newer schema, or unreadable JSON.
+        NormbenchError: its record is only compressed, or it lies inside a tarball.
+    """
+    run_dir = Path(run_dir)
+    if _in_tarball(run_dir) is not None:
+        raise NormbenchError(f"{run_dir}: a run inside a tarball cannot be resumed; extract it first")
+    f = record_file(run_dir)
+    if f is not None and f.name != RUN_FILE:
+        raise NormbenchError(f"{f}: a compressed record cannot be resumed; decompress it first "
+                             f"({'xz' if f.suffix == '.xz' else 'gzip'} -d {f})")
+
+
+def record_file(run_dir: Path) -> Path | None:
+    """The record file of a run directory (``run.json``, else ``.gz``, else ``.xz``), or None."""
+    for name in RECORD_FILES:
+        f = run_dir / name
+        if f.is_file():
+            return f
+    return None
+
+
+def _is_tarball(p: Path) -> bool:
+    return p.name.endswith(TARBALL_SUFFIXES) and p.is_file()
+
+
+def _in_tarball(p: Path) -> tuple[Path, str] | None:
+    """``(tarball, member dir)`` when ``p`` names ``<tarball>/<dir>``, else None."""
+    for parent in p.parents:
+        if _is_tarball(parent):
+            return parent, p.relative_to(parent).as_posix()
+    return None
+
+
+def _decompress(name: str, raw: bytes) -> bytes:
+    """``raw`` as stored under file ``name``: gunzip ``.gz``, unxz ``.xz``, else as is.
+
+    Raises:
+        NormbenchError: damaged or truncated data.
+    """
+    try:
+        if name.endswith(".gz"):
+            return gzip.decompress(raw)
+        if name.endswith(".xz"):
+            return lzma.decompress(raw, format=lzma.FORMAT_XZ)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
+        raise NormbenchError(f"{name}: damaged or truncated compressed record ({_why(e)})") from None
+    return raw
+
+
+def _why(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _read_record_file(f: Path) -> bytes:
+    try:
+        raw = f.read_bytes()
+    except OSError as e:
+        raise NormbenchError(f"{f}: cannot read: {e.strerror or e}") from None
+    return _decompress(str(f), raw)
+
+
+@functools.lru_cache(maxsize=4)
+def _tar_contents(path: str, mtime_ns: int, size: int) -> dict[str, dict[str, bytes]]:
+    """Records and journals in a tarball: ``{run dir: {file name: bytes}}`` (cached per file version)."""
+    runs: dict[str, dict[str, bytes]] = {}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                parts = [x for x in m.name.split("/") if x not in ("", ".")]
+                if len(parts) < 2 or parts[-1] not in (*RECORD_FILES, JOURNAL_FILE):
+                    continue
+                data = tar.extractfile(m)
+                if data is not None:
+                    runs.setdefault("/".join(parts[:-1]), {})[parts[-1]] = data.read()
+    except tarfile.ReadError:
+        raise NormbenchError(f"{path}: not a tar archive, or a damaged or truncated one") from None
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib.error) as e:
+        raise NormbenchError(f"{path}: damaged or truncated tarball ({_why(e)})") from None
+    return {d: files for d, files in runs.items() if any(n in files for n in RECORD_FILES)}
+
+
+def _tar_runs(tarball: Path) -> dict[str, dict[str, bytes]]:
+    st = tarball.stat()
+    return _tar_contents(str(tarball.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def load_run(path: str | Path) -> RunRecord:
+    """Load a run, merging any journal left by a crash.
+
+    ``path`` is a run directory, its record file (``run.json``, ``run.json.gz``
+    or ``run.json.xz``), or ``<tarball>/<run dir>`` (see the module docstring).
+
+    Raises:
+        RunNotFoundError: no record there.
+        NormbenchError: a record of a newer schema, unreadable JSON, or a damaged
+            compressed file or tarball.
     """
     p = Path(path)
-    run_dir = p.parent if p.name == RUN_FILE else p
-    f = run_dir / RUN_FILE
-    if not f.exists():
-        raise RunNotFoundError(f"{run_dir}: not a run (no {RUN_FILE})")
+    run_dir = p.parent if p.name in RECORD_FILES else p
+    journal_text: str | None = None
+    packed = _in_tarball(run_dir)
+    if packed is not None:
+        tarball, member = packed
+        files = _tar_runs(tarball).get(member)
+        if not files:
+            raise RunNotFoundError(f"{run_dir}: not a run (no {RUN_FILE} under {member}/ in {tarball})")
+        name = p.name if p.name in files else next(n for n in RECORD_FILES if n in files)
+        where = f"{tarball}:{member}/{name}"
+        text = _decode(where, _decompress(where, files[name]))
+        if JOURNAL_FILE in files:
+            journal_text = files[JOURNAL_FILE].decode("utf-8", errors="replace")
+        f: Path | str = where
+    else:
+        found = p if p.name in RECORD_FILES and p.is_file() else record_file(run_dir)
+        if found is None:
+            raise RunNotFoundError(f"{run_dir}: not a run (no {RUN_FILE}, {RUN_FILE}.gz or {RUN_FILE}.xz)")
+        f = found
+        text = _decode(str(f), _read_record_file(f))
+        journal = run_dir / JOURNAL_FILE
+        if journal.exists():
+            journal_text = journal.read_text(encoding="utf-8")
     try:
-        data = json.loads(f.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise NormbenchError(f"{f}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from e
+    if not isinstance(data, dict):
+        raise NormbenchError(f"{f}: not a run record (a JSON {type(data).__name__}, not an object)")
     version = data.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise NormbenchError(
             f"{f}: schema_version {version!r} is newer than this normbench reads ({SCHEMA_VERSION}); upgrade normbench"
         )
     record = RunRecord.model_validate(data)
-    journal = run_dir / JOURNAL_FILE
-    if journal.exists():
+    if journal_text is not None:
         by_id = record.case_map()
-        for line in journal.read_text(encoding="utf-8").splitlines():
+        for line in journal_text.splitlines():
             try:
                 case = CaseRecord.model_validate_json(line)
             except ValueError:
@@ -241,11 +377,28 @@ def load_run(path: str | Path) -> RunRecord:
     return record
 
 
+def _decode(where: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NormbenchError(f"{where}: not a UTF-8 text record ({e.reason} at byte {e.start})") from None
+
+
 def list_runs(base: Path) -> list[Path]:
-    """Run directories under ``base``, oldest first (by their UTC-stamped names' time)."""
-    if not base.is_dir():
+    """Run directories under ``base``, oldest first (by their UTC-stamped names' time).
+
+    A directory counts when it holds any of ``RECORD_FILES``. ``base`` may be a
+    tarball: then its runs are ``base/<run dir>`` paths that ``load_run`` reads.
+
+    Raises:
+        NormbenchError: ``base`` is a damaged tarball.
+    """
+    if _is_tarball(base):
+        runs = [base / d for d in _tar_runs(base)]
+    elif base.is_dir():
+        runs = [d for d in base.iterdir() if record_file(d) is not None]
+    else:
         return []
-    runs = [d for d in base.iterdir() if (d / RUN_FILE).is_file()]
     return sorted(runs, key=lambda d: (_stamp(d.name), d.name))
 
 
@@ -257,12 +410,21 @@ def _stamp(run_id: str) -> str:
 def resolve_run(ref: str, base: Path) -> Path:
     """A run by path, exact id, unique id prefix, or ``latest``.
 
+    A path is a run directory, its record file (``run.json``, ``run.json.gz``,
+    ``run.json.xz``) or ``<tarball>/<run dir>``; ``base`` may be a tarball.
+
     Raises:
         RunNotFoundError: nothing matches, or a prefix matches several runs.
+        NormbenchError: a damaged tarball.
     """
     p = Path(ref)
-    if (p / RUN_FILE).is_file() or (p.name == RUN_FILE and p.is_file()):
-        return p if p.name != RUN_FILE else p.parent
+    if p.name in RECORD_FILES and p.is_file():
+        return p.parent
+    if record_file(p) is not None:
+        return p
+    packed = _in_tarball(p.parent if p.name in RECORD_FILES else p)
+    if packed is not None and packed[1] in _tar_runs(packed[0]):
+        return packed[0] / packed[1]
     runs = list_runs(base)
     if ref == "latest":
         if not runs:

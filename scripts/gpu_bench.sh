@@ -3,7 +3,7 @@
 #
 #   bash scripts/gpu_bench.sh MODE [MODE ...]
 #
-# Modes: probe (GPU facts + smoke suite), tune:FAMILY (scripts/tune_FAMILY.py), suites names (e.g.
+# Modes: probe (GPU facts + smoke suite), gputests (pytest -m gpu: kernels compiled on this GPU), tune:FAMILY (scripts/tune_FAMILY.py), suites names (e.g.
 # `suite:rmsnorm`, `suite:quant:FILTER...`), aa (an A/A pair + an A/B pair with a
 # deliberately slowed provider), crosscheck (do_bench vs normbench for torch.compile),
 # multigpu (suites/rmsnorm.yaml: 1 GPU cold, --gpus all, --executor ray if ray imports (carry
@@ -42,6 +42,7 @@ setup() {
   export PYTHONPATH=/tmp/nbsite:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   export PATH=/tmp/nbsite/bin:$PATH
   [ -f /tmp/peers-site/env.sh ] && . /tmp/peers-site/env.sh
+  [ -f /tmp/vllm-site/env.sh ] && . /tmp/vllm-site/env.sh  # scripts/vllm_bundle.sh
   python3 -c "import normbench.kernels.rmsnorm, pydantic; print('normbench ok, pydantic', pydantic.VERSION)"
 }
 
@@ -63,6 +64,11 @@ for mode in "$@"; do
       nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
       python3 -c "import torch, triton; p=torch.cuda.get_device_properties(0); print(torch.__version__, triton.__version__, p.name, p.multi_processor_count, 'SMs', p.L2_cache_size>>20, 'MiB L2')"
       step 240 smoke "${NB[@]}" run smoke --results-dir "$RUNS" --no-progress
+      ;;
+    gputests)
+      # The kernel tests compiled on this GPU (not the interpreter), before any timing.
+      step 420 gpu_tests python3 -m pytest -m gpu tests/kernels -q -rfE -p no:cacheprovider \
+        --junitxml="$OUTDIR/gpu_tests.xml"
       ;;
     tune:*)
       fam=${mode#tune:}

@@ -9,7 +9,7 @@ runs=$dir/runs
 latest() { ls -d "$runs"/"$1"-* 2>/dev/null | sort | tail -1; }
 out=$dir/REPORT.md
 {
-  echo "# normbench results: $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['environment'].get('gpu.name'))" "$(latest rmsnorm)/run.json")"
+  echo "# normbench results: $(python3 -c "import sys; from normbench.store import load_run; print(load_run(sys.argv[1]).environment.get('gpu.name'))" "$(latest rmsnorm)")"
   echo
   echo "Every table below is printed by normbench from the run records in \`runs/\` (\`normbench show RUN --format markdown\`,"
   echo "\`normbench compare A B --format markdown\`). Regenerate with \`bash scripts/make_report.sh ${1}\`."

@@ -226,6 +226,8 @@ def plot(
 
     record = _load(run_ref, results_dir)
     other = _load(vs, results_dir) if vs else None
+    if out is None and record.path and not Path(record.path).is_dir():
+        raise NormbenchError(f"{record.path} is inside a tarball: give --out FOLDER for the plots")
     folder = out or Path(record.path or ".") / "plots"
     paths = write_plots(record, folder, other)
     c = console()

@@ -226,6 +226,7 @@ def run(
     run_dir = None
     if resume:
         run_dir = store.resolve_run(resume, base)
+        store.check_writable(run_dir)  # before any worker starts
         previous = store.load_run(run_dir)
         loaded = LoadedSuite(
             suite=Suite.model_validate(previous.suite.spec), path=previous.suite.path, sha256=previous.suite.sha256
