@@ -1598,28 +1598,40 @@ def _unsupported(reason: str):
 
 
 def _vllm(params: Params) -> OpFn:
-    """vLLM: the fused ``torch.ops._C.(fused_add_)rms_norm_nvfp4_quant`` when the
-    build has it (PR #32957), else ``rms_norm`` / ``fused_add_rms_norm`` then
-    ``scaled_fp4_quant(y, global_scale)``. vLLM's NVFP4 kernels are built for
-    SM100/SM120 only; fp16/bf16 only.
+    """vLLM 0.25.1 (unfused): ``vllm._custom_ops.rms_norm(out, input, weight, epsilon)``
+    / ``fused_add_rms_norm(input, residual, weight, epsilon)``, then
+    ``scaled_fp4_quant(input, input_global_scale, is_sf_swizzled_layout=True,
+    backend="none", padded_n=None)`` -> ``(codes uint8 [m, n/2], block scales
+    float8_e4m3fn [round_up(m, 128), round_up(n/16, 4)])``: swizzled 128x4 layout, padding
+    zero (0.25.1 allocates the scale buffer with ``torch.zeros``), global scale multiplies.
+    ``fused_add_rms_norm`` works in place: ``x`` becomes the norm output and ``residual``
+    the sum, which is returned as residual_out.
 
-    ``fused_add_rms_norm`` (unfused path) works in place: ``x`` becomes the
-    norm output and ``residual`` the sum, which is returned as residual_out.
+    A fused ``torch.ops._C.(fused_add_)rms_norm_nvfp4_quant`` (vLLM PR #32957; not in
+    0.25.1, whose Python sources never name it) is used when a build registers it; its
+    argument order ``(out, out_scale, input, [residual,] weight, global_scale, epsilon)``
+    comes from that PR and could not be checked against a released schema.
+
+    vLLM builds its NVFP4 kernels for SM100+ only (``registry``: ``min_sm`` 100); fp16/bf16
+    only.
+
+    Raises:
+        Unsupported: float32, a device below SM100, or a build without the kernels.
     """
     if params["dtype"] not in ("bfloat16", "float16"):
         raise _unsupported(f"vLLM's NVFP4 quantization takes fp16/bf16, not {params['dtype']}")
     why = require_sm(_cuda_device(), 10)
     if why:
-        raise _unsupported(f"vLLM NVFP4 kernels {why}")
-    import vllm._custom_ops as ops  # noqa: F401  (registers torch.ops._C)
+        raise _unsupported(f"vLLM's NVFP4 kernels: {why}")
+    from normbench.kernels.providers.vllm import custom_ops, has_kernel
 
     eps = float(params["eps"])
     has_res = bool(params.get("residual"))
-    c = torch.ops._C
     fused_name = "fused_add_rms_norm_nvfp4_quant" if has_res else "rms_norm_nvfp4_quant"
+    ops = custom_ops()  # loads the kernel library, which registers torch.ops._C
 
-    if hasattr(c, fused_name):
-        fused = getattr(c, fused_name)
+    if has_kernel(fused_name):
+        fused = getattr(torch.ops._C, fused_name)
 
         def fn_fused(inputs: Inputs) -> Outputs:
             x = inputs["x"]
@@ -1635,6 +1647,8 @@ def _vllm(params: Params) -> OpFn:
             return out, sf.view(torch.float8_e4m3fn)
 
         return fn_fused
+
+    custom_ops("fused_add_rms_norm" if has_res else "rms_norm", "scaled_fp4_quant")
 
     def fn_unfused(inputs: Inputs) -> Outputs:
         x, w = inputs["x"], inputs["weight"]

@@ -17,6 +17,24 @@ Ops (``normbench.ops``), tensors row-major ``[num_tokens, hidden_size]`` (T x H)
   ``scale_layout=row_major``: ``scales`` is contiguous ``[T, G]``; ``col_major``: the
   storage is a contiguous ``[G, T]`` tensor and ``scales`` is its transposed ``[T, G]``
   view (strides ``(1, T)``), vLLM's ``rms_norm_per_block_quant(..., is_scale_transposed=True)``.
+* ``rms_norm_static_quant``: the same norm, then quantization with a *static* per-tensor
+  scale, the fp32 ``inputs["scale"]`` [1] (a calibrated activation scale of an FP8
+  checkpoint) -> ``(codes [T, H], scale [1], [residual_out])``; the given scale is returned
+  as is (as ``scaled_quant`` with ``static_scale``), nothing is computed or written for it.
+  vLLM's ``torch.ops._C.rms_norm_static_fp8_quant`` /
+  ``fused_add_rms_norm_static_fp8_quant``, the op its ``fuse_norm_quant`` pass
+  (``RMSNormStaticQuantPattern`` / ``FusedAddRMSNormStaticQuantPattern`` in
+  ``vllm/compilation/passes/fusion/rms_quant_fusion.py``) emits for static fp8 scales.
+  Convention: codes = ``RNE(clamp(y / scale, -448, 448))``, i.e. the scale *divides* (it is
+  the dequantization scale, ``y ~ codes * scale``). vLLM's CUDA kernel and FlashInfer's
+  multiply by the fp32 reciprocal ``1.0f / scale`` (vLLM ``layernorm_quant_kernels.cu``
+  ``scale_inv``, then ``scaled_fp8_conversion<true>``: multiply, clamp to +-448, RNE
+  saturating conversion; its native ``QuantFP8.forward_native`` multiplies by
+  ``scale.reciprocal()`` too), ours as well; the reference divides exactly in float64.
+  The two differ by at most one fp32 rounding of ``1 / scale`` (2^-24 relative), which
+  only moves values that lie at a rounding tie, accepted by ``check``. vLLM has no fused
+  static int8 (it composes ``rms_norm`` and ``scaled_int8_quant``): ``quant_dtype=int8``
+  runs on the reference, torch and Triton providers only.
 * ``group_quant`` (internal, not a suite op): per-group quantization of a given ``x``
   (params ``quant_dtype``, ``group_size``, ``scale_layout``) -> ``(codes, scales)``: the
   standalone half of the unfused ``rms_norm_group_quant`` compositions
@@ -59,7 +77,9 @@ per-group scales, ``scale_ub``), ``fused_layernorm_dynamic_per_token_quant.cu``,
 Providers in ``IMPLS``: ``reference``, ``torch_naive`` (eager, unfused, compile-friendly;
 ``torch_compile`` compiles it), ``triton`` (ours: tiles of whole rows held in registers,
 one read of the input, launch configs from the measured ``TUNED`` table), ``vllm``
-(``vllm._custom_ops``, imported lazily).
+(``vllm._custom_ops``, imported lazily; ``rms_norm_static_quant`` through ``torch.ops._C``),
+``flashinfer`` (``rms_norm_static_quant`` only: ``flashinfer.norm.rmsnorm_quant`` /
+``fused_add_rmsnorm_quant``).
 """
 
 from __future__ import annotations
@@ -103,10 +123,12 @@ except ImportError:  # pragma: no cover - triton is a Linux-only dependency (pyp
     _HAVE_TRITON = False
     _HAVE_GDC = False
 
-SUITE_OPS = ("scaled_quant", "rms_norm_quant", "rms_norm_group_quant")
+#: [residual add +] RMSNorm + quantization with a given (static) per-tensor scale.
+STATIC_OP = "rms_norm_static_quant"
+SUITE_OPS = ("scaled_quant", "rms_norm_quant", "rms_norm_group_quant", STATIC_OP)
 #: Internal op of the unfused per-group compositions (not in ``normbench.ops.OPS``).
 GROUP_QUANT = "group_quant"
-NORM_OPS = ("rms_norm_quant", "rms_norm_group_quant")
+NORM_OPS = ("rms_norm_quant", "rms_norm_group_quant", STATIC_OP)
 
 QUANT_TORCH_DTYPES = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}
 QMAX = {"fp8": 448.0, "int8": 127.0}
@@ -124,11 +146,18 @@ FP32_SLACK = 2.0**-16
 
 def _granularity(op: str, params: Params) -> str:
     """``"tensor"``, ``"token"`` or ``"group"``: the blocks that share one scale."""
+    if op == STATIC_OP:
+        return "tensor"
     if op == "scaled_quant":
         if params.get("static_scale") or params.get("scale_granularity") == "per_tensor":
             return "tensor"
         return "token"
     return "token" if op == "rms_norm_quant" else "group"
+
+
+def _is_static(op: str, params: Params) -> bool:
+    """Whether the case quantizes with the given fp32 ``inputs["scale"]`` [1]."""
+    return op == STATIC_OP or (op == "scaled_quant" and bool(params.get("static_scale")))
 
 
 def _has_residual(op: str, params: Params) -> bool:
@@ -245,7 +274,7 @@ def _reference_parts(op: str, params: Params, inputs: Inputs) -> tuple[Outputs, 
     else:
         y = x.to(torch.float64)
     amax = _block_amax(y, gran, gs)
-    if op == "scaled_quant" and params.get("static_scale"):
+    if _is_static(op, params):
         scale32 = inputs["scale"].to(torch.float32).reshape(1)
     else:
         a = amax
@@ -322,8 +351,17 @@ class QuantFamily:
           benchmark); with ``scale_ub`` a 0-d fp32 ``scale_ub`` = min(90th percentile of
           the row amaxes of the norm output, 0.95 x the largest), so that some rows (at
           least the largest) are clamped.
+        * ``rms_norm_static_quant``: the norm inputs, and an fp32 ``scale`` [1] =
+          ``static_scale_factor * amax(|y|) / qmax`` with ``y`` the norm output computed in
+          fp32 (a calibration on this very batch): factor 1 maps the largest value to qmax (to
+          fp32 rounding of the amax); a factor below 1 makes every value with
+          ``|y| > factor * amax`` saturate at +-qmax (a calibration that saw smaller
+          activations than these).
         * ``scaled_quant`` / ``group_quant``: ``x`` ~ 3 N(0, 1); with ``static_scale`` an fp32
           ``scale`` [1] = amax(|x|) / qmax (the largest value maps to qmax exactly).
+
+        Raises:
+            ValueError: ``static_scale_factor`` not positive.
         """
         device = torch.device(device)
         qd = _check_quant_dtype(params)
@@ -339,14 +377,20 @@ class QuantFamily:
             inputs = {"x": randn(t, h).to(dtype), "weight": (1.0 + 0.1 * randn(h)).to(dtype)}
             if _has_residual(op, params):
                 inputs["residual"] = randn(t, h).to(dtype)
-            if _has_scale_ub(op, params):
+            if _has_scale_ub(op, params) or op == STATIC_OP:
                 r = inputs["x"].float()
                 if "residual" in inputs:
                     r = (r + inputs["residual"].float()).to(dtype).float()
                 y = r * torch.rsqrt(r.square().mean(-1, keepdim=True) + float(params["eps"])) * inputs["weight"].float()
                 amax = y.abs().amax(dim=-1)
-                ub = torch.minimum(torch.quantile(amax, 0.9), 0.95 * amax.max())
-                inputs["scale_ub"] = ub.to(torch.float32).reshape(())
+                if op == STATIC_OP:
+                    factor = float(params.get("static_scale_factor", 1.0))
+                    if not factor > 0:
+                        raise ValueError(f"static_scale_factor {factor!r}: must be positive")
+                    inputs["scale"] = (factor * amax.max() / QMAX[qd]).to(torch.float32).reshape(1)
+                else:
+                    ub = torch.minimum(torch.quantile(amax, 0.9), 0.95 * amax.max())
+                    inputs["scale_ub"] = ub.to(torch.float32).reshape(())
             return inputs
         inputs = {"x": (3.0 * randn(t, h)).to(dtype)}
         if op == "scaled_quant" and params.get("static_scale"):
@@ -380,7 +424,10 @@ class QuantFamily:
            (``rtol = 2u``, ``norm_rel = u``; the sum is rounded once either way).
         3. Scales: finite everywhere; where the block amax is > 0,
            ``|s - s_ref| <= scale_rtol * s_ref`` with ``scale_rtol = 3u + 2^-16``; a block of
-           zeros may have any finite scale >= 0 (its codes must be 0).
+           zeros may have any finite scale >= 0 (its codes must be 0). Static scales
+           (``rms_norm_static_quant``, ``scaled_quant`` with ``static_scale``): ``s_ref`` is
+           the input scale, which providers return unchanged, and ``y / s_ref`` may exceed
+           qmax: those codes must be the saturated +-qmax (rule 4, whose window is clamped too).
         4. Codes: each code equals the reference's, or lies between the codes of
            ``v * (1 - tie_rel)`` and ``v * (1 + tie_rel)`` (same clamp and rounding), where
            ``v = y / s_ref`` is the reference's real value and ``tie_rel = 6u + 2^-16``: a
@@ -580,7 +627,7 @@ def _naive_factory(op: str):
         gs = int(params.get("group_size", 0) or 0)
         col = _col_major(params)
         res, ub = _has_residual(op, params), _has_scale_ub(op, params)
-        static = op == "scaled_quant" and bool(params.get("static_scale"))
+        static = _is_static(op, params)
         eps = float(params.get("eps", 1e-6))
 
         def fn(inputs: Inputs) -> Outputs:
@@ -692,15 +739,19 @@ def _quant_tile(
     if NORM:
         # amax(|y|) = rstd * amax(|x * w|) (rstd > 0): the sum of squares and the amax come
         # out of one reduction phase instead of two dependent ones.
+        # A given scale (SCALE_MODE 1, rms_norm_static_quant) needs the sum of squares only.
         xw = x * w
-        if TUPLE_REDUCE:  # one two-operand reduction (one cross-warp exchange)
+        if SCALE_MODE != 0:
+            ss = tl.sum(tl.sum(x * x, axis=2), axis=1)
+        elif TUPLE_REDUCE:  # one two-operand reduction (one cross-warp exchange)
             ss, amax = tl.reduce((x * x, tl.abs(xw)), 2, _sum_and_max)
             ss = tl.sum(ss, axis=1)
         else:
             amax = tl.max(tl.abs(xw), axis=2)
             ss = tl.sum(tl.sum(x * x, axis=2), axis=1)
         rstd = tl.rsqrt(ss / n_cols + eps)  # [ROWS]
-        amax = amax * rstd[:, None]  # [ROWS, BG]: amax of y = x w rstd
+        if SCALE_MODE == 0:
+            amax = amax * rstd[:, None]  # [ROWS, BG]: amax of y = x w rstd
         x = xw
     else:
         rstd = tl.full([ROWS], 1.0, tl.float32)
@@ -1149,6 +1200,40 @@ def triton_rms_norm_quant(
     return codes, scales
 
 
+def triton_rms_norm_static_quant(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, eps: float, quant_dtype: str,
+    residual: torch.Tensor | None = None, config: LaunchConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused [residual add +] RMSNorm + quantization with a static per-tensor scale, one read
+    of ``x``: ``_rowquant_kernel`` with ``SCALE_MODE=1`` (the kernel of ``scaled_quant``'s
+    static path, here with the norm).
+
+    Codes are ``RNE(clamp(y * (1 / scale)))`` with ``y = rms_norm(x [+ residual]) * weight``
+    in fp32 and ``1 / scale`` computed once per program in fp32 (vLLM's convention).
+
+    Args:
+        x: [T, H] bf16 / fp16 / fp32; weight: [H] same dtype; scale: fp32, one element
+            (``[1]``), device memory (read by the kernel: no host sync); residual: [T, H]
+            same dtype, updated in place to the dtype-rounded ``x + residual``;
+        quant_dtype: ``"fp8"`` or ``"int8"``; config: launch override, else ``default_config``
+            (the per-token norm's tuned rows: same bytes per row, one reduction fewer).
+
+    Returns:
+        (codes [T, H] float8_e4m3fn / int8, ``scale`` itself).
+
+    Raises:
+        ValueError: ``scale`` not a one-element fp32 tensor.
+    """
+    if scale.dtype != torch.float32 or scale.numel() != 1:
+        raise ValueError(f"scale: expected one fp32 element, got {scale.dtype} {tuple(scale.shape)}")
+    x = _rows(x)
+    t, h = x.shape
+    codes = torch.empty((t, h), dtype=QUANT_TORCH_DTYPES[quant_dtype], device=x.device)
+    _launch_rowquant(x, codes, scale, quant_dtype, weight=weight, residual=residual, eps=eps,
+                     scale_mode=1, scale_in=scale, config=config)
+    return codes, scale
+
+
 def triton_rms_norm_group_quant(
     x: torch.Tensor, weight: torch.Tensor, eps: float, quant_dtype: str, group_size: int,
     col_major: bool = False, residual: torch.Tensor | None = None, config: LaunchConfig | None = None,
@@ -1243,6 +1328,10 @@ def _triton_factory(op: str):
                 r = inputs["residual"] if res else None
                 codes, scales = triton_rms_norm_group_quant(x, inputs["weight"], eps, qd, gs, col, r, config=cfg)
                 return (codes, scales, r) if res else (codes, scales)
+            if op == STATIC_OP:
+                r = inputs["residual"] if res else None
+                codes, scale = triton_rms_norm_static_quant(x, inputs["weight"], inputs["scale"], eps, qd, r, config=cfg)
+                return (codes, scale, r) if res else (codes, scale)
             if op == GROUP_QUANT:
                 return triton_group_quant(x, qd, gs, col, config=cfg)
             return triton_scaled_quant(
@@ -1258,17 +1347,36 @@ def _triton_factory(op: str):
 
 
 def _vllm_factory(op: str):
-    """``vllm._custom_ops`` (and vLLM's per-token-group quant helpers for ``group_quant``).
+    """vLLM 0.25.1's ``vllm._custom_ops`` wrappers (and its per-token-group quant helpers for
+    ``group_quant``); every call below is bound, on the CPU, against a fake with 0.25.1's
+    exact Python signatures (``tests/unit/test_vllm_adapters.py``).
 
-    * ``scaled_quant``: ``scaled_fp8_quant(x, scale, scale_ub=..., use_per_token_if_dynamic=...)``
-      / ``scaled_int8_quant(x, scale)`` (returns ``(codes, scale, azp)``); vLLM has no
-      dynamic per-tensor int8.
-    * ``rms_norm_quant``: ``rms_norm_dynamic_per_token_quant(x, w, eps, dtype, scale_ub=,
-      residual=)``, residual updated in place; ``scale_ub`` is fp8 only.
-    * ``rms_norm_group_quant``: ``rms_norm_per_block_quant(x, w, eps, dtype, [1, gs],
-      scale_ub, residual, is_scale_transposed)``.
-    * ``group_quant``: ``per_token_group_quant_fp8(x, gs, column_major_scales=, use_ue8m0=False)``
-      / ``per_token_group_quant_int8(x, gs)`` (row-major scales only).
+    * ``scaled_quant`` fp8: ``scaled_fp8_quant(input, scale=None, num_token_padding=None,
+      scale_ub=None, use_per_token_if_dynamic=False, output=None, group_shape=None)`` ->
+      ``(codes, scale)``: static (the given [1] scale, returned as is), dynamic per-token
+      (scales [T, 1], optional ``scale_ub``) or dynamic per-tensor (scale [1]).
+    * ``scaled_quant`` int8: ``scaled_int8_quant(input, scale=None, azp=None,
+      symmetric=True)`` -> ``(codes, scale, azp)`` (azp None when symmetric); static
+      per-tensor or dynamic per-token. vLLM has no dynamic per-tensor int8.
+    * ``rms_norm_quant``: ``rms_norm_dynamic_per_token_quant(input, weight, epsilon,
+      quant_dtype, scale_ub=None, residual=None)`` -> ``(codes, scales [T, 1])``;
+      ``residual`` is updated in place to ``input + residual``; ``scale_ub`` is fp8 only.
+    * ``rms_norm_group_quant``: ``rms_norm_per_block_quant(input, weight, epsilon,
+      quant_dtype, group_size=[1, g], scale_ub=None, residual=None,
+      is_scale_transposed=False, tma_alignment=0)`` -> ``(codes, scales [T, H/g])``;
+      ``is_scale_transposed=True`` gives the transposed view of a contiguous [H/g, T]
+      tensor (``scale_layout=col_major``); ``tma_alignment`` stays 0 (unpadded).
+    * ``group_quant``: ``fp8_utils.per_token_group_quant_fp8(x, group_size, eps=1e-10,
+      dtype=None, column_major_scales=False, tma_aligned_scales=False, out_q=None,
+      use_ue8m0=None)`` with ``use_ue8m0=False`` (plain fp32 scales) /
+      ``int8_utils.per_token_group_quant_int8(x, group_size, eps=1e-10, dtype=torch.int8)``
+      (row-major scales only). Both floor the group amax at ``eps`` = 1e-10.
+
+    Each factory first checks (``providers.vllm.custom_ops``) that ``torch.ops._C`` has the
+    kernel its wrapper launches, so a build without it is SKIPPED, not FAILED.
+
+    Raises:
+        Unsupported: a combination vLLM lacks (before importing vLLM), or a missing kernel.
     """
 
     def factory(params: Params) -> OpFn:
@@ -1287,26 +1395,35 @@ def _vllm_factory(op: str):
             raise Unsupported("vLLM has no dynamic per-tensor int8 quantization")
         if op == GROUP_QUANT and qd == "int8" and col:
             raise Unsupported("vLLM's per_token_group_quant_int8 writes row-major scales only")
-        from vllm import _custom_ops as vops
+        from normbench.kernels.providers.vllm import custom_ops
 
         if op == "scaled_quant":
             if qd == "int8":
+                vops = custom_ops("static_scaled_int8_quant" if static else "dynamic_scaled_int8_quant")
 
                 def fn(inputs: Inputs) -> Outputs:
-                    out = vops.scaled_int8_quant(inputs["x"], inputs["scale"] if static else None)
-                    return out[0], out[1]
+                    codes, scale, _azp = vops.scaled_int8_quant(inputs["x"], inputs["scale"] if static else None)
+                    return codes, scale
 
                 return fn
 
+            if static:
+                kernel = "static_scaled_fp8_quant"
+            else:
+                kernel = "dynamic_per_token_scaled_fp8_quant" if per_token else "dynamic_scaled_fp8_quant"
+            vops = custom_ops(kernel)
+
             def fn(inputs: Inputs) -> Outputs:
-                return tuple(vops.scaled_fp8_quant(
+                codes, scale = vops.scaled_fp8_quant(
                     inputs["x"], inputs["scale"] if static else None,
                     scale_ub=inputs["scale_ub"] if ub else None, use_per_token_if_dynamic=per_token,
-                ))
+                )
+                return codes, scale
 
             return fn
 
         if op == "rms_norm_quant":
+            vops = custom_ops("rms_norm_dynamic_per_token_quant")
 
             def fn(inputs: Inputs) -> Outputs:
                 r = inputs["residual"] if res else None
@@ -1319,13 +1436,15 @@ def _vllm_factory(op: str):
             return fn
 
         if op == "rms_norm_group_quant":
+            vops = custom_ops("rms_norm_per_block_quant")
             if not hasattr(vops, "rms_norm_per_block_quant"):
                 raise Unsupported("this vLLM has no rms_norm_per_block_quant")
 
             def fn(inputs: Inputs) -> Outputs:
                 r = inputs["residual"] if res else None
                 codes, scales = vops.rms_norm_per_block_quant(
-                    inputs["x"], inputs["weight"], eps, qdtype, [1, gs], None, r, is_scale_transposed=col
+                    inputs["x"], inputs["weight"], eps, qdtype, [1, gs],
+                    scale_ub=None, residual=r, is_scale_transposed=col,
                 )
                 return (codes, scales, r) if res else (codes, scales)
 
@@ -1333,27 +1452,145 @@ def _vllm_factory(op: str):
 
         # group_quant
         if qd == "fp8":
+            custom_ops("per_token_group_fp8_quant")
             from vllm.model_executor.layers.quantization.utils.fp8_utils import per_token_group_quant_fp8
 
             def fn(inputs: Inputs) -> Outputs:
-                return tuple(per_token_group_quant_fp8(inputs["x"], gs, column_major_scales=col, use_ue8m0=False))
+                codes, scales = per_token_group_quant_fp8(
+                    inputs["x"], gs, dtype=qdtype, column_major_scales=col, use_ue8m0=False
+                )
+                return codes, scales
 
             return fn
+        custom_ops("per_token_group_quant_int8")
         from vllm.model_executor.layers.quantization.utils.int8_utils import per_token_group_quant_int8
 
         def fn(inputs: Inputs) -> Outputs:
-            return tuple(per_token_group_quant_int8(inputs["x"], gs))
+            codes, scales = per_token_group_quant_int8(inputs["x"], gs)
+            return codes, scales
 
         return fn
 
     return factory
 
 
+# =========================================================================== rms_norm_static_quant peers
+
+
+class _CodesBuffers:
+    """Code outputs of one factory, allocated on first use per (shape, dtype, device) and
+    reused by later calls (as vLLM's benchmarks allocate outside the timed call): a later
+    call overwrites the previous call's codes."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple, torch.Tensor] = {}
+
+    def get(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (tuple(shape), dtype, device)
+        buf = self._bufs.get(key)
+        if buf is None:
+            buf = self._bufs[key] = torch.empty(key[0], dtype=dtype, device=device)
+        return buf
+
+
+def _vllm_static_factory(params: Params) -> OpFn:
+    """vLLM's fused static-scale fp8 kernels (``csrc/layernorm_quant_kernels.cu``).
+
+    vLLM 0.25.1 exposes them only as ``torch.ops._C`` ops (``vllm._custom_ops`` has no
+    wrapper; importing it loads the kernel library), schemas from ``csrc/torch_bindings.cpp``:
+
+    * ``rms_norm_static_fp8_quant(Tensor! result, Tensor input, Tensor weight, Tensor scale,
+      float epsilon) -> ()``;
+    * ``fused_add_rms_norm_static_fp8_quant(Tensor! result, Tensor input, Tensor! residual,
+      Tensor weight, Tensor scale, float epsilon) -> ()``: ``residual`` becomes ``input +
+      residual`` in place, ``input`` is left as is.
+
+    ``result`` (contiguous fp8 [T, H]) is reused across calls. The kernels compute
+    ``(scalar_t)(x * rstd) * weight`` (HF's double rounding) and multiply by
+    ``1.0f / *scale`` before the saturating e4m3 conversion: the module's convention.
+    Outputs ``(codes, scale[, residual])``.
+
+    Raises:
+        Unsupported: ``quant_dtype=int8`` (vLLM has no fused static int8), or a vLLM
+            build without these ops.
+    """
+    qd = _check_quant_dtype(params)
+    if qd != "fp8":
+        raise Unsupported("vLLM has no fused static int8 RMSNorm quantization (it runs rms_norm, then scaled_int8_quant)")
+    res = _has_residual(STATIC_OP, params)
+    eps = float(params.get("eps", 1e-6))
+    from normbench.kernels.providers.vllm import custom_ops
+
+    name = "fused_add_rms_norm_static_fp8_quant" if res else "rms_norm_static_fp8_quant"
+    custom_ops(name)  # imports vllm._custom_ops (which loads the kernel library); Unsupported if it lacks the op
+    kernel = getattr(torch.ops._C, name)
+    bufs = _CodesBuffers()
+
+    def fn(inputs: Inputs) -> Outputs:
+        x, w, scale = inputs["x"], inputs["weight"], inputs["scale"]
+        out = bufs.get(x.shape, torch.float8_e4m3fn, x.device)
+        if res:
+            r = inputs["residual"]
+            kernel(out, x, r, w, scale, eps)
+            return out, scale, r
+        kernel(out, x, w, scale, eps)
+        return out, scale
+
+    return fn
+
+
+def _flashinfer_static_factory(params: Params) -> OpFn:
+    """FlashInfer's ``flashinfer.norm.rmsnorm_quant(out, input, weight, scale, eps=1e-6,
+    enable_pdl=None)`` / ``fused_add_rmsnorm_quant(out, input, residual, weight, scale,
+    eps=1e-6, enable_pdl=None)`` (0.7.x ``flashinfer/norm/__init__.py``; CuTe-DSL kernels, or
+    the CUDA ones of ``include/flashinfer/norm.cuh`` with ``FLASHINFER_USE_CUDA_NORM=1``).
+
+    ``out`` is a preallocated fp8 tensor (reused across calls), ``scale`` an fp32 tensor of
+    shape (1,); ``residual`` becomes ``input + residual`` in place. Convention: both kernels
+    compute ``y * (1 / scale)`` in fp32 (``scale_inv = 1.0f / scale``; the CuTe kernel an
+    approximate reciprocal), clamp to +-448 and convert with round-to-nearest-even: the scale
+    divides, as vLLM's and ours, so the adapter passes it unchanged. The fused-add CUDA
+    kernel normalizes the unrounded fp32 sum (it stores the rounded one), within ``check``'s
+    tie rule. FP8 conversion needs SM89+ (``registry``: ``min_sm``).
+
+    Raises:
+        Unsupported: int8 (FlashInfer writes e4m3 / e5m2 only), float32 inputs (its norm
+            kernels take fp16 / bf16), or a FlashInfer without ``rmsnorm_quant``.
+    """
+    qd = _check_quant_dtype(params)
+    if qd != "fp8":
+        raise Unsupported("flashinfer's rmsnorm_quant writes fp8 only")
+    if params["dtype"] == "float32":
+        raise Unsupported("flashinfer.norm takes float16 and bfloat16 only")
+    res = _has_residual(STATIC_OP, params)
+    eps = float(params.get("eps", 1e-6))
+    import flashinfer.norm as fi_norm
+
+    if not hasattr(fi_norm, "fused_add_rmsnorm_quant" if res else "rmsnorm_quant"):
+        raise Unsupported("this flashinfer has no rmsnorm_quant / fused_add_rmsnorm_quant")
+    bufs = _CodesBuffers()
+
+    def fn(inputs: Inputs) -> Outputs:
+        x, w, scale = inputs["x"], inputs["weight"], inputs["scale"]
+        out = bufs.get(x.shape, torch.float8_e4m3fn, x.device)
+        if res:
+            r = inputs["residual"]
+            fi_norm.fused_add_rmsnorm_quant(out, x, r, w, scale, eps)
+            return out, scale, r
+        fi_norm.rmsnorm_quant(out, x, w, scale, eps)
+        return out, scale
+
+    return fn
+
+
 _ALL = SUITE_OPS + (GROUP_QUANT,)
+#: The ops of ``_vllm_factory``; ``rms_norm_static_quant`` has its own adapter.
+_VLLM_OPS = tuple(op for op in _ALL if op != STATIC_OP)
 
 IMPLS = {
     "reference": {op: _reference_factory(op) for op in _ALL},
     "torch_naive": {op: _naive_factory(op) for op in _ALL},
     "triton": {op: _triton_factory(op) for op in _ALL},
-    "vllm": {op: _vllm_factory(op) for op in _ALL},
+    "vllm": {**{op: _vllm_factory(op) for op in _VLLM_OPS}, STATIC_OP: _vllm_static_factory},
+    "flashinfer": {STATIC_OP: _flashinfer_static_factory},
 }

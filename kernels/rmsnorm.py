@@ -734,12 +734,20 @@ def _triton_factory(params: Params) -> OpFn:
 
 
 def _vllm_factory(params: Params) -> OpFn:
-    """``vllm._custom_ops``: ``rms_norm(out, x, w, eps)`` into a reused ``out`` (as vLLM's
-    benchmark allocates it outside the timed call); ``fused_add_rms_norm(x, residual, w, eps)``
-    in place: x becomes out, residual becomes r."""
-    from vllm import _custom_ops as vllm_ops
+    """vLLM 0.25.1's ``vllm._custom_ops`` wrappers of ``torch.ops._C``:
+
+    * ``rms_norm(out, input, weight, epsilon) -> None`` into a reused ``out`` (as vLLM's
+      benchmark allocates it outside the timed call);
+    * ``fused_add_rms_norm(input, residual, weight, epsilon) -> None`` in place: ``input``
+      becomes the normalized output and ``residual`` the dtype-rounded ``input + residual``.
+
+    Raises:
+        Unsupported: this vLLM build has no ``torch.ops._C`` kernel for the op.
+    """
+    from normbench.kernels.providers.vllm import custom_ops
 
     eps, residual = _case(params)
+    vllm_ops = custom_ops("fused_add_rms_norm" if residual else "rms_norm")
     bufs = _Buffers()
 
     def fn(inputs: Inputs) -> Outputs:

@@ -34,6 +34,17 @@ Rows (``Row``): one per matched case and metric: baseline and candidate
     run), so drift between identical repeats is never called a change
     (``CompareOptions.repeat_floor``; ``normbench noise`` shows those spreads).
 
+Fusion evidence (``compare_variants`` only): per variant, what its server
+    starts logged about vLLM's fusion passes (the records' ``evidence``, see
+    ``normbench.runners.e2e``): patterns replaced per pass, the effective
+    ``fuse_norm_quant``, the enabled fusions. A candidate variant is flagged
+    (``VariantEvidence.flag``) when it asked for ``fuse_norm_quant`` and the
+    norm+quant pass replaced nothing, or when its passes and replacement
+    counts equal the baseline variant's: its deltas then compare the same
+    fusion, and a difference is not the fusion's. Unknown evidence (vLLM's
+    CPU platform, a compile-cache load, no pass debug lines) is shown with its
+    reason and never flagged.
+
 Environment differences (GPU, driver, CUDA, package versions, git commit,
     anything else in ``RunRecord.environment``) are listed, asv/pyperf style;
     ``strict=True`` refuses runs on different GPUs (``IncomparableError``);
@@ -55,6 +66,7 @@ specs, unknown gated metrics, unknown variants.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -239,6 +251,12 @@ class Comparison:
     env_diffs: list[EnvDiff]
     options: CompareOptions
     stage_kinds: dict[str, str]
+    evidence: dict[str, "VariantEvidence"] = field(default_factory=dict)
+
+    def flag(self, variant: str | None) -> str | None:
+        """The evidence flag of ``variant`` (None: not flagged or no evidence)."""
+        ev = self.evidence.get(variant or "")
+        return ev.flag if ev else None
 
     def stages(self) -> list[str]:
         return list(self.stage_kinds)
@@ -295,7 +313,7 @@ class Comparison:
         summaries = {
             c.label: {st: {**asdict(self.summary(c.label, st))} for st in self.stages()} for c in self.candidates
         }
-        return clean({
+        out = {
             "mode": self.mode,
             "baseline": asdict(self.baseline),
             "candidates": [asdict(c) for c in self.candidates],
@@ -304,7 +322,10 @@ class Comparison:
             "rows": [asdict(r) for r in self.rows],
             "environment_differences": [asdict(d) for d in self.env_diffs],
             "summary": summaries,
-        })
+        }
+        if self.evidence:
+            out["evidence"] = {v: asdict(e) for v, e in self.evidence.items()}
+        return clean(out)
 
 
 # --------------------------------------------------------------------------- environment
@@ -802,7 +823,111 @@ def compare_variants(
         cgroups = _groups(by_variant[v], variantless_key)
         rows += _compare_groups(bgroups, cgroups, v, opts, lambda g, v=v: v)
     kinds = {c.stage: c.kind for c in run.cases if c.variant}
-    return Comparison("variants", base_side, sides, rows, [], opts, kinds)
+    return Comparison("variants", base_side, sides, rows, [], opts, kinds,
+                      variant_evidence(run, variants, base_v))
+
+
+# --------------------------------------------------------------------------- fusion evidence
+#: Records whose evidence is a server start's (a latency engine's is used only when a variant has none).
+SERVER_START_KINDS = ("startup", "throughput", "accuracy")
+FLAG_ZERO = "fusion requested, 0 patterns replaced"
+FLAG_SAME = "same fusion passes and patterns replaced as the baseline: no fusion difference to measure"
+
+
+@dataclass
+class VariantEvidence:
+    """What one variant's engine starts logged about fusion (from the records' ``evidence``).
+
+    Attributes:
+        starts: engine starts with evidence (one per server start and repeat).
+        source: ``server`` or ``latency`` (engines of ``vllm bench latency``, used
+            when the variant has no server start).
+        fusion: the distinct ``{pass: patterns replaced}`` of the starts whose
+            fusion is known, in repeat order (one entry when every start agrees).
+        unknown: starts whose fusion could not be known; ``note`` says why (the
+            first such start's note, e.g. ``no fusion pass on this platform``).
+        fuse_norm_quant: the effective ``pass_config.fuse_norm_quant`` (None: not logged).
+        enabled_fusions: vLLM's ``Enabled custom fusions`` (None: not logged).
+        compile: how each start got its graph: ``compiled`` / ``cache`` (counts).
+        flag: why this variant's deltas do not measure the fusion (see the module docstring), or None.
+    """
+
+    variant: str
+    starts: int
+    source: str
+    fusion: list[dict[str, int]]
+    unknown: int
+    note: str | None
+    fuse_norm_quant: bool | None
+    enabled_fusions: list[str] | None
+    compile: dict[str, int]
+    flag: str | None = None
+
+    @property
+    def known(self) -> bool:
+        """Every start's fusion is known (and there is at least one)."""
+        return self.starts > 0 and self.unknown == 0
+
+
+def _norm_quant_total(fusion: dict[str, int]) -> int | None:
+    """Patterns the RMSNorm+quant passes replaced (None: no such pass ran)."""
+    counts = [n for name, n in fusion.items() if "norm" in name.lower() and "quant" in name.lower()]
+    return sum(counts) if counts else None
+
+
+def _evidence_of(cases: list[CaseRecord]) -> list[dict[str, Any]]:
+    """One evidence dict per engine start, in repeat order (cases of one server start share it)."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for c in sorted(cases, key=lambda c: c.repeat):
+        ev = c.evidence
+        if not isinstance(ev, dict):
+            continue
+        server = (c.model_extra or {}).get("server") or {}
+        key = (c.repeat, server.get("pid"), ev.get("source")) if c.kind in SERVER_START_KINDS else (c.case_id,)
+        seen.setdefault(key, ev)
+    return list(seen.values())
+
+
+def variant_evidence(run: RunRecord, variants: list[str], baseline: str) -> dict[str, VariantEvidence]:
+    """Each variant's ``VariantEvidence`` (variants without any evidence are left out) with flags vs ``baseline``."""
+    out: dict[str, VariantEvidence] = {}
+    for v in variants:
+        cases = [c for c in run.cases if c.variant == v]
+        evs, source = _evidence_of([c for c in cases if c.kind in SERVER_START_KINDS]), "server"
+        if not evs:
+            evs, source = _evidence_of([c for c in cases if c.kind == "latency"]), "latency"
+        if not evs:
+            continue
+        fusions: list[dict[str, int]] = []
+        unknown, note = 0, None
+        for ev in evs:
+            f = ev.get("fusion")
+            if isinstance(f, dict):
+                f = {str(k): int(n) for k, n in f.items()}
+                if f not in fusions:
+                    fusions.append(f)
+            else:
+                unknown += 1
+                note = note or ev.get("note")
+        compiled: dict[str, int] = {}
+        for ev in evs:
+            compiled[ev.get("compile") or "unknown"] = compiled.get(ev.get("compile") or "unknown", 0) + 1
+        last = evs[-1]
+        out[v] = VariantEvidence(v, len(evs), source, fusions, unknown, note, last.get("fuse_norm_quant"),
+                                 last.get("enabled_fusions"), compiled)
+    base = out.get(baseline)
+
+    def distinct(ev: VariantEvidence) -> set[str]:
+        return {json.dumps(f, sort_keys=True) for f in ev.fusion}
+
+    for v, ev in out.items():
+        if not ev.known:
+            continue
+        if ev.fuse_norm_quant and any(not _norm_quant_total(f) for f in ev.fusion):
+            ev.flag = FLAG_ZERO  # the baseline too: it then measures something else than it says
+        elif v != baseline and base is not None and base.known and distinct(ev) == distinct(base):
+            ev.flag = FLAG_SAME
+    return out
 
 
 # --------------------------------------------------------------------------- noise floor

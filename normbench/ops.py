@@ -116,6 +116,12 @@ def _rms_norm_group_quant_bytes(p: Params) -> int:
     return _act(p) + _weight(p) + _residual_rw(p) + _quant_code_bytes(p) + scales
 
 
+def _rms_norm_static_quant_bytes(p: Params) -> int:
+    # x (+ residual) read, weight read, codes written (+ residual written); the fp32 static
+    # scale is read (4 bytes) and no scale is written.
+    return _act(p) + _weight(p) + _residual_rw(p) + _quant_code_bytes(p) + 4
+
+
 def _round_up(a: int, b: int) -> int:
     return (a + b - 1) // b * b
 
@@ -153,6 +159,13 @@ def _validate_nvfp4(p: Params) -> str | None:
 def _validate_fp_quant(p: Params) -> str | None:
     if p.get("quant_dtype") == "nvfp4":
         return "quant_dtype nvfp4 has its own ops: rms_norm_nvfp4_quant, fused_add_rms_norm_nvfp4_quant"
+    return None
+
+
+def _validate_static_scale_factor(p: Params) -> str | None:
+    f = p.get("static_scale_factor")
+    if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f < float("inf"):
+        return f"static_scale_factor {f!r}: must be a positive number"
     return None
 
 
@@ -245,6 +258,24 @@ OPS: dict[str, OpInfo] = {
             },
             _rms_norm_group_quant_bytes,
             _all(_validate_fp_quant, _validate_group),
+        ),
+        OpInfo(
+            "rms_norm_static_quant",
+            "RMSNorm (optional residual add) then fp8/int8 with a static per-tensor scale "
+            "(vLLM's rms_norm_static_fp8_quant)",
+            _QUANT,
+            {
+                "residual": RESIDUAL,
+                "quant_dtype": QUANT_DTYPE,
+                "static_scale_factor": Axis(
+                    1.0,
+                    None,
+                    "the input scale is factor * amax(|norm output|) / qmax: 1 maps the largest "
+                    "value to qmax (to fp32 rounding); below 1 the values above factor * amax saturate",
+                ),
+            },
+            _rms_norm_static_quant_bytes,
+            _all(_validate_fp_quant, _validate_static_scale_factor),
         ),
         OpInfo(
             "rms_norm_nvfp4_quant",

@@ -21,7 +21,11 @@ from normbench.errors import UnknownNameError
 from normbench.ops import OPS, OpInfo
 
 NORM_OPS = ("rms_norm", "fused_add_rms_norm")
-QUANT_OPS = ("scaled_quant", "rms_norm_quant", "rms_norm_group_quant")
+QUANT_OPS = ("scaled_quant", "rms_norm_quant", "rms_norm_group_quant", "rms_norm_static_quant")
+#: The ops an ``unfused: {norm: A, quant: B}`` composition serves (``kernels/providers/unfused.py``).
+UNFUSED_OPS = ("rms_norm_quant", "rms_norm_group_quant", "rms_norm_static_quant")
+#: FlashInfer's fp8 ``rmsnorm_quant`` / ``fused_add_rmsnorm_quant`` (static per-tensor scale).
+FLASHINFER_QUANT_OPS = ("rms_norm_static_quant",)
 NVFP4_OPS = ("rms_norm_nvfp4_quant", "fused_add_rms_norm_nvfp4_quant")
 ALL_OPS = NORM_OPS + QUANT_OPS + NVFP4_OPS
 
@@ -87,12 +91,16 @@ PROVIDERS: dict[str, ProviderEntry] = {
         ProviderEntry(
             "vllm", f"{_P}.vllm:PROVIDER",
             NORM_OPS + QUANT_OPS + NVFP4_OPS, ("torch", "vllm"),
-            "pip install 'normbench[vllm]'", "vllm._custom_ops",
+            "pip install 'normbench[vllm]'",
+            "vllm._custom_ops / torch.ops._C (kernel library checked at run time; NVFP4 needs SM100+)",
+            # vLLM builds its NVFP4 kernels (scaled_fp4_quant) for SM100+ only.
+            min_sm={op: 100 for op in NVFP4_OPS},
         ),
         ProviderEntry(
-            "flashinfer", f"{_P}.flashinfer:PROVIDER", NORM_OPS + NVFP4_OPS, ("torch", "flashinfer"),
-            "pip install 'normbench[flashinfer]'", "flashinfer.norm (NVFP4 fusions need SM100+)",
-            min_sm={op: 100 for op in NVFP4_OPS},
+            "flashinfer", f"{_P}.flashinfer:PROVIDER", NORM_OPS + FLASHINFER_QUANT_OPS + NVFP4_OPS,
+            ("torch", "flashinfer"), "pip install 'normbench[flashinfer]'",
+            "flashinfer.norm (fp8 static quant needs SM89+, NVFP4 fusions SM100+)",
+            min_sm={**{op: 89 for op in FLASHINFER_QUANT_OPS}, **{op: 100 for op in NVFP4_OPS}},
         ),
         ProviderEntry(
             "liger", f"{_P}.liger:PROVIDER", NORM_OPS, ("torch", "liger_kernel"),

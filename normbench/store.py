@@ -102,6 +102,10 @@ class CaseRecord(BaseModel):
     artifacts: dict[str, str] = {}
     started_at: str | None = None
     duration_s: float | None = None
+    #: End-to-end cases: what the serving engine actually did (effective compilation config,
+    #: fusion patterns replaced per pass, compile time), or None with a note where unknowable;
+    #: see ``normbench.runners.vllm_config.parse_fusion_evidence``.
+    evidence: dict[str, Any] | None = None
 
 
 class SuiteSnapshot(BaseModel):

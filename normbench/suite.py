@@ -47,7 +47,7 @@ from pydantic import (
 
 from normbench.errors import SuiteError, UnknownNameError
 from normbench.ops import OPS
-from normbench.registry import PROVIDERS, did_you_mean, op_info
+from normbench.registry import PROVIDERS, UNFUSED_OPS, did_you_mean, op_info
 
 Dtype = Literal["bfloat16", "float16", "float32"]
 
@@ -84,6 +84,7 @@ class Sweep(Strict):
     scale_granularity: OneOrMany(Literal["per_token", "per_tensor"]) | None = None
     scale_ub: OneOrMany(bool) | None = None
     scale_layout: OneOrMany(Literal["row_major", "col_major"]) | None = None
+    static_scale_factor: OneOrMany(PositiveFloat) | None = None
 
     def axes(self) -> dict[str, list[Any]]:
         """The set axes, in declaration order."""
@@ -223,8 +224,9 @@ class KernelStage(StageBase):
                         f"{', '.join(info.all_axes())})"
                     )
         for p in self.providers:
-            if isinstance(p, Unfused) and self.op not in ("rms_norm_quant", "rms_norm_group_quant"):
-                raise ValueError(f"providers: unfused compositions apply to rms_norm_quant and rms_norm_group_quant, not {self.op}")
+            if isinstance(p, Unfused) and self.op not in UNFUSED_OPS:
+                ops = ", ".join(UNFUSED_OPS[:-1]) + " and " + UNFUSED_OPS[-1]
+                raise ValueError(f"providers: unfused compositions apply to {ops}, not {self.op}")
         return self
 
     def tolerance_for(self, dtype: str) -> dict[str, float]:
@@ -312,6 +314,25 @@ class LatencyStage(E2EStageBase):
     num_iters_warmup: NonNegativeInt = 3
 
 
+class StartupStage(StageBase):
+    """The start of each variant's ``vllm serve``, measured: one case per (variant, repeat).
+
+    Records ``server_startup_s`` (process start to the first ``GET /health`` 200,
+    s, lower is better) and, when vLLM logs it, ``torch_compile_s`` (its own
+    compile time, s, lower is better), with the start's fusion evidence. It
+    starts no extra server: it measures the start that the variant's throughput
+    and accuracy stages share (``server.cold_start`` makes every start a cold one).
+
+    Attributes:
+        variants: the suite variants it covers (default: all).
+        repeats: starts measured per variant; variants interleave (A B B A ...).
+    """
+
+    kind: Literal["startup"]
+    variants: list[str] | None = None
+    repeats: PositiveInt = 1
+
+
 class AccuracyStage(E2EStageBase):
     """lm-eval ``gsm8k`` through ``local-completions`` against the suite's server.
 
@@ -321,7 +342,8 @@ class AccuracyStage(E2EStageBase):
         gen_kwargs: lm-eval's ``--gen_kwargs`` (e.g. ``{max_gen_toks: 256}``).
         data_files: local gsm8k-format JSONL for offline machines: one path (used
             for the test and the few-shot split) or ``{test: .., train: ..}``;
-            relative paths start at the working directory.
+            relative paths start at the working directory; ``${NAME}`` and
+            ``${NAME:-default}`` are read from the environment, as in ``server.model``.
     """
 
     kind: Literal["accuracy"]
@@ -334,9 +356,9 @@ class AccuracyStage(E2EStageBase):
 
 
 Stage = Annotated[
-    Union[KernelStage, ThroughputStage, LatencyStage, AccuracyStage], Field(discriminator="kind")
+    Union[KernelStage, ThroughputStage, LatencyStage, AccuracyStage, StartupStage], Field(discriminator="kind")
 ]
-E2E_KINDS = ("throughput", "latency", "accuracy")
+E2E_KINDS = ("throughput", "latency", "accuracy", "startup")
 
 
 class Requirements(Strict):
@@ -347,7 +369,25 @@ class Requirements(Strict):
 
 
 class ServerSpec(Strict):
-    """The ``vllm serve`` that throughput and accuracy stages share (one per variant)."""
+    """The ``vllm serve`` that throughput and accuracy stages share (one per variant).
+
+    Attributes:
+        model: a hub id or a local folder; ``${NAME}`` / ``${NAME:-default}`` are
+            read from the environment when the run starts (shell semantics: the
+            default when NAME is unset or empty), e.g.
+            ``${NORMBENCH_MODEL_DIR:-/tmp/nb-model/llama3-8b-fp8}``.
+        cold_start: every ``vllm serve`` gets fresh, empty compile caches
+            (``VLLM_CACHE_ROOT`` and ``TORCHINDUCTOR_CACHE_DIR`` in a temporary
+            folder, removed after the server stops), as ``vllm bench startup``'s
+            cold phase: each start compiles, so start-up times compare like with
+            like across repeats, and the fusion passes run, and log, at every
+            start. Triton's own cache (vLLM's hand-written kernels) stays warm.
+        log_passes: log vLLM's compilation passes at DEBUG and the rest at INFO
+            (a ``VLLM_LOGGING_CONFIG_PATH`` file normbench writes into the run's
+            ``logs/``), so their ``Replaced N patterns`` lines, the fusion
+            evidence, reach the server and latency logs; a ``VLLM_LOGGING_CONFIG_PATH``
+            or ``VLLM_LOGGING_LEVEL=DEBUG`` already set is left alone.
+    """
 
     model: str
     served_model_name: str | None = None
@@ -356,6 +396,8 @@ class ServerSpec(Strict):
     startup_timeout_s: PositiveFloat = 900
     port: int | None = Field(default=None, ge=1, le=65535)
     requires: Requirements = Requirements()
+    cold_start: bool = False
+    log_passes: bool = False
 
 
 class Variant(Strict):
@@ -468,14 +510,14 @@ def _format_loc(loc: tuple[Any, ...], root: yaml.Node | None) -> tuple[str, str]
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == item), None)
             if match is None:
-                if item in ("kernel", "throughput", "latency", "accuracy", "str", "Unfused") or "[" in str(item):
+                if item in ("kernel", "throughput", "latency", "accuracy", "startup", "str", "Unfused") or "[" in str(item):
                     continue  # a union tag, not a key of the document
                 parts.append(f".{item}" if parts else str(item))
                 continue
             k, node = match
             parts.append(f".{item}" if parts else str(item))
             pos = _pos(k.start_mark)
-        elif str(item) in ("kernel", "throughput", "latency", "accuracy", "str", "Unfused") or "[" in str(item):
+        elif str(item) in ("kernel", "throughput", "latency", "accuracy", "startup", "str", "Unfused") or "[" in str(item):
             continue
         else:
             parts.append(f".{item}" if parts else str(item))

@@ -6,7 +6,7 @@
 pip cannot resolve these sets here (torch's CUDA pins have no wheels for this platform
 tag set), so this walks the dependency graph itself: each requirement not in the image
 list is downloaded with ``pip download --no-deps`` for CPython 3.12 / manylinux x86-64,
-its ``Requires-Dist`` lines are evaluated for that target (extras only where asked for),
+(a pure-Python project that ships only an sdist is built into a wheel here), its ``Requires-Dist`` lines are evaluated for that target (extras only where asked for),
 and the walk goes on. The first version chosen for a name wins; a later, conflicting
 specifier is printed as a warning, not resolved. ``--skip`` names distributions that are
 never carried (big optional ones, or ones vLLM imports lazily).
@@ -58,7 +58,13 @@ def download(req: Requirement, out: Path) -> Path:
            "--abi", "abi3", "--abi", "none"]
     for p in PLATFORMS + ["any"]:
         cmd += ["--platform", p]
-    subprocess.run(cmd + ["-d", str(out), spec], check=True, stderr=subprocess.DEVNULL)
+    got = subprocess.run(cmd + ["-d", str(out), spec], stderr=subprocess.DEVNULL)
+    if got.returncode != 0:  # an sdist only (e.g. sqlitedict): build it here, if it is pure Python
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
+                        "-w", str(out), spec], check=True, stderr=subprocess.DEVNULL)
+        built = wheel_for(req.name, out)
+        if built is None or not built.name.endswith("-none-any.whl"):
+            raise RuntimeError(f"{spec} has no wheel for the GPU machine and is not pure Python")
     found = wheel_for(req.name, out)
     if found is None:
         raise RuntimeError(f"pip downloaded no wheel for {spec}")

@@ -45,12 +45,21 @@ class FamilyProvider(Provider):
         name: provider name (key into each family's ``IMPLS``).
         packages: import names that must import for it to be available.
         needs_cuda: True when it cannot run on a CPU device.
+        probe: called after ``packages`` import; returns why the provider cannot run
+            here (e.g. vLLM's kernel library did not load), or None.
+
+    ``unsupported`` also applies the registry entry's ``min_sm`` (the same rule, and
+    message, as ``normbench.expand.capability_skip``).
     """
 
-    def __init__(self, name: str, packages: tuple[str, ...] = (), needs_cuda: bool = False):
+    def __init__(
+        self, name: str, packages: tuple[str, ...] = (), needs_cuda: bool = False,
+        probe: Callable[[], str | None] | None = None,
+    ):
         self.name = name
         self.packages = packages
         self.needs_cuda = needs_cuda
+        self.probe = probe
         self._ops: dict[str, Callable[[Params], OpFn]] | None = None
 
     @property
@@ -68,9 +77,24 @@ class FamilyProvider(Provider):
                 importlib.import_module(pkg)
             except Exception as e:  # a broken install is as unavailable as a missing one
                 return f"{self.name} unavailable: import {pkg} failed: {type(e).__name__}: {e}"
+        if self.probe is not None:
+            try:
+                return self.probe()
+            except Exception as e:
+                return f"{self.name} unavailable: probe failed: {type(e).__name__}: {e}"
         return None
 
     def unsupported(self, op: str, params: Params, device: torch.device) -> str | None:
         if self.needs_cuda and device.type != "cuda":
             return "needs CUDA"
-        return super().unsupported(op, params, device)
+        why = super().unsupported(op, params, device)
+        if why is None and device.type == "cuda":
+            from normbench.registry import PROVIDERS
+
+            entry = PROVIDERS.get(self.name)
+            need = entry.min_sm.get(op) if entry is not None else None
+            if need is not None:
+                major, minor = torch.cuda.get_device_capability(device)
+                if major * 10 + minor < need:
+                    why = f"needs SM{need}+ (this GPU is SM{major}{minor})"
+        return why

@@ -1,13 +1,17 @@
 """Unfused RMSNorm + quantization: one provider's ``rms_norm`` then another's quantization.
 
 ``compose(norm, quant)`` builds the provider a suite names ``unfused: {norm: A, quant: B}``
-(``unfused[norm=A,quant=B]``) for ``rms_norm_quant`` and ``rms_norm_group_quant``. It
-reproduces the ``unfused_fp8_impl`` / ``unfused_int8_impl`` / ``unfused_groupwise_fp8_impl``
-rows of vLLM's ``benchmarks/fused_kernels/layernorm_rms_benchmarks.py``: the norm writes
-its dtype-rounded output to memory, the quantization reads it back. Differences from that
+(``unfused[norm=A,quant=B]``) for ``rms_norm_quant``, ``rms_norm_group_quant`` and
+``rms_norm_static_quant``. It reproduces the ``unfused_fp8_impl`` / ``unfused_int8_impl`` /
+``unfused_groupwise_fp8_impl`` rows of vLLM's
+``benchmarks/fused_kernels/layernorm_rms_benchmarks.py``: the norm writes its dtype-rounded
+output to memory, the quantization reads it back. Differences from that
 script: the per-token case quantizes with *dynamic per-token* scales (the fused op's
 output; vLLM's script calls ``scaled_fp8_quant`` per tensor), and ``scale_ub`` is passed
-on to the per-token quantization when the case has it.
+on to the per-token quantization when the case has it. For ``rms_norm_static_quant`` the
+composition is what a served FP8 model with static activation scales runs without vLLM's
+``fuse_norm_quant`` pass: ``rms_norm``, then ``scaled_fp8_quant(y, scale)`` (vLLM's
+``static_scaled_fp8_quant``) with the checkpoint's scale.
 
 Parts:
 
@@ -17,7 +21,8 @@ Parts:
   ``scale_granularity=per_token``) for ``rms_norm_quant``, or its internal ``group_quant``
   op (``normbench.kernels.quant``: ``group_size``, ``scale_layout``) for
   ``rms_norm_group_quant``, applied to the norm's output. ``torch_compile`` as B compiles
-  ``torch_naive``'s quantization alone.
+  ``torch_naive``'s quantization alone. ``rms_norm_static_quant``: ``scaled_quant`` with
+  ``static_scale=True`` and the case's ``scale`` input.
 
 Outputs are the fused op's: ``(codes, scales[, residual_out])``, checked by the quant
 family like any provider's.
@@ -30,8 +35,9 @@ from typing import Any, Callable
 import torch
 
 from normbench.kernels.base import Inputs, OpFn, Outputs, Params, Provider
+from normbench.registry import UNFUSED_OPS
 
-OPS = ("rms_norm_quant", "rms_norm_group_quant")
+OPS = UNFUSED_OPS  # the suite validator (normbench.suite) checks stages against the same tuple
 _COMMON = ("num_tokens", "hidden_size", "dtype", "eps")
 
 
@@ -46,6 +52,8 @@ def quant_part(op: str, params: Params) -> tuple[str, Params]:
     """(quant op, its params) the quant part runs for a fused case."""
     base = {k: params[k] for k in _COMMON if k in params}
     base["quant_dtype"] = params.get("quant_dtype", "fp8")
+    if op == "rms_norm_static_quant":
+        return "scaled_quant", {**base, "static_scale": True, "scale_granularity": "per_tensor", "scale_ub": False}
     if op == "rms_norm_quant":
         return "scaled_quant", {
             **base, "static_scale": False, "scale_granularity": "per_token",
@@ -117,6 +125,7 @@ class UnfusedProvider(Provider):
             quant_fn = self._part("quant").make(q_op, q_params)
             residual = n_params["residual"]
             scale_ub = bool(q_params.get("scale_ub", False))
+            static = bool(q_params.get("static_scale", False))
 
             def fn(inputs: Inputs) -> Outputs:
                 n_in = {"x": inputs["x"], "weight": inputs["weight"]}
@@ -126,6 +135,8 @@ class UnfusedProvider(Provider):
                 q_in = {"x": normed[0]}
                 if scale_ub:
                     q_in["scale_ub"] = inputs["scale_ub"]
+                if static:
+                    q_in["scale"] = inputs["scale"]
                 q_out = quant_fn(q_in)
                 return (q_out[0], q_out[1], normed[1]) if residual else (q_out[0], q_out[1])
 

@@ -8,8 +8,8 @@ The only place that prints for the user and chooses exit codes:
 * 130: interrupted (Ctrl-C / SIGTERM); finished cases are kept, ``--resume`` completes the run.
 
 Commands live in ``normbench.cli.run`` (list, validate, run, show) and
-``normbench.cli.analysis`` (compare, noise, export, plot); both register on
-``app``. Neither imports torch at module level, so ``normbench list`` starts fast.
+``normbench.cli.analysis`` (compare, noise, export, plot) and ``normbench.cli.model``
+(make-model); each registers on ``app``. None imports torch at module level, so ``normbench list`` starts fast.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _root(
 def _register() -> None:
     import importlib
 
-    for name in ("normbench.cli.run", "normbench.cli.analysis"):
+    for name in ("normbench.cli.run", "normbench.cli.analysis", "normbench.cli.model"):
         try:
             importlib.import_module(name)  # each module registers its commands on `app`
         except ModuleNotFoundError as e:

@@ -10,6 +10,12 @@ Layout, per stage:
 * end-to-end stages: one row per variant (and point, e.g. ``input_len``) and
   metric; the interval column shows McNemar's p-value for gsm8k rows.
 
+Variant comparisons whose records carry fusion evidence get a "fusion evidence"
+table first (per variant: the effective ``fuse_norm_quant``, vLLM's enabled
+fusions, patterns replaced per pass, engine starts), and a flagged variant
+(``VariantEvidence.flag``: fusion requested but nothing replaced, or the same
+passes and counts as the baseline) is marked ``⚠`` in every table row.
+
 Cases that could not be compared (only in one run, INCORRECT/FAILED/SKIPPED
 on a side) are rows with their status; cases SKIPPED in both runs are counted
 under the table with their reasons. Every stage ends with its summary line
@@ -43,6 +49,7 @@ from normbench.compare import (
     Comparison,
     NoiseReport,
     Row,
+    VariantEvidence,
     env_get,
 )
 
@@ -170,6 +177,68 @@ def kernel_case_label(params: dict[str, Any], varying: list[str]) -> str:
 
 def e2e_point_label(params: dict[str, Any], varying: list[str]) -> str:
     return " ".join(f"{k}={params.get(k)}" for k in varying) or ""
+
+
+# --------------------------------------------------------------------------- fusion evidence
+FLAG_MARK = "⚠"
+
+
+def variant_label(cmp: Comparison, variant: str | None) -> str:
+    """The variant's name, with ``⚠`` when its fusion evidence is flagged."""
+    name = variant or "-"
+    return f"{name} {FLAG_MARK}" if cmp.flag(variant) else name
+
+
+def fmt_fusion(ev: VariantEvidence) -> str:
+    """Patterns replaced per pass: ``RMSNormQuantFusionPass 16, activation_quant_fusion_pass 8``;
+    ``none`` when passes ran but no pattern pass; starts that differ are joined by `` / ``;
+    unknown starts say why."""
+    def one(f: dict[str, int]) -> str:
+        return ", ".join(f"{name} {n:,}" for name, n in f.items()) if f else "none (no pattern pass ran)"
+
+    parts = [one(f) for f in ev.fusion]
+    text = " / ".join(parts)
+    if len(parts) > 1:
+        text = f"differs between starts: {text}"
+    if ev.unknown:
+        why = f"unknown ({ev.note})" if ev.note else "unknown"
+        if ev.unknown < ev.starts:
+            why = f"{ev.unknown} of {ev.starts} starts {why}"
+        text = f"{text}; {why}" if text else why
+    return text
+
+
+def fmt_starts(ev: VariantEvidence) -> str:
+    how = ", ".join(f"{n} {k}" for k, n in ev.compile.items())
+    what = "latency engine" if ev.source == "latency" else "server start"
+    return f"{ev.starts} {what}{'s' if ev.starts != 1 else ''} ({how})"
+
+
+def _fmt_bool(b: bool | None) -> str:
+    return "-" if b is None else str(b)
+
+
+def evidence_rows(cmp: Comparison) -> list[list[str]]:
+    """``[variant, fuse_norm_quant, enabled fusions, patterns replaced, starts, flag]`` per variant, baseline first."""
+    order = [cmp.baseline.label] + [c.label for c in cmp.candidates]
+    rows = []
+    for v in order:
+        ev = cmp.evidence.get(v)
+        if ev is None:
+            continue
+        name = variant_label(cmp, v) + (" (baseline)" if v == cmp.baseline.label else "")
+        rows.append([name, _fmt_bool(ev.fuse_norm_quant), ", ".join(ev.enabled_fusions or []) or "-",
+                     fmt_fusion(ev), fmt_starts(ev), f"{FLAG_MARK} {ev.flag}" if ev.flag else ""])
+    return rows
+
+
+EVIDENCE_HEADER = ["variant", "fuse_norm_quant", "enabled fusions", "patterns replaced (per pass)", "engine starts",
+                   "flag"]
+EVIDENCE_NOTE = (
+    "From each start's log: vLLM's `Replaced N patterns` per pattern-matching pass, summed over the graphs "
+    "that start compiled; `fuse_norm_quant` and the enabled fusions as the engine logged them. "
+    f"{FLAG_MARK}: the variant's deltas below do not measure a norm+quant fusion (its evidence says why)."
+)
 
 
 # --------------------------------------------------------------------------- stage views
@@ -336,7 +405,7 @@ def _rich_e2e(view: _StageView) -> Table:
         cells: list[Any] = []
         if view.multi and not variants_mode:
             cells.append(_cand_short(view.cmp, r.candidate))
-        cells.append(r.variant or "-")
+        cells.append(variant_label(view.cmp, r.variant) if variants_mode else (r.variant or "-"))
         if view.varying:
             cells.append(e2e_point_label(r.params, view.varying))
         metric = r.metric or "-"
@@ -399,6 +468,14 @@ def _options_line(cmp: Comparison) -> str:
 def rich_renderables(cmp: Comparison, width: int = 100) -> list[Any]:
     """Everything ``render_rich`` prints, as rich renderables (tests render them to a StringIO console)."""
     out: list[Any] = [_sides_text(cmp), Text("")]
+    if cmp.evidence:
+        t = Table(title="fusion evidence (per engine start)", title_justify="left", box=box.SIMPLE_HEAD,
+                  header_style="bold", pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
+        for col in EVIDENCE_HEADER:
+            t.add_column(col, no_wrap=col in ("variant", "fuse_norm_quant"))
+        for row in evidence_rows(cmp):
+            t.add_row(*row[:-1], Text(row[-1], style="bold yellow" if row[-1] else ""))
+        out += [t, Text(f"  {EVIDENCE_NOTE.replace('`', '')}", style="dim"), Text("")]
     for stage in cmp.stages():
         view = _StageView(cmp, stage)
         if not view.rows:
@@ -496,12 +573,13 @@ def _md_stage(view: _StageView) -> list[str]:
     body = []
     for r in rows:
         cells: list[str] = []
+        variants_mode = cmp.mode == "variants"
         if view.multi:
-            cells.append(r.candidate)
+            cells.append(variant_label(cmp, r.candidate) if variants_mode and not kernel else r.candidate)
         if kernel:
             cells.append(r.provider or "-")
-        elif not (view.multi and cmp.mode == "variants"):
-            cells.append(r.variant or "-")
+        elif not (view.multi and variants_mode):
+            cells.append(variant_label(cmp, r.variant) if variants_mode else (r.variant or "-"))
         for k in params:
             v = r.params.get(k)
             cells.append(str(v) if v is not None else "")
@@ -579,6 +657,10 @@ def to_markdown(cmp: Comparison) -> str:
         lines += [f"Baseline `{cmp.baseline.label}`, candidate{'s' if len(cmp.candidates) > 1 else ''} "
                   + ", ".join(f"`{c.label}`" for c in cmp.candidates)
                   + f". {o.confidence:.0%} confidence, min effect {o.min_effect:.0%}.", ""]
+    if cmp.evidence:
+        lines += ["### Fusion evidence", "", EVIDENCE_NOTE, ""]
+        lines += _md_table(EVIDENCE_HEADER, ["---", "---", "---", "---", "---", "---"], evidence_rows(cmp))
+        lines.append("")
     for stage in cmp.stages():
         view = _StageView(cmp, stage)
         if view.rows:

