@@ -233,3 +233,29 @@ def plot(
     c = console()
     for p in paths:
         c.print(str(p), soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- standing
+@app.command()
+def standing(
+    run_refs: list[str] = typer.Argument(..., metavar="RUN...", help="Run ids, prefixes, paths, or `latest`."),
+    ours: str = typer.Option("triton", "--provider", "-p", help="The provider to place against the others."),
+    tolerance: str = typer.Option("3%", "--within", help="How much slower than the fastest peer still counts."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the Markdown table to this file."),
+    results_dir: Optional[Path] = RESULTS_DIR_OPT,
+) -> None:
+    """Where a provider stands against the fastest other one, per op and num_tokens band.
+
+    Counts, over every kernel sweep point of the given runs, where PROVIDER is the
+    fastest and where it is within --within of the fastest other provider, with the
+    worst point and the peer that beat it; ops and bands with a miss come first.
+    Example: normbench standing rmsnorm-2026... rmsnorm_quant-2026... -o standing.md
+    """
+    from normbench.report import standing as st
+
+    within = parse_fraction(tolerance, "--within", percent_default=True)
+    records = [_load(ref, results_dir) for ref in run_refs]
+    rows = st.standing(records, ours, within)
+    if not rows:
+        raise NormbenchError(f"no kernel sweep point has both '{ours}' and another provider OK in these runs")
+    _emit(st.to_markdown(rows, ours, within), output)

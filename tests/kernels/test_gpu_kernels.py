@@ -58,7 +58,9 @@ processes into Triton's on-disk cache (``NORMBENCH_GPU_WARM_WORKERS``, default c
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -69,6 +71,13 @@ import torch
 
 from normbench.ops import OPS
 from normbench.registry import PROVIDERS
+
+FAMILY_MODULES = ("normbench.kernels.rmsnorm", "normbench.kernels.quant", "normbench.kernels.nvfp4")
+if torch.cuda.is_available():
+    # Import (and so decorate) the kernels now, compiled, before a later test module of the
+    # same session could set TRITON_INTERPRET; ``compiled_mode_problem`` checks it held.
+    for _name in FAMILY_MODULES:
+        importlib.import_module(_name)
 
 HIDDEN_SIZES = (16, 48, 1000, 2880, 5120, 13824, 65536)
 NUM_TOKENS = (1, 7, 33, 1024, 65537)
@@ -354,10 +363,14 @@ class PoisonedAllocations:
         self.pool = torch.cuda.MemPool()
         self._ctx = torch.cuda.use_mem_pool(self.pool, device=self.device)
         self._ctx.__enter__()
-        big = torch.empty(self.large_bytes, dtype=torch.uint8, device=self.device).fill_(POISON_BYTE)
-        small = [torch.empty(1 << 20, dtype=torch.uint8, device=self.device).fill_(POISON_BYTE)
-                 for _ in range(max(1, self.small_bytes >> 20))]
-        del big, small
+        try:
+            big = torch.empty(self.large_bytes, dtype=torch.uint8, device=self.device).fill_(POISON_BYTE)
+            small = [torch.empty(1 << 20, dtype=torch.uint8, device=self.device).fill_(POISON_BYTE)
+                     for _ in range(max(1, self.small_bytes >> 20))]
+            del big, small
+        except BaseException:
+            self.__exit__(None, None, None)  # stop routing this thread's allocations to the pool
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -463,17 +476,30 @@ _DEVICE_SM = _device_sm()
 CASES, NOT_GENERATED = generate_cases(device_sm=_DEVICE_SM, installed=_installed)
 
 
-def _triton_kernels() -> list[Any]:
-    """Every ``triton.jit`` kernel object of the families' modules."""
-    import importlib
-
-    from triton.runtime.jit import JITFunction
-
+def _triton_kernels(kind: str = "JITFunction") -> list[Any]:
+    """Every module-level Triton kernel object of the families whose type is named ``kind``
+    (``JITFunction`` compiled, ``InterpretedFunction`` under TRITON_INTERPRET)."""
     found = []
-    for name in ("normbench.kernels.rmsnorm", "normbench.kernels.quant", "normbench.kernels.nvfp4"):
+    for name in FAMILY_MODULES:
         mod = importlib.import_module(name)
-        found += [obj for obj in vars(mod).values() if isinstance(obj, JITFunction)]
+        found += [obj for obj in vars(mod).values() if type(obj).__name__ == kind]
     return found
+
+
+def compiled_mode_problem() -> str | None:
+    """Why the GPU cases would not test the compiled kernels as they run in production, or None.
+
+    ``TRITON_INTERPRET`` decides at decoration whether a kernel compiles, and the NVFP4
+    launcher reads it at every call (1 SM, no PTX paths), so it must be unset on a GPU.
+    """
+    env = os.environ.get("TRITON_INTERPRET", "0")
+    if env not in ("", "0"):
+        return (f"TRITON_INTERPRET={env} is set on a CUDA machine (a test module or the shell set it): "
+                "the GPU cases would run interpreter code paths; unset it")
+    interpreted = _triton_kernels("InterpretedFunction")
+    if interpreted:
+        return f"{len(interpreted)} family kernels were decorated under TRITON_INTERPRET (interpreted, not compiled)"
+    return None
 
 
 def compiled_kernel_count() -> int:
@@ -576,7 +602,11 @@ def warm_triton_cache(cases: list[GpuCase], workers: int, timeout_s: float = WAR
 
 @pytest.fixture(scope="module")
 def warmed(request) -> str:
-    """Warm Triton's cache for the triton cases selected in this session, once."""
+    """Check that the kernels are compiled (``compiled_mode_problem``), then warm Triton's
+    cache for the triton cases selected in this session, once."""
+    problem = compiled_mode_problem()
+    if problem:
+        pytest.fail(problem, pytrace=False)
     selected = [item.callspec.params["case"] for item in request.session.items
                 if getattr(item, "callspec", None) is not None and isinstance(item.callspec.params.get("case"), GpuCase)]
     return warm_triton_cache(selected, _warm_workers())
