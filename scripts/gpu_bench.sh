@@ -20,12 +20,14 @@ mkdir -p "$RUNS"
 LABEL=${NB_LABEL:-results}
 pack() { [ -n "${OUT:-}" ] && tar -C "$OUTDIR" -czf "$OUT/$LABEL.tgz" . 2>/dev/null; }
 trap pack EXIT
+trap 'pack; exit 143' TERM INT
 step() {  # step SECONDS NAME CMD...
   local secs=$1 name=$2; shift 2
   echo "=== $name (limit ${secs}s) $(date -u +%T)"
   timeout --signal=INT --kill-after=20 "$secs" "$@" > >(tee "$OUTDIR/$name.log") 2>&1
   local rc=$?
   echo "=== $name rc=$rc $(date -u +%T)"
+  pack  # after every step: what finished comes back even if the call is cut short
   return 0
 }
 
