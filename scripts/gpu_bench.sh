@@ -71,7 +71,7 @@ for mode in "$@"; do
       # The kernel tests compiled on this GPU (not the interpreter), before any timing.
       # -v: each test's outcome is in the log as it finishes, also when the step's time runs out.
       step "${NB_GPUTEST_SECONDS:-420}" gpu_tests python3 -m pytest -m gpu tests/kernels -v -rfE -p no:cacheprovider \
-        --junitxml="$OUTDIR/gpu_tests.xml"
+        --junitxml="$OUTDIR/gpu_tests.xml" ${NB_GPUTEST_ARGS:-}
       ;;
     tune:*)
       fam=${mode#tune:}
