@@ -7,18 +7,39 @@ shows the same skips a run would make.
 Ordering: kernel cases are grouped by sweep point (inputs and the float64
 reference are built once per point), and within a point repeats interleave
 providers (p1 p2 p1 p2 ...) so that drift spreads over all of them.
+
+Limits, checked before anything is measured or created (``check_size`` before
+expansion, ``check_plan`` and ``check_filters`` after it):
+
+* a run has at most ``MAX_CASES`` (200,000) cases, ``--repeat`` included, unless
+  ``--max-cases`` raises it; the count multiplies axis lengths, it never enumerates;
+* ``--repeat`` is at most ``MAX_REPEAT`` (1,000);
+* one kernel case needs about ``case_bytes`` of memory, which must fit the
+  device (``Capabilities.memory_bytes``: the GPU's, else the machine's RAM) for
+  a case that runs here, and ``MAX_CASE_BYTES`` (1 TiB) for any case;
+* include/exclude rules may not remove every case of a stage.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import itertools
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from normbench.ops import OPS
-from normbench.registry import PROVIDERS
-from normbench.suite import E2E_KINDS, KernelStage, Suite, Unfused, provider_name, stage_name
+from normbench.errors import NormbenchError
+from normbench.ops import DTYPE_BYTES, OPS
+from normbench.registry import PROVIDERS, did_you_mean
+from normbench.suite import E2E_KINDS, KernelStage, LoadedSuite, Suite, Unfused, provider_name, refuse, stage_name
+
+#: Cases per run (``--repeat`` included) unless ``--max-cases`` raises it.
+MAX_CASES = 200_000
+#: ``--repeat`` at most.
+MAX_REPEAT = 1_000
+#: No kernel case may need more memory than this (1 TiB), whatever the machine.
+MAX_CASE_BYTES = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -36,18 +57,31 @@ class Capabilities:
     sm: tuple[int, int] | None = None
     gpu_name: str | None = None
     missing: dict[str, str] = field(default_factory=dict)
+    memory_bytes: int | None = None
 
     @classmethod
     def detect(cls) -> "Capabilities":
-        """Probe the machine (imports torch when it is installed)."""
+        """Probe the machine (imports torch when it is installed).
+
+        ``memory_bytes`` is the first GPU's total memory on CUDA, else the
+        machine's physical RAM (``sysconf``), else None (unknown).
+        """
         missing = {n: r for n, e in PROVIDERS.items() if (r := e.missing_package())}
         try:
             import torch
         except ImportError:
-            return cls("cpu", None, None, missing)
+            return cls("cpu", None, None, missing, _ram_bytes())
         if torch.cuda.is_available():
-            return cls("cuda", torch.cuda.get_device_capability(), torch.cuda.get_device_name(), missing)
-        return cls("cpu", None, None, missing)
+            return cls("cuda", torch.cuda.get_device_capability(), torch.cuda.get_device_name(), missing,
+                       torch.cuda.get_device_properties(0).total_memory)
+        return cls("cpu", None, None, missing, _ram_bytes())
+
+
+def _ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 #: Providers that cannot run on a CPU device. (The Triton interpreter is for
@@ -217,19 +251,155 @@ def expand(suite: Suite, caps: Capabilities, repeats: int = 1) -> list[Case]:
     return cases
 
 
-def sweep_size(suite: Suite) -> int:
-    """Case count before capability filtering (cheap: for ``normbench list``)."""
-    n = 0
+def stage_sizes(suite: Suite, repeats: int = 1) -> list[int]:
+    """Each stage's case count before rules and capability skips, by multiplying
+    axis lengths (never by enumerating: a 10^12-point sweep costs nothing)."""
+    sizes = []
     for stage in suite.stages:
         if stage.kind == "kernel":
-            size = 1
-            for values in stage.sweep.axes().values():
-                size *= len(values)
-            n += size * len(stage.providers)
+            sizes.append(math.prod(len(v) for v in stage.sweep.axes().values()) * len(stage.providers) * repeats)
         else:
             k = len(stage.variants or suite.variants or ["default"]) * stage.repeats
-            n += k * (len(stage.input_len) if stage.kind == "latency" else 1)
-    return n
+            sizes.append(k * (len(stage.input_len) if stage.kind == "latency" else 1))
+    return sizes
+
+
+def sweep_size(suite: Suite, repeats: int = 1) -> int:
+    """Case count before rules and capability filtering (cheap: for ``normbench list``)."""
+    return sum(stage_sizes(suite, repeats))
+
+
+def check_size(loaded: LoadedSuite, repeats: int = 1, max_cases: int = MAX_CASES) -> None:
+    """Refuse a plan over ``max_cases`` cases (``--repeat`` included) before it is expanded.
+
+    Raises:
+        NormbenchError: ``repeats`` outside 1..``MAX_REPEAT``.
+        SuiteError: over the limit, at the largest stage (``file:line:col: stages[i].sweep: ...``).
+    """
+    if not 1 <= repeats <= MAX_REPEAT:
+        raise NormbenchError(f"--repeat {repeats}: between 1 and {MAX_REPEAT:,}")
+    suite = loaded.suite
+    sizes = stage_sizes(suite, repeats)
+    total = sum(sizes)
+    if total <= max_cases:
+        return
+    i = max(range(len(sizes)), key=lambda k: sizes[k])
+    stage = suite.stages[i]
+    if stage.kind == "kernel":
+        parts = [f"{len(v):,} {axis}" for axis, v in stage.sweep.axes().items() if len(v) > 1]
+        parts.append(f"{len(stage.providers)} provider{'s' if len(stage.providers) > 1 else ''}")
+        if repeats > 1:
+            parts.append(f"{repeats} repeats")
+        loc: tuple[Any, ...] = ("stages", i, "sweep")
+        why = " x ".join(parts)
+    else:
+        loc, why = ("stages", i), "variants x repeats"
+    whole = f"; the suite has {total:,}" if total != sizes[i] else ""
+    raise refuse(loaded, [(loc, f"{sizes[i]:,} cases ({why}){whole}, over the limit of {max_cases:,} cases per "
+                                f"run; narrow the sweep, or raise the limit with --max-cases")])
+
+
+def case_bytes(stage: KernelStage, params: dict[str, Any]) -> int:
+    """About the memory one kernel case needs (bytes): its tensors (the op's bytes-moved
+    model: inputs and outputs once), float64 copies of the activation, the output and
+    the residual for the reference (8 bytes per element each), and the rotated input
+    copies (``timing.rotate_bytes``). A lower bound; used to refuse absurd sizes early."""
+    n = params["num_tokens"] * params["hidden_size"]
+    acts = 3 if params.get("residual") else 2
+    return OPS[stage.op].bytes_moved(params) + 8 * n * acts + (stage.timing.rotate_bytes or 0)
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} B"
+
+
+def check_plan(loaded: LoadedSuite, cases: list[Case], caps: Capabilities) -> None:
+    """Refuse a plan that cannot run: a kernel case too large for any device
+    (``MAX_CASE_BYTES``) or, when it runs here, for this device's memory; a stage
+    whose include/exclude rules leave no case.
+
+    Raises:
+        SuiteError: each problem at its place in the suite (the largest axis
+            value of a case too large; a stage's ``exclude``/``include``).
+    """
+    suite = loaded.suite
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    have = {c.stage_index for c in cases}
+    for i, stage in enumerate(suite.stages):
+        if i not in have and stage.kind == "kernel" and (stage.include or stage.exclude):
+            which = "exclude" if stage.exclude else "include"
+            problems.append((("stages", i, which), "the include/exclude rules leave no case of this stage"))
+    seen: set[tuple] = set()
+    flagged: set[int] = set()
+    for c in cases:
+        if c.kind != "kernel" or c.stage_index in flagged:
+            continue
+        key = (c.stage_index, c.params, c.skip is None)
+        if key in seen:
+            continue
+        seen.add(key)
+        stage = suite.stages[c.stage_index]
+        params = c.param_dict
+        need = case_bytes(stage, params)
+        limit, where = MAX_CASE_BYTES, f"over {_fmt_bytes(MAX_CASE_BYTES)}, more than any device has"
+        if c.skip is None and caps.memory_bytes and caps.memory_bytes < limit:
+            limit = caps.memory_bytes
+            what = f"{caps.gpu_name}'s memory" if caps.device == "cuda" and caps.gpu_name else (
+                "the GPU's memory" if caps.device == "cuda" else "this machine's RAM")
+            where = f"{what} is {_fmt_bytes(limit)}"
+        if need <= limit:
+            continue
+        flagged.add(c.stage_index)
+        axis = "num_tokens" if params["num_tokens"] >= params["hidden_size"] else "hidden_size"
+        values = stage.sweep.axes()[axis]
+        loc = ("stages", c.stage_index, "sweep", axis, values.index(params[axis]))
+        problems.append((loc, f"num_tokens={params['num_tokens']:,} x hidden_size={params['hidden_size']:,} "
+                              f"{params['dtype']} needs about {_fmt_bytes(need)} (inputs, outputs and the float64 "
+                              f"reference); {where}"))
+    if problems:
+        raise refuse(loaded, problems)
+
+
+_NAMED = ("op", "provider", "stage", "variant")
+
+
+def _filter_values(c: Case) -> dict[str, Any]:
+    return {**c.param_dict, "op": c.op, "provider": c.provider, "stage": c.stage, "variant": c.variant}
+
+
+def check_filters(cases: list[Case], filters: list[str]) -> None:
+    """Refuse a ``key=value`` filter that can match nothing in ``cases`` (the whole plan).
+
+    A key must be an axis of some case, or op/provider/stage/variant
+    (did-you-mean otherwise); each value without glob characters must be one
+    that some case has (did-you-mean for names, the values there are for axes).
+
+    Raises:
+        NormbenchError: ``--filter <f>: unknown filter key 'num_token'. Did you mean 'num_tokens'? ...``.
+    """
+    present: dict[str, set[str]] = {}
+    for c in cases:
+        for k, v in _filter_values(c).items():
+            if v is not None:
+                present.setdefault(k, set()).add(str(v))
+    for f in filters:
+        if "=" not in f:
+            continue
+        key, _, raw = f.partition("=")
+        key = key.strip()
+        if key not in present:
+            known = sorted(present, key=lambda k: (k not in _NAMED, k))
+            raise NormbenchError(f"--filter {f}: {did_you_mean('filter key', key, known)}")
+        for want in (w.strip() for w in raw.split(",")):
+            if any(ch in want for ch in "*?[") or want in present[key]:
+                continue
+            have = sorted(present[key], key=lambda v: (len(v), v) if v.isdigit() else (0, v))
+            if key in _NAMED:
+                raise NormbenchError(f"--filter {f}: {did_you_mean(key, want, have)} (in this plan)")
+            raise NormbenchError(f"--filter {f}: no case has {key}={want} (this plan's {key}: {', '.join(have)})")
 
 
 def apply_filters(cases: list[Case], filters: list[str]) -> list[Case]:
@@ -246,7 +416,7 @@ def apply_filters(cases: list[Case], filters: list[str]) -> list[Case]:
             wanted = raw.split(",")
 
             def keep(c: Case, key=key.strip(), wanted=wanted) -> bool:
-                values = {**c.param_dict, "op": c.op, "provider": c.provider, "stage": c.stage, "variant": c.variant}
+                values = _filter_values(c)
                 if key not in values:
                     return False
                 return any(fnmatch.fnmatchcase(str(values[key]), w.strip()) for w in wanted)

@@ -3,7 +3,9 @@
 Layout of one run (``<results>/<suite>-<UTC timestamp>-<short id>/``)::
 
     run.json        the record: schema_version, suite snapshot, environment, cases
-    cases.jsonl     journal of finished cases while the run is in progress
+    cases.jsonl     journal while the run is in progress: a header line (the record
+                    without its cases), then one finished case a line
+    run.lock        advisory lock (``flock``) held by the process writing the run; holds its pid
     logs/           server logs and tools' raw outputs (end-to-end stages)
 
 While a run is in progress every finished case is appended to ``cases.jsonl``
@@ -11,7 +13,25 @@ While a run is in progress every finished case is appended to ``cases.jsonl``
 When the run ends (complete or interrupted) the journal is folded into
 ``run.json``, written atomically (temp file + ``os.replace``), and removed.
 ``load_run`` reads both, so a record whose process died mid-run is whole up to
-its last finished case; ``normbench run --resume`` completes the rest.
+its last finished case; ``normbench run --resume`` completes the rest. The
+journal's header makes it a record by itself: a run whose ``run.json`` is lost
+is rebuilt from the journal alone (``RunRecord.recovered_from``).
+
+One process writes a run at a time: ``RunWriter`` holds an exclusive
+``flock(2)`` on ``run.lock`` from its start to ``finish`` (the kernel drops it
+when the process dies, so a crash leaves no stale lock). A second writer
+(``--resume`` of the same run) is refused with the holder's pid, and readers
+call a run whose record says "running" *running* while the lock is held and
+*interrupted* otherwise.
+
+Loading trusts nothing: the record is validated against the schema below and
+every problem is explained in one line naming the file, the case and the field
+(``run.json: case 12 (rms_norm/...): status 'WEIRD' is not one of OK, INCORRECT,
+FAILED, SKIPPED``); a record with an unknown ``schema_version``, an OK case
+without metrics, or a non-finite (NaN/Inf) metric value or sample is refused
+(``NormbenchError``, exit 2), never half used. Writing refuses non-finite
+samples too (``NonFiniteError``), naming the case. Files are created with mode
+``0666 & ~umask`` (0644 under the usual umask 022).
 
 The results directory is ``--results-dir``, else ``$NORMBENCH_RESULTS_DIR``,
 else ``./runs``.
@@ -26,12 +46,18 @@ path ``runs.tar.xz/<run id>``. Writing is always plain ``run.json``.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import functools
 import gzip
+import io
 import json
 import lzma
+import math
 import os
+import re
 import secrets
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -39,18 +65,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from normbench.errors import NormbenchError, RunNotFoundError
 
 SCHEMA_VERSION = 1
 RUN_FILE = "run.json"
 JOURNAL_FILE = "cases.jsonl"
+LOCK_FILE = "run.lock"
+#: Key of the journal's first line, ``{"normbench_journal": 1, "run": {record without cases}}``.
+JOURNAL_HEADER = "normbench_journal"
 #: Names a run's record may have, in the order ``load_run`` looks for them.
 RECORD_FILES = (RUN_FILE, RUN_FILE + ".gz", RUN_FILE + ".xz")
 TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz")
 
-Status = Literal["OK", "INCORRECT", "SKIPPED", "FAILED"]
+Status = Literal["OK", "INCORRECT", "FAILED", "SKIPPED"]
 
 
 class Metric(BaseModel):
@@ -130,6 +159,8 @@ class RunRecord(BaseModel):
     environment: dict[str, Any] = {}
     cases: list[CaseRecord] = Field(default_factory=list)
     path: str | None = Field(default=None, exclude=True)  # where it was loaded from
+    #: Set when ``run.json`` was missing and the record was rebuilt from this journal file.
+    recovered_from: str | None = Field(default=None, exclude=True)
 
     def case_map(self) -> dict[str, CaseRecord]:
         return {c.case_id: c for c in self.cases}
@@ -144,11 +175,29 @@ def results_dir(option: str | Path | None = None) -> Path:
     return Path(option or os.environ.get("NORMBENCH_RESULTS_DIR") or "runs")
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, then put it back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never half.
+
+    The file gets mode ``0666 & ~umask`` (0644 under umask 022), as ``open()``
+    would create it; ``tempfile.mkstemp`` alone would leave it 0600.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -163,17 +212,132 @@ def _dump(record: RunRecord) -> str:
     return record.model_dump_json(indent=1)
 
 
-class RunWriter:
-    """Appends finished cases to a run and folds them into ``run.json`` at the end."""
+def _journal_header(record: RunRecord) -> str:
+    """The journal's first line: the record without its cases (enough to rebuild the run)."""
+    head = record.model_dump(mode="json", exclude={"cases"})
+    return json.dumps({JOURNAL_HEADER: SCHEMA_VERSION, "run": head}, separators=(",", ":"))
 
-    def __init__(self, record: RunRecord, run_dir: Path):
+
+# --------------------------------------------------------------------------- non-finite values
+class NonFiniteError(NormbenchError):
+    """A case whose metric value, sample or spread is NaN or infinite: not a measurement."""
+
+
+def non_finite(case: CaseRecord | dict[str, Any]) -> str | None:
+    """The first non-finite number among ``case``'s metrics, as ``metrics.time_us.samples[3] is nan``; else None.
+
+    ``case`` is a ``CaseRecord`` or its JSON form. Checks each metric's
+    ``value``, ``samples`` and ``spread`` (correctness errors may be inf: an
+    INCORRECT case's error can be unbounded).
+    """
+    metrics = case.metrics if isinstance(case, CaseRecord) else (case.get("metrics") or {})
+    for name, m in (metrics.items() if isinstance(metrics, dict) else ()):
+        if isinstance(m, Metric):
+            value, samples, spread = m.value, m.samples, m.spread
+        elif isinstance(m, dict):
+            value, samples, spread = m.get("value"), m.get("samples") or [], m.get("spread") or {}
+        else:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"metrics.{name}.value is {value}"
+        for i, x in enumerate(samples if isinstance(samples, list) else ()):
+            if isinstance(x, float) and not math.isfinite(x):
+                return f"metrics.{name}.samples[{i}] is {x}"
+        for k, x in (spread.items() if isinstance(spread, dict) else ()):
+            if isinstance(x, float) and not math.isfinite(x):
+                return f"metrics.{name}.spread.{k} is {x}"
+    return None
+
+
+# --------------------------------------------------------------------------- lock
+class RunLockedError(NormbenchError):
+    """Another process is writing the run (it holds ``run.lock``)."""
+
+
+def _holder(lock: Path) -> str:
+    try:
+        pid = lock.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        pid = ""
+    return f"pid {pid}" if pid.isdigit() else "pid unknown"
+
+
+def _try_lock(f: Any, run_dir: Path, exclusive: bool = True) -> bool:
+    """``flock`` ``f`` without waiting: True if taken, False if another open file holds it."""
+    try:
+        fcntl.flock(f.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise NormbenchError(f"{run_dir / LOCK_FILE}: cannot lock: {e.strerror or e}") from None
+
+
+def acquire_lock(run_dir: Path) -> Any:
+    """Take ``run_dir``'s write lock for this process and write its pid into the lock file.
+
+    Returns the open lock file: the lock lasts until it is closed (or the process ends).
+    The file is never removed: removing it would let two processes lock two different
+    files of the same name.
+
+    Raises:
+        RunLockedError: another process holds it (message names its pid).
+        NormbenchError: the lock file cannot be created (a read-only run directory).
+    """
+    lock = Path(run_dir) / LOCK_FILE
+    try:
+        f = open(lock, "a+", encoding="utf-8")
+    except OSError as e:
+        raise NormbenchError(f"{run_dir}: cannot write this run here ({lock}: {e.strerror or e})") from None
+    if not _try_lock(f, Path(run_dir)):
+        f.close()
+        raise RunLockedError(
+            f"{run_dir}: another normbench process ({_holder(lock)}) is writing this run; "
+            "wait for it to end, or stop it, then try again"
+        )
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def lock_holder(run_dir: str | Path) -> str | None:
+    """``"pid N"`` when a process holds ``run_dir``'s write lock, else None (runs in tarballs: None)."""
+    lock = Path(run_dir) / LOCK_FILE
+    try:
+        f = open(lock, "r", encoding="utf-8")
+    except OSError:
+        return None
+    with f:
+        if _try_lock(f, Path(run_dir), exclusive=False):
+            return None  # closing the file drops the shared lock just taken
+    return _holder(lock)
+
+
+class RunWriter:
+    """Appends finished cases to a run and folds them into ``run.json`` at the end.
+
+    Holds the run's lock (``run.lock``) from construction to ``finish``; ``lock``
+    is one already taken with ``acquire_lock`` (``resume_run``).
+
+    Raises:
+        RunLockedError: another process is writing the run.
+    """
+
+    def __init__(self, record: RunRecord, run_dir: Path, lock: Any = None):
         self.record = record
         self.dir = run_dir
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = lock if lock is not None else acquire_lock(self.dir)
         (self.dir / "logs").mkdir(exist_ok=True)
         record.status = "running"
         record.finished_at = None
         atomic_write_text(self.dir / RUN_FILE, _dump(record))
+        # The journal restarts as header + the cases known now (a resumed run's, from the record
+        # just written): it is a whole record by itself, and no line torn by an earlier crash stays.
+        lines = [_journal_header(record), *(c.model_dump_json() for c in record.cases)]
+        atomic_write_text(self.dir / JOURNAL_FILE, "\n".join(lines) + "\n")
         self._journal = open(self.dir / JOURNAL_FILE, "a", encoding="utf-8")
 
     @property
@@ -181,7 +345,15 @@ class RunWriter:
         return self.dir / "logs"
 
     def add(self, case: CaseRecord) -> None:
-        """Record a finished case durably (survives a crash right after return)."""
+        """Record a finished case durably (survives a crash right after return).
+
+        Raises:
+            NonFiniteError: a metric value, sample or spread of ``case`` is NaN or infinite
+                (nothing is recorded).
+        """
+        bad = non_finite(case)
+        if bad is not None:
+            raise NonFiniteError(f"case {case.case_id}: {bad}: a non-finite measurement is not recorded")
         # Memory first: an interrupt between the two steps must not leave a case that is
         # in the journal but not in memory, since finish() folds memory and drops the journal.
         self.record.cases = [c for c in self.record.cases if c.case_id != case.case_id] + [case]
@@ -190,12 +362,14 @@ class RunWriter:
         os.fsync(self._journal.fileno())
 
     def finish(self, status: Literal["complete", "interrupted"]) -> RunRecord:
-        """Fold the journal into ``run.json`` atomically, then drop the journal."""
+        """Fold the journal into ``run.json`` atomically, drop the journal, release the lock."""
         self._journal.close()
         self.record.status = status
         self.record.finished_at = utc_now()
         atomic_write_text(self.dir / RUN_FILE, _dump(self.record))
         (self.dir / JOURNAL_FILE).unlink(missing_ok=True)
+        self._lock.truncate(0)  # no pid of a process that is gone; the file stays (see acquire_lock)
+        self._lock.close()
         return self.record
 
 
@@ -217,15 +391,24 @@ def create_run(
 
 
 def resume_run(run_dir: Path) -> RunWriter:
-    """Reopen a stored run for more cases (``--resume``).
+    """Reopen a stored run for more cases (``--resume``), holding its lock.
+
+    A run whose ``run.json`` is lost is rebuilt from its journal first (``load_run``).
 
     Raises:
         NormbenchError: the run is stored compressed or inside a tarball (resuming
-            writes ``run.json`` in its directory: decompress it first).
+            writes ``run.json`` in its directory: decompress it first), or its record
+            is damaged (``load_run``).
+        RunLockedError: another process is writing it.
     """
     check_writable(run_dir)
-    record = load_run(run_dir)
-    return RunWriter(record, run_dir)
+    lock = acquire_lock(Path(run_dir))  # before reading: no writer can add cases this misses
+    try:
+        record = load_run(run_dir)
+        return RunWriter(record, Path(run_dir), lock=lock)
+    except BaseException:
+        lock.close()
+        raise
 
 
 def check_writable(run_dir: Path) -> None:
@@ -233,6 +416,7 @@ def check_writable(run_dir: Path) -> None:
 
     Raises:
         NormbenchError: its record is only compressed, or it lies inside a tarball.
+        RunLockedError: another process is writing it (the message names its pid).
     """
     run_dir = Path(run_dir)
     if _in_tarball(run_dir) is not None:
@@ -241,6 +425,10 @@ def check_writable(run_dir: Path) -> None:
     if f is not None and f.name != RUN_FILE:
         raise NormbenchError(f"{f}: a compressed record cannot be resumed; decompress it first "
                              f"({'xz' if f.suffix == '.xz' else 'gzip'} -d {f})")
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        raise RunLockedError(f"{run_dir}: another normbench process ({holder}) is writing this run; "
+                             "wait for it to end, or stop it, then try again")
 
 
 def record_file(run_dir: Path) -> Path | None:
@@ -250,6 +438,11 @@ def record_file(run_dir: Path) -> Path | None:
         if f.is_file():
             return f
     return None
+
+
+def is_run_dir(d: Path) -> bool:
+    """A directory with a record file, or with a journal only (a run whose ``run.json`` was lost)."""
+    return record_file(d) is not None or (d / JOURNAL_FILE).is_file()
 
 
 def _is_tarball(p: Path) -> bool:
@@ -264,38 +457,80 @@ def _in_tarball(p: Path) -> tuple[Path, str] | None:
     return None
 
 
+def max_record_bytes() -> int:
+    """The largest record or journal ``load_run`` reads, in bytes once decompressed:
+    ``$NORMBENCH_MAX_RECORD_MB`` MiB (default 512).
+
+    Raises:
+        NormbenchError: the variable is not a positive integer.
+    """
+    raw = os.environ.get("NORMBENCH_MAX_RECORD_MB", "512")
+    try:
+        mb = int(raw)
+    except ValueError:
+        mb = 0
+    if mb <= 0:
+        raise NormbenchError(f"NORMBENCH_MAX_RECORD_MB={raw!r}: expected a positive number of MiB")
+    return mb * 2**20
+
+
+def _too_big(where: str, limit: int) -> NormbenchError:
+    return NormbenchError(f"{where}: larger than {limit // 2**20} MiB, more than any run record this normbench "
+                          "writes (raise $NORMBENCH_MAX_RECORD_MB to read it)")
+
+
 def _decompress(name: str, raw: bytes) -> bytes:
     """``raw`` as stored under file ``name``: gunzip ``.gz``, unxz ``.xz``, else as is.
 
     Raises:
-        NormbenchError: damaged or truncated data.
+        NormbenchError: damaged or truncated data, or more than ``max_record_bytes()`` once decompressed.
     """
+    limit = max_record_bytes()
     try:
         if name.endswith(".gz"):
-            return gzip.decompress(raw)
-        if name.endswith(".xz"):
-            return lzma.decompress(raw, format=lzma.FORMAT_XZ)
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as g:
+                out = g.read(limit + 1)
+        elif name.endswith(".xz"):
+            with lzma.LZMAFile(io.BytesIO(raw), format=lzma.FORMAT_XZ) as x:
+                out = x.read(limit + 1)
+        else:
+            out = raw
     except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
         raise NormbenchError(f"{name}: damaged or truncated compressed record ({_why(e)})") from None
-    return raw
+    if len(out) > limit:
+        raise _too_big(name, limit)
+    return out
 
 
 def _why(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _read_record_file(f: Path) -> bytes:
+def _read_bytes(f: Path) -> bytes:
+    """A record or journal file's bytes (regular files only, at most ``max_record_bytes()``)."""
+    limit = max_record_bytes()
     try:
-        raw = f.read_bytes()
+        fd = os.open(f, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NormbenchError(f"{f}: not a regular file")
+            raw = fh.read(limit + 1)
     except OSError as e:
         raise NormbenchError(f"{f}: cannot read: {e.strerror or e}") from None
-    return _decompress(str(f), raw)
+    if len(raw) > limit:
+        raise _too_big(str(f), limit)
+    return raw
+
+
+def _read_record_file(f: Path) -> bytes:
+    return _decompress(str(f), _read_bytes(f))
 
 
 @functools.lru_cache(maxsize=4)
 def _tar_contents(path: str, mtime_ns: int, size: int) -> dict[str, dict[str, bytes]]:
     """Records and journals in a tarball: ``{run dir: {file name: bytes}}`` (cached per file version)."""
     runs: dict[str, dict[str, bytes]] = {}
+    limit = max_record_bytes()
     try:
         with tarfile.open(path, "r:*") as tar:
             for m in tar:
@@ -304,6 +539,8 @@ def _tar_contents(path: str, mtime_ns: int, size: int) -> dict[str, dict[str, by
                 parts = [x for x in m.name.split("/") if x not in ("", ".")]
                 if len(parts) < 2 or parts[-1] not in (*RECORD_FILES, JOURNAL_FILE):
                     continue
+                if m.size > limit:
+                    raise _too_big(f"{path}:{m.name}", limit)
                 data = tar.extractfile(m)
                 if data is not None:
                     runs.setdefault("/".join(parts[:-1]), {})[parts[-1]] = data.read()
@@ -311,7 +548,7 @@ def _tar_contents(path: str, mtime_ns: int, size: int) -> dict[str, dict[str, by
         raise NormbenchError(f"{path}: not a tar archive, or a damaged or truncated one") from None
     except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib.error) as e:
         raise NormbenchError(f"{path}: damaged or truncated tarball ({_why(e)})") from None
-    return {d: files for d, files in runs.items() if any(n in files for n in RECORD_FILES)}
+    return {d: files for d, files in runs.items() if any(n in files for n in (*RECORD_FILES, JOURNAL_FILE))}
 
 
 def _tar_runs(tarball: Path) -> dict[str, dict[str, bytes]]:
@@ -319,66 +556,264 @@ def _tar_runs(tarball: Path) -> dict[str, dict[str, bytes]]:
     return _tar_contents(str(tarball.resolve()), st.st_mtime_ns, st.st_size)
 
 
+# --------------------------------------------------------------------------- explaining damage
+_NOUNS = {
+    "list_type": "a list", "dict_type": "an object", "model_type": "an object", "model_attributes_type": "an object",
+    "string_type": "a string", "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false", "bool_parsing": "true or false",
+}
+
+
+def _show(v: Any, limit: int = 40) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return f"the number {_show(v)}"
+    if isinstance(v, str):
+        return f"the string {_show(v)}"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def _field(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _case_label(index: int | None, case: Any) -> str:
+    cid = case.get("case_id") if isinstance(case, dict) else getattr(case, "case_id", None)
+    label = f"case {index}" if index is not None else "case"
+    if isinstance(cid, str) and cid:
+        label += f" ({cid if len(cid) <= 60 else cid[:59] + '…'})"
+    return label
+
+
+def _problem(e: Any, field: str) -> str:
+    t, inp = e["type"], e.get("input")
+    if t == "missing":
+        return f"{field} is missing"
+    if t == "literal_error":
+        choices = re.findall(r"'([^']*)'", (e.get("ctx") or {}).get("expected", ""))
+        return f"{field} {_show(inp)} is not one of {', '.join(choices)}"
+    if t in _NOUNS:
+        return f"{field} is {_kind(inp)}, not {_NOUNS[t]}"
+    return f"{field}: {' '.join(str(e.get('msg', t)).split())} (got {_kind(inp)})"
+
+
+def explain(where: str, err: ValidationError, data: Any, case: str | None = None) -> str:
+    """One line naming the file, the case and the field of ``err``'s first problem, and how many more.
+
+    ``data`` is the JSON that failed (a record, or with ``case`` a journal line's
+    case, ``case`` then being its label).
+    """
+    errors = err.errors()
+    first = errors[0]
+    loc = list(first["loc"])
+    head = case
+    if head is None and len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int):
+        cases = data.get("cases") if isinstance(data, dict) else None
+        head = _case_label(loc[1], cases[loc[1]] if isinstance(cases, list) and loc[1] < len(cases) else None)
+        loc = loc[2:]
+    field_name = _field(loc) if loc else ("the case" if head else "the record")
+    text = f"{where}: " + (f"{head}: " if head else "") + _problem(first, field_name)
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return text
+
+
+def _check_version(data: dict[str, Any], where: str) -> None:
+    if "schema_version" not in data:
+        raise NormbenchError(f"{where}: no schema_version: not a normbench run record, or a damaged one")
+    v = data["schema_version"]
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise NormbenchError(f"{where}: schema_version {_show(v)} is not a version this normbench reads ({SCHEMA_VERSION})")
+    if v > SCHEMA_VERSION:
+        raise NormbenchError(
+            f"{where}: schema_version {v} is newer than this normbench reads ({SCHEMA_VERSION}); upgrade normbench"
+        )
+
+
+def _check_case(case: CaseRecord, where: str, label: str) -> None:
+    """Refuse what validates but cannot be a measurement: non-finite numbers, an OK case without metrics."""
+    bad = non_finite(case)
+    if bad is not None:
+        raise NormbenchError(f"{where}: {label}: {bad}: non-finite values are not measurements")
+    if case.status == "OK" and not case.metrics:
+        raise NormbenchError(f"{where}: {label}: status OK but metrics is empty (a measured case has at least one)")
+
+
+def _parse_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise NormbenchError(f"{where}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    except RecursionError:
+        raise NormbenchError(f"{where}: nested too deeply to be a run record") from None
+
+
+def _parse_record(text: str, where: str) -> RunRecord:
+    data = _parse_json(text, where)
+    if not isinstance(data, dict):
+        raise NormbenchError(f"{where}: not a run record (a JSON {type(data).__name__}, not an object)")
+    _check_version(data, where)
+    try:
+        record = RunRecord.model_validate(data)
+    except ValidationError as err:
+        raise NormbenchError(explain(where, err, data)) from None
+    for i, c in enumerate(record.cases):
+        _check_case(c, where, _case_label(i, c))
+    return record
+
+
+def _parse_journal(raw: bytes, where: str) -> tuple[dict[str, Any] | None, list[CaseRecord]]:
+    """The journal's header (the record without cases; None in journals of older normbench) and its cases.
+
+    Only an unterminated last line may be torn (a crash mid-write); any other
+    line that is not a valid case is damage.
+
+    Raises:
+        NormbenchError: a damaged line (``file:line: ...``).
+    """
+    text = raw.decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    header: dict[str, Any] | None = None
+    cases: list[CaseRecord] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        torn = n == len(lines)  # no newline after it
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            if torn:
+                continue
+            raise NormbenchError(f"{where}:{n}: damaged journal line: not valid JSON ({_why(e)})") from None
+        if not isinstance(obj, dict):
+            if torn:
+                continue
+            raise NormbenchError(f"{where}:{n}: damaged journal line: a JSON {type(obj).__name__}, not a case")
+        if JOURNAL_HEADER in obj:
+            if n != 1 or not isinstance(obj.get("run"), dict):
+                raise NormbenchError(f"{where}:{n}: damaged journal: a run header that is not its whole first line")
+            header = obj["run"]
+            continue
+        label = _case_label(None, obj)
+        try:
+            case = CaseRecord.model_validate(obj)
+        except ValidationError as err:
+            if torn:
+                continue
+            raise NormbenchError(explain(f"{where}:{n}", err, obj, case=label)) from None
+        _check_case(case, f"{where}:{n}", label)
+        cases.append(case)
+    return header, cases
+
+
 def load_run(path: str | Path) -> RunRecord:
-    """Load a run, merging any journal left by a crash.
+    """Load a run, merging any journal left by a crash; rebuild it from the journal if ``run.json`` is lost.
 
     ``path`` is a run directory, its record file (``run.json``, ``run.json.gz``
     or ``run.json.xz``), or ``<tarball>/<run dir>`` (see the module docstring).
+    A record that says "running" is ``running`` while its writer holds the lock,
+    else ``interrupted``.
 
     Raises:
-        RunNotFoundError: no record there.
-        NormbenchError: a record of a newer schema, unreadable JSON, or a damaged
-            compressed file or tarball.
+        RunNotFoundError: neither a record nor a journal there (the message names the missing file).
+        NormbenchError: anything that makes the record untrustworthy, in one line naming
+            the file (and case and field): unreadable, not UTF-8, not JSON, not an object,
+            no or an unknown ``schema_version``, a field that fails the schema, an OK case
+            without metrics, a non-finite metric, a damaged journal line (all but a torn
+            last one), a damaged compressed file or tarball, or a file larger than
+            ``max_record_bytes()``.
     """
     p = Path(path)
     run_dir = p.parent if p.name in RECORD_FILES else p
-    journal_text: str | None = None
+    text: str | None = None
+    where = ""
+    journal_raw: bytes | None = None
+    journal_where = ""
+    holder: str | None = None
     packed = _in_tarball(run_dir)
     if packed is not None:
         tarball, member = packed
         files = _tar_runs(tarball).get(member)
         if not files:
             raise RunNotFoundError(f"{run_dir}: not a run (no {RUN_FILE} under {member}/ in {tarball})")
-        name = p.name if p.name in files else next(n for n in RECORD_FILES if n in files)
-        where = f"{tarball}:{member}/{name}"
-        text = _decode(where, _decompress(where, files[name]))
-        if JOURNAL_FILE in files:
-            journal_text = files[JOURNAL_FILE].decode("utf-8", errors="replace")
-        f: Path | str = where
+        name = p.name if p.name in files else next((n for n in RECORD_FILES if n in files), None)
+        if name is not None:
+            where = f"{tarball}:{member}/{name}"
+            text = _decode(where, _decompress(where, files[name]))
+        journal_raw = files.get(JOURNAL_FILE)
+        journal_where = f"{tarball}:{member}/{JOURNAL_FILE}"
     else:
         found = p if p.name in RECORD_FILES and p.is_file() else record_file(run_dir)
-        if found is None:
-            raise RunNotFoundError(f"{run_dir}: not a run (no {RUN_FILE}, {RUN_FILE}.gz or {RUN_FILE}.xz)")
-        f = found
-        text = _decode(str(f), _read_record_file(f))
         journal = run_dir / JOURNAL_FILE
-        if journal.exists():
-            journal_text = journal.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise NormbenchError(f"{f}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from e
-    if not isinstance(data, dict):
-        raise NormbenchError(f"{f}: not a run record (a JSON {type(data).__name__}, not an object)")
-    version = data.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise NormbenchError(
-            f"{f}: schema_version {version!r} is newer than this normbench reads ({SCHEMA_VERSION}); upgrade normbench"
-        )
-    record = RunRecord.model_validate(data)
-    if journal_text is not None:
-        by_id = record.case_map()
-        for line in journal_text.splitlines():
-            try:
-                case = CaseRecord.model_validate_json(line)
-            except ValueError:
-                continue  # a line torn by a crash mid-write: that case never finished
-            by_id[case.case_id] = case
-        record.cases = list(by_id.values())
-        if record.status == "running":
-            record.status = "interrupted"
+        journal_where = str(journal)
+        if found is not None:
+            where = str(found)
+            text = _decode(where, _read_record_file(found))
+        if journal.is_file():
+            journal_raw = _read_bytes(journal)
+        if found is None and journal_raw is None:
+            raise RunNotFoundError(_not_a_run(run_dir))
+        holder = lock_holder(run_dir)
+
+    if text is not None:
+        record = _parse_record(text, where)
+        if journal_raw is not None:
+            _, extra = _parse_journal(journal_raw, journal_where)
+            _merge(record, extra)
+    else:
+        assert journal_raw is not None
+        header, extra = _parse_journal(journal_raw, journal_where)
+        if header is None:
+            n = len(extra)
+            what = (f"its {n} finished case{'s lack' if n != 1 else ' lacks'} the run's suite and "
+                    "environment (a journal without a header line, as older normbench wrote)") if extra else "it is empty"
+            raise NormbenchError(f"{run_dir}: no {RUN_FILE}, and the journal {JOURNAL_FILE} cannot rebuild the run: {what}")
+        head_where = f"{journal_where}:1"
+        _check_version(header, head_where)
+        try:
+            record = RunRecord.model_validate({**header, "cases": []})
+        except ValidationError as err:
+            raise NormbenchError(explain(head_where, err, header)) from None
+        _merge(record, extra)
+        record.recovered_from = journal_where
+        record.status = "running"  # a journal outlives its run only until finish(): the run never ended
+    if record.status == "running" and holder is None:
+        record.status = "interrupted"  # its writer is gone (a run being written holds the lock)
     record.path = str(run_dir)
     return record
+
+
+def _merge(record: RunRecord, cases: list[CaseRecord]) -> None:
+    if not cases:
+        return
+    by_id = record.case_map()
+    for case in cases:
+        by_id[case.case_id] = case
+    record.cases = list(by_id.values())
+
+
+def _not_a_run(run_dir: Path) -> str:
+    if not run_dir.exists():
+        return f"{run_dir}: no such run directory"
+    if not run_dir.is_dir():
+        return f"{run_dir}: not a run directory (a run is a folder holding {RUN_FILE})"
+    return (f"{run_dir}: not a run: no {RUN_FILE}, {RUN_FILE}.gz or {RUN_FILE}.xz in it (nor a journal "
+            f"{JOURNAL_FILE} to rebuild one from)")
 
 
 def _decode(where: str, raw: bytes) -> str:
@@ -391,8 +826,9 @@ def _decode(where: str, raw: bytes) -> str:
 def list_runs(base: Path) -> list[Path]:
     """Run directories under ``base``, oldest first (by their UTC-stamped names' time).
 
-    A directory counts when it holds any of ``RECORD_FILES``. ``base`` may be a
-    tarball: then its runs are ``base/<run dir>`` paths that ``load_run`` reads.
+    A directory counts when it holds any of ``RECORD_FILES``, or a journal only
+    (``load_run`` rebuilds it). ``base`` may be a tarball: then its runs are
+    ``base/<run dir>`` paths that ``load_run`` reads.
 
     Raises:
         NormbenchError: ``base`` is a damaged tarball.
@@ -400,7 +836,7 @@ def list_runs(base: Path) -> list[Path]:
     if _is_tarball(base):
         runs = [base / d for d in _tar_runs(base)]
     elif base.is_dir():
-        runs = [d for d in base.iterdir() if record_file(d) is not None]
+        runs = [d for d in base.iterdir() if d.is_dir() and is_run_dir(d)]
     else:
         return []
     return sorted(runs, key=lambda d: (_stamp(d.name), d.name))
@@ -418,13 +854,16 @@ def resolve_run(ref: str, base: Path) -> Path:
     ``run.json.xz``) or ``<tarball>/<run dir>``; ``base`` may be a tarball.
 
     Raises:
-        RunNotFoundError: nothing matches, or a prefix matches several runs.
+        RunNotFoundError: nothing matches (a folder that is not a run: the message names
+            the missing ``run.json``), or a prefix matches several runs.
         NormbenchError: a damaged tarball.
     """
     p = Path(ref)
     if p.name in RECORD_FILES and p.is_file():
         return p.parent
-    if record_file(p) is not None:
+    if p.name == JOURNAL_FILE and p.is_file():
+        return p.parent
+    if p.is_dir() and is_run_dir(p):
         return p
     packed = _in_tarball(p.parent if p.name in RECORD_FILES else p)
     if packed is not None and packed[1] in _tar_runs(packed[0]):
@@ -443,5 +882,9 @@ def resolve_run(ref: str, base: Path) -> Path:
     if len(matches) > 1:
         names = ", ".join(m.name for m in matches[:5])
         raise RunNotFoundError(f"'{ref}' matches {len(matches)} runs ({names}{', ...' if len(matches) > 5 else ''}); give more of the id")
+    if p.is_dir():
+        raise RunNotFoundError(_not_a_run(p))
+    if p.name in RECORD_FILES and p.parent.is_dir():
+        raise RunNotFoundError(f"{p}: no such file")
     known = ", ".join(r.name for r in runs[-5:]) or "none"
     raise RunNotFoundError(f"no run '{ref}' in {base}/ (latest: {known})")

@@ -18,21 +18,45 @@ forbids unknown keys. ``load_suite`` raises ``SuiteError`` whose message is
 ``path:line:col: stages[0].sweep.dtype: <why>`` for the first problem, followed by
 any others, one per line.
 
+Input limits (the one input boundary: ``read_regular_file`` and ``parse_suite``):
+
+* a suite is a regular file (no FIFO, device or socket: checked with ``os.stat``
+  before it is opened, so nothing blocks) of at most ``MAX_SUITE_BYTES`` (1 MiB),
+  UTF-8 text;
+* YAML nests at most ``MAX_YAML_DEPTH`` (32) collections deep, counted with
+  aliases expanded; an alias may not refer to a node that contains it;
+* the document, aliases expanded, has at most ``MAX_YAML_NODES`` (200,000)
+  nodes and uses at most ``MAX_YAML_ALIASES`` (10,000) aliases: an alias bomb is
+  refused at the alias that crosses the limit, without expanding it;
+* mapping keys are scalars (a list or mapping as a key is refused); merge keys
+  (``<<: *base``, YAML 1.1) are read as ``yaml.safe_load`` reads them;
+* names (suite ``name``, stage ``name``, variant names, ``--name``) follow
+  ``NAME_RULE``: 1 to 100 of ``A-Z a-z 0-9 . _ -``, starting with a letter or a
+  digit, so a name is always one safe path component;
+* floats are finite; sweep axes list each value once; ``timing.min_run_time_s``
+  is at most 60 s, ``warmup``/``repetitions`` at most 100,000, ``repeats`` at most
+  1,000. Case counts and bytes per case are checked against the machine by
+  ``normbench.expand.check_plan``.
+
 Errors:
-    SuiteError: missing/empty file, YAML syntax error, duplicate keys, a
-        document that is not a mapping, schema violations, unknown op/provider
-        names (with did-you-mean), axis values an op does not accept.
+    SuiteError: missing/empty file, not a regular file, too large, not UTF-8,
+        YAML syntax error, too deep, alias bomb, duplicate keys, a non-scalar
+        key, a document that is not a mapping, schema violations, unknown
+        op/provider names (with did-you-mean), axis values an op does not accept.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -41,6 +65,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -51,18 +76,88 @@ from normbench.registry import PROVIDERS, UNFUSED_OPS, did_you_mean, op_info
 
 Dtype = Literal["bfloat16", "float16", "float32"]
 
+#: A suite file is at most this many bytes (1 MiB; the bundled ones are < 10 KiB).
+MAX_SUITE_BYTES = 1 << 20
+#: Collections nest at most this deep (aliases expanded); suites need about 6.
+MAX_YAML_DEPTH = 32
+#: Nodes of the document with every alias expanded (an alias bomb crosses it early).
+MAX_YAML_NODES = 200_000
+#: Alias uses (``*name``) in one document.
+MAX_YAML_ALIASES = 10_000
+#: Syntax errors in files up to this size are re-read by the pure-Python YAML
+#: parser, whose messages name the offending character (it is ~20x slower).
+_PY_FALLBACK_CHARS = 64 * 1024
+
+#: Caps on timing budgets (per case).
+MAX_MIN_RUN_TIME_S = 60.0
+MAX_TIMING_CALLS = 100_000
+MAX_REPEATS = 1_000
+
+#: The one rule for every name that becomes part of a path (suite, stage,
+#: variant, ``--name``): one safe path component.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+NAME_RULE = "1 to 100 characters from A-Z a-z 0-9 . _ -, starting with a letter or a digit"
+
+
+def name_problem(value: Any) -> str | None:
+    """Why ``value`` is not a valid name (``NAME_RULE``), or None when it is one."""
+    if not isinstance(value, str):
+        return f"a name is a string, not {type(value).__name__}"
+    if re.fullmatch(NAME_PATTERN, value):
+        return None
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    if len(value) > 100:
+        return f"{shown!r} has {len(value)} characters; a name is {NAME_RULE}"
+    return f"{shown!r} is not a safe name; a name is {NAME_RULE}"
+
+
+def _check_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+#: A name that is always one safe path component (``NAME_RULE``).
+SafeName = Annotated[
+    str, AfterValidator(_check_name), WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "maxLength": 100})
+]
+
 
 def _listify(v: Any) -> Any:
     return v if isinstance(v, list) else [v]
 
 
 def OneOrMany(t: Any) -> Any:  # noqa: N802 - reads like a type
-    """A sweep axis: a list of values, or one value meaning a one-element list."""
-    return Annotated[list[t], BeforeValidator(_listify), Field(min_length=1)]
+    """A sweep axis: a list of values, or one value meaning a one-element list.
+
+    The JSON Schema (``normbench schema``) accepts a value or a non-empty list
+    of distinct values; ``_first_duplicate`` refuses a value listed twice.
+    """
+    given = Union[t, Annotated[list[t], Field(min_length=1, json_schema_extra={"uniqueItems": True})]]
+    return Annotated[list[t], BeforeValidator(_listify, json_schema_input_type=given), Field(min_length=1)]
+
+
+def _first_duplicate(values: list[Any]) -> tuple[int, int] | None:
+    """``(i, j)``, i < j, of the first value listed again, or None (O(n), values hashable)."""
+    first: dict[Any, int] = {}
+    for j, v in enumerate(values):
+        key = (type(v), v)
+        if key in first:
+            return first[key], j
+        first[key] = j
+    return None
+
+
+def _refuse_duplicates(field: str, values: list[Any] | None) -> None:
+    dup = _first_duplicate(values or [])
+    if dup is not None:
+        i, j = dup
+        raise ValueError(f"{field}[{j}]: {values[j]!r} is already listed at [{i}]; each value makes its cases once")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- kernel stage
@@ -89,6 +184,12 @@ class Sweep(Strict):
     def axes(self) -> dict[str, list[Any]]:
         """The set axes, in declaration order."""
         return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "Sweep":
+        for axis, values in self.axes().items():
+            _refuse_duplicates(axis, values)
+        return self
 
 
 class UnfusedParts(Strict):
@@ -135,10 +236,10 @@ class Timing(Strict):
     """
 
     mode: Literal["auto", "graph", "events"] = "auto"
-    warmup: NonNegativeInt = 10
-    repetitions: PositiveInt = 50
-    rotate_bytes: PositiveInt | None = None
-    min_run_time_s: PositiveFloat = 0.2
+    warmup: NonNegativeInt = Field(default=10, le=MAX_TIMING_CALLS)
+    repetitions: PositiveInt = Field(default=50, le=MAX_TIMING_CALLS)
+    rotate_bytes: PositiveInt | None = Field(default=None, le=1 << 40)
+    min_run_time_s: PositiveFloat = Field(default=0.2, le=MAX_MIN_RUN_TIME_S)
 
 
 class ToleranceSpec(Strict):
@@ -160,7 +261,7 @@ Rule = dict[str, Any]  # axis or "provider" -> value or list of values
 
 
 class StageBase(Strict):
-    name: str | None = None
+    name: SafeName | None = None
     description: str = ""
 
 
@@ -250,8 +351,13 @@ class E2EStageBase(StageBase):
     """
 
     variants: list[str] | None = None
-    repeats: PositiveInt = 1
+    repeats: PositiveInt = Field(default=1, le=MAX_REPEATS)
     extra_args: list[str] = []
+
+    @model_validator(mode="after")
+    def _distinct_variants(self) -> "E2EStageBase":
+        _refuse_duplicates("variants", self.variants)
+        return self
 
 
 class ThroughputStage(E2EStageBase):
@@ -310,8 +416,13 @@ class LatencyStage(E2EStageBase):
     input_len: OneOrMany(PositiveInt) = [512, 2048, 8192]
     output_len: PositiveInt = 1
     batch_size: PositiveInt = 1
-    num_iters: PositiveInt = 10
-    num_iters_warmup: NonNegativeInt = 3
+    num_iters: PositiveInt = Field(default=10, le=MAX_TIMING_CALLS)
+    num_iters_warmup: NonNegativeInt = Field(default=3, le=MAX_TIMING_CALLS)
+
+    @model_validator(mode="after")
+    def _distinct_input_len(self) -> "LatencyStage":
+        _refuse_duplicates("input_len", self.input_len)
+        return self
 
 
 class StartupStage(StageBase):
@@ -330,7 +441,12 @@ class StartupStage(StageBase):
 
     kind: Literal["startup"]
     variants: list[str] | None = None
-    repeats: PositiveInt = 1
+    repeats: PositiveInt = Field(default=1, le=MAX_REPEATS)
+
+    @model_validator(mode="after")
+    def _distinct_variants(self) -> "StartupStage":
+        _refuse_duplicates("variants", self.variants)
+        return self
 
 
 class AccuracyStage(E2EStageBase):
@@ -410,10 +526,10 @@ class Variant(Strict):
 
 
 class Suite(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: SafeName
     description: str = ""
     server: ServerSpec | None = None
-    variants: dict[str, Variant] = {}
+    variants: dict[SafeName, Variant] = {}
     baseline: str | None = None
     stages: list[Stage] = Field(min_length=1)
 
@@ -451,13 +567,23 @@ def stage_name(stage: Any, index: int) -> str:
 
 # --------------------------------------------------------------------------- loading
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when present
-    """SafeLoader that rejects duplicate keys (YAML silently keeps the last one)."""
+    """SafeLoader that rejects duplicate keys (YAML silently keeps the last one) and non-scalar keys."""
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
+        if key_node.tag == _MERGE_TAG:  # `<<: *base`: merged by SafeLoader.construct_mapping below
+            continue
+        if not isinstance(key_node, yaml.ScalarNode):
+            kind = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain value (a name or a number), not {kind}", key_node.start_mark
+            )
+        key = loader.construct_object(key_node)
         if key in seen:
             first = seen[key].start_mark
             raise yaml.constructor.ConstructorError(
@@ -469,25 +595,155 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
+def _checked_scalar(construct: Any) -> Any:
+    """A scalar constructor whose ``ValueError`` (an int of 5,000 digits, 2001-13-45) carries a position."""
+
+    def wrapped(loader: Any, node: yaml.Node) -> Any:
+        try:
+            return construct(loader, node)
+        except (ValueError, OverflowError) as e:
+            why = str(e).split(";")[0]  # not the hint about sys.set_int_max_str_digits
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value[:40]!r}: {why}", node.start_mark
+            ) from None
+
+    return wrapped
+
+
 class _PyLoader(yaml.SafeLoader):
     """The pure-Python loader: slower, but its syntax errors name the offending character."""
 
 
 for _cls in (_Loader, _PyLoader):
     _cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    for _tag, _fn in (("int", yaml.SafeLoader.construct_yaml_int), ("float", yaml.SafeLoader.construct_yaml_float),
+                      ("timestamp", yaml.SafeLoader.construct_yaml_timestamp)):
+        _cls.add_constructor(f"tag:yaml.org,2002:{_tag}", _checked_scalar(_fn))
 
 
 class LoadedSuite(BaseModel):
-    """A validated suite with where it came from."""
+    """A validated suite with where it came from.
+
+    ``text`` is the file's text when it came from a file (positions for later
+    checks, ``locate``); None for a suite restored from a run record.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
     suite: Suite
     path: str
     sha256: str
+    text: str | None = Field(default=None, repr=False)
 
 
 def _pos(mark: Any) -> str:
     return f"{mark.line + 1}:{mark.column + 1}"
+
+
+def _check_shape(text: str, path: str, loader_cls: type) -> None:
+    """Walk the YAML events (no tree is built) and refuse what would blow up later.
+
+    Nesting depth and the node count are computed with every alias expanded,
+    from per-anchor sizes, so a bomb is measured without being expanded.
+    Stops at the first problem, so deep or long input costs little; YAML syntax
+    errors propagate as ``yaml.YAMLError``.
+
+    Raises:
+        SuiteError: deeper than ``MAX_YAML_DEPTH``, more than ``MAX_YAML_NODES``
+            nodes expanded, more than ``MAX_YAML_ALIASES`` aliases, or an alias
+            inside the node it names (a recursive structure).
+    """
+    loader = loader_cls(text)
+    sizes: dict[str, tuple[int, int]] = {}  # anchor -> (expanded nodes, collection height)
+    stack: list[list[Any]] = []  # open collections: [anchor, nodes before it, height of its children]
+    total = aliases = 0
+    try:
+        while loader.check_event():
+            ev = loader.get_event()
+            where = f"{path}:{_pos(ev.start_mark)}"
+            if isinstance(ev, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_YAML_ALIASES:
+                    raise SuiteError(f"{where}: more than {MAX_YAML_ALIASES:,} aliases; a suite uses a few")
+                if ev.anchor not in sizes:
+                    if any(frame[0] == ev.anchor for frame in stack):
+                        raise SuiteError(f"{where}: alias *{ev.anchor} is inside the node it names "
+                                         "(a recursive structure); a suite is a tree")
+                    continue  # an undefined alias: the composer says so, with its position
+                nodes, height = sizes[ev.anchor]
+                if total + nodes > MAX_YAML_NODES:
+                    raise SuiteError(f"{where}: alias *{ev.anchor} expands to {nodes:,} nodes, past the limit of "
+                                     f"{MAX_YAML_NODES:,} for a whole suite (an alias bomb?); refused, not expanded")
+                total += nodes
+            elif isinstance(ev, yaml.ScalarEvent):
+                total += 1
+                height = 0
+                if ev.anchor:
+                    sizes[ev.anchor] = (1, 0)
+            elif isinstance(ev, yaml.CollectionStartEvent):
+                if len(stack) >= MAX_YAML_DEPTH:
+                    raise SuiteError(f"{where}: YAML nested more than {MAX_YAML_DEPTH} levels deep; "
+                                     "a suite needs a few")
+                stack.append([ev.anchor, total, 0])
+                total += 1
+                continue
+            elif isinstance(ev, yaml.CollectionEndEvent):
+                anchor, before, inner = stack.pop()
+                height = inner + 1
+                if anchor:
+                    sizes[anchor] = (total - before, height)
+            else:  # stream and document events
+                continue
+            if total > MAX_YAML_NODES:
+                raise SuiteError(f"{where}: more than {MAX_YAML_NODES:,} YAML nodes; a suite needs far fewer")
+            if len(stack) + height > MAX_YAML_DEPTH:
+                raise SuiteError(f"{where}: YAML nested more than {MAX_YAML_DEPTH} levels deep once aliases are "
+                                 "expanded; a suite needs a few")
+            if stack:
+                stack[-1][2] = max(stack[-1][2], height)
+    finally:
+        loader.dispose()
+
+
+def _yaml_error(e: yaml.YAMLError, text: str, path: str) -> SuiteError:
+    """One ``file:line:col: ...`` line for a YAML error."""
+    if isinstance(e, yaml.reader.ReaderError):
+        before = text[: e.position] if isinstance(e.position, int) else ""
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        ch = e.character if isinstance(e.character, str) else chr(e.character)
+        return SuiteError(f"{path}:{line}:{col}: character {ord(ch):#06x} is not allowed in YAML ({e.reason})")
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{_pos(mark)}" if mark else path
+        problem = e.problem or str(e)
+        if isinstance(e, yaml.constructor.ConstructorError):
+            return SuiteError(f"{where}: {problem}")
+        if e.context:
+            problem = f"{e.context}: {problem}"
+        return SuiteError(f"{where}: YAML syntax error: {problem}")
+    return SuiteError(f"{path}: YAML error: {e}")
+
+
+def _load_yaml(text: str, path: str) -> Any:
+    """``text`` as Python data, within the limits (``_check_shape``) (libyaml, else pure Python)."""
+    try:
+        _check_shape(text, path, _Loader)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as e:
+        if _Loader.__mro__[1] is yaml.SafeLoader or len(text) > _PY_FALLBACK_CHARS:
+            raise _yaml_error(e, text, path) from e
+        first = e
+    try:  # the same text again, for the pure-Python parser's clearer message
+        _check_shape(text, path, _PyLoader)
+        yaml.load(text, Loader=_PyLoader)  # noqa: S506 - _PyLoader is a SafeLoader
+    except yaml.YAMLError as e:
+        raise _yaml_error(e, text, path) from e
+    raise _yaml_error(first, text, path) from first
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The YAML tree of ``text`` (positions only; the text already loaded once)."""
+    return yaml.compose(text, Loader=_Loader)
 
 
 def _format_loc(loc: tuple[Any, ...], root: yaml.Node | None) -> tuple[str, str]:
@@ -531,26 +787,35 @@ def _clean_msg(msg: str) -> str:
     return re.sub(r"^(Value|Assertion) error, ", "", msg)
 
 
+def _errors_at(problems: list[tuple[tuple[Any, ...], str]], root: yaml.Node | None, path: str) -> str:
+    """``path:line:col: dotted.loc: message`` lines, in file order, for (pydantic-style loc, message) pairs."""
+    found = []
+    for loc, msg in problems:
+        # A model validator names the sub-path it judged ("sweep.group_size: ...");
+        # move it into the location so the position points at that key.
+        sub = _SUBPATH.match(msg)
+        if sub:
+            loc += tuple(int(t) if t.isdigit() else t for t in re.findall(r"\w+", sub.group(1)))
+            msg = sub.group(2)
+        dotted, pos = _format_loc(loc, root)
+        if root is None:
+            found.append(((0, 0), f"{path}: {dotted}: {msg}" if dotted else f"{path}: {msg}"))
+            continue
+        line, col = (int(x) for x in pos.split(":"))
+        found.append(((line, col), f"{path}:{pos}: {dotted}: {msg}" if dotted else f"{path}:{pos}: {msg}"))
+    return "\n".join(text for _, text in sorted(found, key=lambda f: f[0]))
+
+
 def parse_suite(text: str, path: str) -> Suite:
-    """Parse and validate suite YAML ``text``; ``path`` is only used in messages."""
+    """Parse and validate suite YAML ``text``; ``path`` is only used in messages.
+
+    Raises:
+        SuiteError: see the module docstring; the YAML limits are checked before
+            any tree is built.
+    """
     if not text.strip():
         raise SuiteError(f"{path}: the file is empty; a suite needs at least 'name' and 'stages'")
-    try:
-        try:
-            data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-        except yaml.YAMLError:
-            data = yaml.load(text, Loader=_PyLoader)  # noqa: S506 - raises again, with a clearer message
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{path}:{_pos(mark)}" if mark else path
-        problem = e.problem or str(e)
-        if isinstance(e, yaml.constructor.ConstructorError):
-            raise SuiteError(f"{where}: {problem}") from e
-        if e.context:
-            problem = f"{e.context}: {problem}"
-        raise SuiteError(f"{where}: YAML syntax error: {problem}") from e
-    except yaml.YAMLError as e:
-        raise SuiteError(f"{path}: YAML error: {e}") from e
+    data = _load_yaml(text, path)
     if data is None:
         raise SuiteError(f"{path}: the file holds no YAML document; a suite needs at least 'name' and 'stages'")
     if not isinstance(data, dict):
@@ -559,43 +824,112 @@ def parse_suite(text: str, path: str) -> Suite:
     try:
         return Suite.model_validate(data)
     except ValidationError as e:
-        root = yaml.compose(text, Loader=_PyLoader)  # positions, only needed to report errors
-        found = []
-        for err in e.errors():
-            loc, msg = tuple(err["loc"]), _clean_msg(err["msg"])
-            # A model validator names the sub-path it judged ("sweep.group_size: ...");
-            # move it into the location so the position points at that key.
-            sub = _SUBPATH.match(msg)
-            if sub:
-                loc += tuple(int(t) if t.isdigit() else t for t in re.findall(r"\w+", sub.group(1)))
-                msg = sub.group(2)
-            dotted, pos = _format_loc(loc, root)
-            line, col = (int(x) for x in pos.split(":"))
-            found.append(((line, col), f"{path}:{pos}: {dotted}: {msg}" if dotted else f"{path}:{pos}: {msg}"))
-        raise SuiteError("\n".join(text for _, text in sorted(found, key=lambda f: f[0]))) from e
+        problems = [(tuple(err["loc"]), _clean_msg(err["msg"])) for err in e.errors()]
+        raise SuiteError(_errors_at(problems, _compose(text), path)) from e
     except UnknownNameError as e:
         raise SuiteError(f"{path}: {e}") from e
 
 
+def refuse(loaded: LoadedSuite, problems: list[tuple[tuple[Any, ...], str]]) -> SuiteError:
+    """A ``SuiteError`` for problems found after loading (``normbench.expand.check_plan``).
+
+    Each problem is a pydantic-style location (``("stages", 0, "sweep", "num_tokens", 2)``)
+    and a message; the error reads ``file:line:col: stages[0].sweep.num_tokens[2]: message``
+    when the suite's text is known, else ``file: stages[0]...: message``.
+    """
+    root = _compose(loaded.text) if loaded.text else None
+    return SuiteError(_errors_at(problems, root, loaded.path))
+
+
+def locate(loaded: LoadedSuite, dotted: str) -> str | None:
+    """``file:line:col`` of a dotted path such as ``variants.fused.compilation_config.pass_config.x``
+    (the deepest key found), or None without the suite's text."""
+    if not loaded.text:
+        return None
+    loc = tuple(int(t) if t.isdigit() else t for t in re.findall(r"[^.\[\]]+", dotted))
+    _, pos = _format_loc(loc, _compose(loaded.text))
+    return f"{loaded.path}:{pos}"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def read_regular_file(path: str | Path, max_bytes: int = MAX_SUITE_BYTES, what: str = "suite file") -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, read without ever blocking.
+
+    The type and size come from ``os.stat`` before anything is opened (a FIFO
+    would block ``open``; ``/dev/zero`` never ends); the file is then opened
+    ``O_NONBLOCK`` and checked again with ``fstat``, and at most ``max_bytes + 1``
+    bytes are read (a file that grew is refused too).
+
+    Raises:
+        SuiteError: no such file, a directory, a FIFO/device/socket, over
+            ``max_bytes``, or unreadable (permissions, a name too long, ...).
+    """
+    shown = str(path)
+
+    def refused(st: os.stat_result) -> SuiteError | None:
+        if stat.S_ISDIR(st.st_mode):
+            return SuiteError(f"{shown}: is a directory, not a {what}")
+        if not stat.S_ISREG(st.st_mode):
+            return SuiteError(f"{shown}: is {_file_kind(st.st_mode)}, not a regular file; "
+                              f"a {what} must be a regular file")
+        if st.st_size > max_bytes:
+            return SuiteError(f"{shown}: {st.st_size:,} bytes; a {what} is at most {max_bytes:,} bytes")
+        return None
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SuiteError(f"{shown}: no such file") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the name
+        raise SuiteError(f"{shown}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    err = refused(st)
+    if err:
+        raise err
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise SuiteError(f"{shown}: cannot read: {e.strerror}") from None
+    try:
+        err = refused(os.fstat(fd))  # the name may have changed hands since the stat
+        if err:
+            raise err
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(1 << 16, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as e:
+        raise SuiteError(f"{shown}: cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > max_bytes:
+        raise SuiteError(f"{shown}: more than {max_bytes:,} bytes; a {what} is at most {max_bytes:,} bytes")
+    return b"".join(chunks)
+
+
 def load_suite(path: str | Path) -> LoadedSuite:
-    """Read, parse and validate a suite file.
+    """Read, parse and validate a suite file (``read_regular_file``, UTF-8, ``parse_suite``).
 
     Raises:
         SuiteError: see the module docstring.
     """
-    p = Path(path)
     shown = str(path)
-    if not p.exists():
-        raise SuiteError(f"{shown}: no such file")
-    if p.is_dir():
-        raise SuiteError(f"{shown}: is a directory, not a suite file")
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise SuiteError(f"{shown}: cannot read: {e.strerror}") from e
+    raw = read_regular_file(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SuiteError(f"{shown}: not UTF-8 text (byte {e.start})") from e
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise SuiteError(f"{shown}:{line}:{col}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
+                         "save the suite as UTF-8") from None
     suite = parse_suite(text, shown)
-    return LoadedSuite(suite=suite, path=shown, sha256=hashlib.sha256(raw).hexdigest())
+    return LoadedSuite(suite=suite, path=shown, sha256=hashlib.sha256(raw).hexdigest(), text=text)

@@ -57,6 +57,10 @@ app = typer.Typer(
 #: Global state set by the callback.
 STATE = {"debug": False}
 
+from normbench.report.fit import install_help_layout  # noqa: E402
+
+install_help_layout()  # --help below 100 columns: each option's help under its names, never cut
+
 
 def console() -> Console:
     return Console(highlight=False)

@@ -3,6 +3,12 @@
 Runs are named by id, unique id prefix, path, or ``latest`` (``store.resolve_run``)
 in ``--results-dir`` (else ``$NORMBENCH_RESULTS_DIR``, else ``./runs``).
 
+Every ``-o/--output`` takes a file, or a folder (one that exists, or a path
+ending in ``/``) to write a default name inside (``compare-<run id>.md``,
+``noise-<run id>.txt``, ``<run id>.csv``, ...); missing parent folders are
+created, an existing file is replaced, and every format (rich too, rendered
+120 columns wide without colour) is written to it.
+
 Exit codes (``normbench.cli``): 0 ok; 1 ``compare --fail-on`` found a
 significant regression beyond its threshold (or a case OK in the baseline is
 INCORRECT/FAILED in the candidate); 2 bad input (unknown run, bad option,
@@ -13,6 +19,7 @@ None of these commands imports torch.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +31,10 @@ from normbench.cli import app, console, err_console
 from normbench.errors import NormbenchError
 
 COMPARE_FORMATS = ("rich", "markdown", "json", "csv")
+#: File name extension per --format, for the default name of an output written into a folder.
+EXTENSIONS = {"rich": "txt", "markdown": "md", "json": "json", "csv": "csv"}
+#: Width of rich output written to a file (no terminal to measure).
+FILE_WIDTH = 120
 
 
 def _load(ref: str, results_dir: Optional[Path]):
@@ -62,13 +73,69 @@ def _check_format(fmt: str, allowed: tuple[str, ...]) -> str:
     return f
 
 
-def _emit(text: str, output: Optional[Path]) -> None:
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
-        err_console().print(f"wrote {output}")
-    else:
+def output_path(raw: str, default_name: str) -> Path:
+    """Where ``-o raw`` writes: ``raw``, or ``raw/default_name`` when ``raw`` is a folder (one that
+    exists, or a path ending in ``/``). Creates the missing parent folders.
+
+    Raises:
+        NormbenchError: a parent that cannot be created (a file stands in the way, no permission).
+    """
+    p = Path(raw).expanduser()
+    if raw.endswith(("/", os.sep)) or p.is_dir():
+        p = p / default_name
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NormbenchError(f"-o {raw}: cannot create the folder {p.parent}: {e.strerror or e}") from None
+    return p
+
+
+def _emit(text: str, output: Optional[str], default_name: str) -> None:
+    """``text`` to stdout, or to the file ``-o output`` names (see ``output_path``).
+
+    Raises:
+        NormbenchError: the file cannot be written.
+    """
+    if output is None:
         typer.echo(text, nl=False)
+        return
+    path = output_path(output, default_name)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise NormbenchError(f"{path}: cannot write: {e.strerror or e}") from None
+    err_console().print(f"wrote {path}", soft_wrap=True, highlight=False)
+
+
+def _rich_text(render, *args) -> str:
+    """What ``render(*args, console)`` prints, as plain text ``FILE_WIDTH`` columns wide."""
+    buf = io.StringIO()
+    render(*args, Console(file=buf, width=FILE_WIDTH, color_system=None, highlight=False))
+    return buf.getvalue()
+
+
+OUTPUT_HELP = "Write the report to this file (a folder: a default name inside it)."
+
+
+# --------------------------------------------------------------------------- show
+def show_run(run_ref: str, fmt: str, output: Optional[str], results_dir: Optional[Path]) -> None:
+    """``normbench show`` (registered in ``normbench.cli.run``): a stored run's tables, rich or Markdown,
+    to the terminal or to ``-o`` (a file, or a folder for ``<run id>.txt`` / ``.md``)."""
+    from normbench.report.run_table import render_run, run_markdown
+
+    fmt = _check_format(fmt, ("rich", "markdown"))
+    record = _load(run_ref, results_dir)
+    name = f"{record.run_id}.{EXTENSIONS[fmt]}"
+    if fmt == "markdown":
+        text = run_markdown(record)
+        if output is not None:
+            _emit(text, output, name)
+        else:
+            console().print(text, markup=False, highlight=False, soft_wrap=True)
+    elif output is not None:
+        _emit(_rich_text(render_run, record), output, name)
+    else:
+        render_run(record, console())
 
 
 # --------------------------------------------------------------------------- compare
@@ -92,7 +159,7 @@ def compare(
         help="Exit 1 on a significant regression beyond a threshold: `median:+5%` (every metric) or per metric, "
              "`time_us:+5%`, `output_throughput:-3%`. Repeatable. Never fails on noise.",
     ),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="PATH", help=OUTPUT_HELP),
     resamples: int = typer.Option(4000, "--resamples", help="Bootstrap resamples per row."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed (same seed, same intervals)."),
     results_dir: Optional[Path] = RESULTS_DIR_OPT,
@@ -132,16 +199,16 @@ def compare(
             raise NormbenchError("--baseline-variant applies to --variants (one run)")
         result = cmpmod.compare(records[0], records[1:], options)
 
+    default_name = (f"variants-{records[0].run_id}" if result.mode == "variants"
+                    else f"compare-{records[-1].run_id}") + f".{EXTENSIONS[fmt]}"
     if fmt == "rich":
         if output is not None:
-            buf = io.StringIO()
-            compare_render.render_rich(result, Console(file=buf, width=120, color_system=None, highlight=False))
-            _emit(buf.getvalue(), output)
+            _emit(_rich_text(compare_render.render_rich, result), output, default_name)
         else:
             compare_render.render_rich(result, console())
     else:
         text = compare_render.render(result, fmt, console())
-        _emit(text or "", output)
+        _emit(text or "", output, default_name)
 
     if gates:
         failures = cmpmod.check_gates(result, gates)
@@ -169,7 +236,7 @@ def noise(
     fmt: str = typer.Option("rich", "--format", "-f", help="rich or json."),
     confidence: str = typer.Option("0.95", "--confidence", help="Interval level of the A/A intervals."),
     top: int = typer.Option(0, "--top", help="Show only the N noisiest cases (0: all)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="PATH", help=OUTPUT_HELP),
     results_dir: Optional[Path] = RESULTS_DIR_OPT,
 ) -> None:
     """A/A noise floor of a run: the spread between repeats of identical cases.
@@ -186,13 +253,12 @@ def noise(
     fmt = _check_format(fmt, ("rich", "json"))
     record = _load(run_ref, results_dir)
     report = cmpmod.noise(record, parse_fraction(confidence, "--confidence", percent_default=False))
+    default_name = f"noise-{record.run_id}.{EXTENSIONS[fmt]}"
     if fmt == "json":
-        _emit(json.dumps(report.to_dict(), indent=2) + "\n", output)
+        _emit(json.dumps(report.to_dict(), indent=2) + "\n", output, default_name)
         return
     if output is not None:
-        buf = io.StringIO()
-        compare_render.render_noise(report, Console(file=buf, width=120, color_system=None), top or None)
-        _emit(buf.getvalue(), output)
+        _emit(_rich_text(lambda c: compare_render.render_noise(report, c, top or None)), output, default_name)
     else:
         compare_render.render_noise(report, console(), top or None)
 
@@ -202,7 +268,10 @@ def noise(
 def export(
     run_ref: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, path, or `latest`."),
     fmt: str = typer.Option("csv", "--format", "-f", help="csv or json."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout)."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", metavar="PATH",
+        help="Write to this file (a folder: <run id>.csv or .json inside it; default: stdout).",
+    ),
     results_dir: Optional[Path] = RESULTS_DIR_OPT,
 ) -> None:
     """A run as flat rows, one per case and metric, params as columns (for pandas)."""
@@ -210,7 +279,7 @@ def export(
 
     fmt = _check_format(fmt, ("csv", "json"))
     record = _load(run_ref, results_dir)
-    _emit(exp.to_csv(record) if fmt == "csv" else exp.to_json(record), output)
+    _emit(exp.to_csv(record) if fmt == "csv" else exp.to_json(record), output, f"{record.run_id}.{fmt}")
 
 
 # --------------------------------------------------------------------------- plot
@@ -218,7 +287,10 @@ def export(
 def plot(
     run_ref: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, path, or `latest`."),
     vs: Optional[str] = typer.Option(None, "--vs", help="A second run to overlay (dashed lines, hatched bars)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the PNGs (default: <run>/plots)."),
+    out: Optional[str] = typer.Option(
+        None, "--out", "-o", metavar="PATH",
+        help="Folder for the PNGs (default: <run>/plots), or a .png file name (several figures: <name>-<figure>.png).",
+    ),
     results_dir: Optional[Path] = RESULTS_DIR_OPT,
 ) -> None:
     """PNG plots: kernel time and GB/s against num_tokens per provider; end-to-end bars per variant."""
@@ -228,8 +300,17 @@ def plot(
     other = _load(vs, results_dir) if vs else None
     if out is None and record.path and not Path(record.path).is_dir():
         raise NormbenchError(f"{record.path} is inside a tarball: give --out FOLDER for the plots")
-    folder = out or Path(record.path or ".") / "plots"
-    paths = write_plots(record, folder, other)
+    if out is None:
+        paths = write_plots(record, Path(record.path or ".") / "plots", other)
+    else:
+        target = Path(out).expanduser()
+        as_file = target.suffix.lower() == ".png" and not out.endswith(("/", os.sep)) and not target.is_dir()
+        if not as_file and target.exists() and not target.is_dir():
+            raise NormbenchError(f"--out {out}: a file that is not a .png; give a folder for the PNGs or a .png file name")
+        try:
+            paths = write_plots(record, target, other, single_file=as_file)
+        except OSError as e:
+            raise NormbenchError(f"--out {out}: cannot write the plots: {e.strerror or e}") from None
     c = console()
     for p in paths:
         c.print(str(p), soft_wrap=True)
@@ -241,7 +322,9 @@ def standing(
     run_refs: list[str] = typer.Argument(..., metavar="RUN...", help="Run ids, prefixes, paths, or `latest`."),
     ours: str = typer.Option("triton", "--provider", "-p", help="The provider to place against the others."),
     tolerance: str = typer.Option("3%", "--within", help="How much slower than the fastest peer still counts."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the Markdown table to this file."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", metavar="PATH", help="Write the Markdown table to this file (a folder: standing.md inside it)."
+    ),
     results_dir: Optional[Path] = RESULTS_DIR_OPT,
 ) -> None:
     """Where a provider stands against the fastest other one, per op and num_tokens band.
@@ -258,4 +341,4 @@ def standing(
     rows = st.standing(records, ours, within)
     if not rows:
         raise NormbenchError(f"no kernel sweep point has both '{ours}' and another provider OK in these runs")
-    _emit(st.to_markdown(rows, ours, within), output)
+    _emit(st.to_markdown(rows, ours, within), output, "standing.md")

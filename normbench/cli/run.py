@@ -64,10 +64,11 @@ def list_suites(suites_dir: Optional[Path] = SUITES_DIR_OPT) -> None:
     from normbench.suite import load_suite
 
     table = Table(header_style="bold", box=None, pad_edge=False)
+    # name and count never cut; stages and description wrap when the terminal is narrow
     table.add_column("suite", no_wrap=True, style="bold", min_width=17)
-    table.add_column("stages", no_wrap=True, min_width=6)
+    table.add_column("stages", min_width=6, overflow="fold")
     table.add_column("cases", justify="right", no_wrap=True, min_width=5)
-    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=72)
+    table.add_column("description", overflow="fold", max_width=72)
     seen: set[str] = set()
     problems: list[str] = []
     for d in suite_dirs(suites_dir):
@@ -92,7 +93,8 @@ def list_suites(suites_dir: Optional[Path] = SUITES_DIR_OPT) -> None:
 def _first_sentence(text: str) -> str:
     text = " ".join(text.split())
     cut = text.find(": ")
-    return text[:cut] if 0 < cut < 100 else text
+    text = text[:cut] if 0 < cut < 100 else text
+    return text if len(text) <= 100 else text[:99].rsplit(" ", 1)[0] + " …"  # the suite file has it whole
 
 
 # --------------------------------------------------------------------------- validate
@@ -371,21 +373,13 @@ def _device_bandwidth_summary(record: Any) -> None:
 def show(
     run_ref: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, path, or `latest`."),
     fmt: str = typer.Option("rich", "--format", "-f", help="rich or markdown."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of the terminal."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", metavar="PATH",
+        help="Write to this file (a folder: <run id>.txt or .md inside it) instead of the terminal.",
+    ),
     results_dir: Optional[Path] = RESULTS_DIR_OPT,
 ) -> None:
     """Re-render a stored run's tables (`--format markdown` for a report or a pull request)."""
-    from normbench import store
-    from normbench.report.run_table import render_run, run_markdown
+    from normbench.cli.analysis import show_run
 
-    if fmt not in ("rich", "markdown"):
-        raise NormbenchError(f"--format must be rich or markdown, not {fmt!r}")
-    record = store.load_run(store.resolve_run(run_ref, store.results_dir(results_dir)))
-    if fmt == "markdown":
-        text = run_markdown(record)
-        if output:
-            output.write_text(text, encoding="utf-8")
-        else:
-            console().print(text, markup=False, highlight=False, soft_wrap=True)
-    else:
-        render_run(record, console())
+    show_run(run_ref, fmt, output, results_dir)

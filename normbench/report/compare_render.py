@@ -38,11 +38,11 @@ from typing import Any, Iterable
 
 from rich import box
 from rich.console import Console, Group
-from rich.table import Table
 from rich.text import Text
 
 from normbench import stats
 from normbench.report import varying_axes
+from normbench.report.fit import Column, fit_table
 from normbench.compare import (
     COMPARED,
     NOT_OK,
@@ -332,29 +332,57 @@ def _cand_short(cmp: Comparison, label: str) -> str:
     return label.rsplit("-", 1)[-1] if "-" in label else label
 
 
-def _rich_kernel(view: _StageView, width: int) -> Table:
-    show_bw = view.has_bandwidth() and width >= 120
-    show_speedup = not view.multi or width >= 110  # the "vs" column takes its room
-    t = Table(title=view.title(), title_justify="left", box=box.SIMPLE_HEAD, header_style="bold",
-              pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
+#: rich.Table settings shared by the comparison's tables.
+TABLE_STYLE: dict[str, Any] = dict(title_justify="left", box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
+                                   show_edge=False, padding=(0, 1), collapse_padding=True)
+
+
+def _fitted(cols: list[Column], rows: list[list[Any]], width: int, title: str | None,
+            sections: list[bool] = ()) -> list[Any]:
+    """The table within ``width`` (``fit.fit_table``), and a note naming the columns it left out."""
+    fitted = fit_table(cols, rows, width, title=title, sections=sections, **TABLE_STYLE)
+    out: list[Any] = list(fitted.renderables)
+    loud = [c for c in fitted.dropped if c not in QUIET_COLUMNS]
+    if loud:
+        out.append(Text(f"  not shown at {width} columns: {', '.join(loud)} (--format markdown has every column)",
+                        style="dim"))
+    return out
+
+
+#: Columns only a wide console shows, left out below that without a note.
+QUIET_COLUMNS = {"GB/s base→cand"}
+
+
+def _verdict_cell(r: Row) -> Text:
+    vt = verdict_text(r, short=True)
+    return Text(vt, style=VERDICT_STYLE.get(vt, STATUS_STYLE.get(vt, "bold red" if r.status == NOT_OK else "")))
+
+
+def _rich_kernel(view: _StageView, width: int) -> list[Any]:
+    """The kernel stage's table within ``width``: case and verdict always whole; GB/s, n,
+    speedup and the interval are left out in that order when it is too wide, then rows stack."""
+    cols: list[Column] = []
     if view.multi:
-        t.add_column("vs", no_wrap=True)
-    t.add_column("provider", no_wrap=True)
-    t.add_column("case")
-    t.add_column("base", justify="right", no_wrap=True)
-    t.add_column("cand", justify="right", no_wrap=True)
-    t.add_column("Δ%", justify="right", no_wrap=True)
-    t.add_column(f"{view.cmp.options.confidence:.0%} CI Δ%", justify="right", no_wrap=True)
-    if show_speedup:
-        t.add_column("speedup", justify="right", no_wrap=True)
-    t.add_column("verdict", min_width=12)
-    t.add_column("n", justify="right", no_wrap=True)
+        cols.append(Column("vs", key=True))
+    cols += [
+        Column("provider", key=True),
+        Column("case", key=True),
+        Column("base", "right"),
+        Column("cand", "right"),
+        Column("Δ%", "right"),
+        Column(f"{view.cmp.options.confidence:.0%} CI Δ%", "right", drop=4),
+        Column("speedup", "right", drop=5),
+        Column("verdict", key=True, wrap=True, min_width=12),
+        Column("n", "right", drop=6),
+    ]
+    show_bw = view.has_bandwidth()
     if show_bw:
-        t.add_column("GB/s base→cand", justify="right", no_wrap=True)
+        cols.append(Column("GB/s base→cand", "right", drop=7))
     rows = view.table_rows()
+    body: list[list[Any]] = []
+    sections: list[bool] = []
     for i, r in enumerate(rows):
         style = _direction_style(r)
-        vt = verdict_text(r, short=True)
         cells: list[Any] = []
         if view.multi:
             cells.append(_cand_short(view.cmp, r.candidate))
@@ -365,43 +393,46 @@ def _rich_kernel(view: _StageView, width: int) -> Table:
             fmt_value(r.cand_value, r.unit),
             Text(fmt_pct(r.delta_pct), style=style),
             fmt_interval(r) if r.compared else "",
-            *([Text(fmt_speedup(r.speedup), style=style)] if show_speedup else []),
-            Text(vt, style=VERDICT_STYLE.get(vt, STATUS_STYLE.get(vt, "bold red" if r.status == NOT_OK else ""))),
+            Text(fmt_speedup(r.speedup), style=style),
+            _verdict_cell(r),
             fmt_n(r) if r.compared else "",
         ]
         if show_bw:
             bw = view.bandwidth(r)
             cells.append(f"{fmt_value(bw.base_value, 'GB/s')}→{fmt_value(bw.cand_value, 'GB/s')}" if bw else "")
+        body.append(cells)
         nxt = rows[i + 1] if i + 1 < len(rows) else None
-        end = nxt is not None and _shape(nxt) != _shape(r)
-        t.add_row(*cells, end_section=end)
-    return t
+        sections.append(nxt is not None and _shape(nxt) != _shape(r))
+    return _fitted(cols, body, width, view.title(), sections)
 
 
 def _shape(r: Row) -> tuple:
     return tuple((k, repr(v)) for k, v in r.params.items())
 
 
-def _rich_e2e(view: _StageView) -> Table:
-    t = Table(title=view.title(), title_justify="left", box=box.SIMPLE_HEAD, header_style="bold",
-              pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
+def _rich_e2e(view: _StageView, width: int) -> list[Any]:
+    """An end-to-end stage's table within ``width``: variant, point, metric and verdict always whole."""
     variants_mode = view.cmp.mode == "variants"
+    cols: list[Column] = []
     if view.multi and not variants_mode:
-        t.add_column("vs", no_wrap=True)
-    t.add_column("variant", no_wrap=True)
+        cols.append(Column("vs", key=True))
+    cols.append(Column("variant", key=True))
     if view.varying:
-        t.add_column("point", no_wrap=True)
-    t.add_column("metric", no_wrap=True)
-    t.add_column("base", justify="right", no_wrap=True)
-    t.add_column("cand", justify="right", no_wrap=True)
-    t.add_column("Δ%", justify="right", no_wrap=True)
-    t.add_column(f"{view.cmp.options.confidence:.0%} CI Δ%", justify="right", no_wrap=True)
-    t.add_column("verdict", min_width=12)
-    t.add_column("n", justify="right", no_wrap=True)
+        cols.append(Column("point", key=True))
+    cols += [
+        Column("metric", key=True),
+        Column("base", "right"),
+        Column("cand", "right"),
+        Column("Δ%", "right"),
+        Column(f"{view.cmp.options.confidence:.0%} CI Δ%", "right", drop=4),
+        Column("verdict", key=True, wrap=True, min_width=12),
+        Column("n", "right", drop=6),
+    ]
     rows = view.table_rows()
+    body: list[list[Any]] = []
+    sections: list[bool] = []
     for i, r in enumerate(rows):
         style = _direction_style(r)
-        vt = verdict_text(r, short=True)
         cells: list[Any] = []
         if view.multi and not variants_mode:
             cells.append(_cand_short(view.cmp, r.candidate))
@@ -417,13 +448,13 @@ def _rich_e2e(view: _StageView) -> Table:
             fmt_value(r.cand_value, r.unit),
             Text(fmt_pct(r.delta_pct), style=style),
             fmt_interval(r) if r.compared else "",
-            Text(vt, style=VERDICT_STYLE.get(vt, STATUS_STYLE.get(vt, "bold red" if r.status == NOT_OK else ""))),
+            _verdict_cell(r),
             fmt_n(r) if r.compared else "",
         ]
+        body.append(cells)
         nxt = rows[i + 1] if i + 1 < len(rows) else None
-        end = nxt is not None and (nxt.candidate, nxt.variant, _shape(nxt)) != (r.candidate, r.variant, _shape(r))
-        t.add_row(*cells, end_section=end)
-    return t
+        sections.append(nxt is not None and (nxt.candidate, nxt.variant, _shape(nxt)) != (r.candidate, r.variant, _shape(r)))
+    return _fitted(cols, body, width, view.title(), sections)
 
 
 def _sides_text(cmp: Comparison) -> Text:
@@ -466,21 +497,20 @@ def _options_line(cmp: Comparison) -> str:
 
 
 def rich_renderables(cmp: Comparison, width: int = 100) -> list[Any]:
-    """Everything ``render_rich`` prints, as rich renderables (tests render them to a StringIO console)."""
+    """Everything ``render_rich`` prints, as rich renderables fitted to ``width`` columns (``normbench.report.fit``)."""
     out: list[Any] = [_sides_text(cmp), Text("")]
     if cmp.evidence:
-        t = Table(title="fusion evidence (per engine start)", title_justify="left", box=box.SIMPLE_HEAD,
-                  header_style="bold", pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
-        for col in EVIDENCE_HEADER:
-            t.add_column(col, no_wrap=col in ("variant", "fuse_norm_quant"))
-        for row in evidence_rows(cmp):
-            t.add_row(*row[:-1], Text(row[-1], style="bold yellow" if row[-1] else ""))
-        out += [t, Text(f"  {EVIDENCE_NOTE.replace('`', '')}", style="dim"), Text("")]
+        cols = [Column("variant", key=True), Column("fuse_norm_quant"), Column("enabled fusions", wrap=True),
+                Column("patterns replaced (per pass)", wrap=True), Column("engine starts", wrap=True),
+                Column("flag", wrap=True)]
+        rows = [[*row[:-1], Text(row[-1], style="bold yellow" if row[-1] else "")] for row in evidence_rows(cmp)]
+        out += _fitted(cols, rows, width, "fusion evidence (per engine start)")
+        out += [Text(f"  {EVIDENCE_NOTE.replace('`', '')}", style="dim"), Text("")]
     for stage in cmp.stages():
         view = _StageView(cmp, stage)
         if not view.rows:
             continue
-        out.append(_rich_kernel(view, width) if view.kind == "kernel" else _rich_e2e(view))
+        out += _rich_kernel(view, width) if view.kind == "kernel" else _rich_e2e(view, width)
         for c in cmp.candidates:
             line = cmp.summary(c.label, stage).line()
             prefix = f"{_cand_short(cmp, c.label)}: " if len(cmp.candidates) > 1 else ""
@@ -491,15 +521,12 @@ def rich_renderables(cmp: Comparison, width: int = 100) -> list[Any]:
             out.append(Text(f"  {n}", style="dim"))
         out.append(Text(""))
     if cmp.env_diffs:
-        t = Table(title="environment differences", title_justify="left", box=box.SIMPLE_HEAD,
-                  header_style="bold", pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
-        t.add_column("key", no_wrap=True)
-        t.add_column("baseline")
-        for c in cmp.candidates:
-            t.add_column("candidate" if len(cmp.candidates) == 1 else _cand_short(cmp, c.label))
-        for d in cmp.env_diffs:
-            t.add_row(d.key, fmt_env(d.baseline), *(fmt_env(d.candidates.get(c.label)) for c in cmp.candidates))
-        out.append(t)
+        cols = [Column("key", key=True), Column("baseline", wrap=True)]
+        cols += [Column("candidate" if len(cmp.candidates) == 1 else _cand_short(cmp, c.label), wrap=True)
+                 for c in cmp.candidates]
+        rows = [[d.key, fmt_env(d.baseline), *(fmt_env(d.candidates.get(c.label)) for c in cmp.candidates)]
+                for d in cmp.env_diffs]
+        out += _fitted(cols, rows, width, "environment differences")
         out.append(Text(""))
     elif cmp.mode == "runs":
         out.append(Text("environments: no differences", style="dim"))
@@ -751,8 +778,8 @@ def render(cmp: Comparison, fmt: str, console: Console) -> str | None:
 
 
 # --------------------------------------------------------------------------- noise
-def noise_renderables(report: NoiseReport, top: int | None = None) -> list[Any]:
-    """The noise table (largest ``resolves`` first) and its summary line.
+def noise_renderables(report: NoiseReport, top: int | None = None, width: int = 100) -> list[Any]:
+    """The noise table (largest ``resolves`` first; fitted to ``width`` columns) and its summary line.
 
     Cases with a single value (an end-to-end stage run once) have no spread:
     they are counted under the table, not shown as rows of dashes.
@@ -769,19 +796,15 @@ def noise_renderables(report: NoiseReport, top: int | None = None) -> list[Any]:
         f"stage {stages[0]}" if one_stage else "",
         f"{metrics[0]} ({unit_label(rows[0].unit)})" if one_metric and rows else "",
     ) if x)
-    t = Table(title=title or None,
-              title_justify="left", box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False,
-              padding=(0, 1), collapse_padding=True)
-    columns = [("stage", "left")] if not one_stage else []
-    columns += [("case", "left")] + ([] if one_metric else [("metric", "left")])
-    columns += [("reps", "right"), ("n", "right"), ("medians", "right"), ("spread", "right"),
-                ("A/A Δ% ± CI", "right"), ("resolves", "right")]
-    for name, just in columns:
-        t.add_column(name, justify=just, no_wrap=name not in ("case", "metric", "stage"))  # type: ignore[arg-type]
+    cols: list[Column] = [Column("stage", key=True)] if not one_stage else []
+    cols += [Column("case", key=True)] + ([] if one_metric else [Column("metric", key=True)])
+    cols += [Column("reps", "right", drop=4), Column("n", "right", drop=5), Column("medians", "right", drop=3),
+             Column("spread", "right", drop=2), Column("A/A Δ% ± CI", "right"), Column("resolves", "right", key=True)]
     by_stage: dict[str, list] = defaultdict(list)
     for r in report.rows:
         by_stage[r.stage].append(r)
     varying = {st: _varying_params(rs) for st, rs in by_stage.items()}
+    body: list[list[Any]] = []
     for r in shown:
         if r.kind == "kernel":
             case = f"{r.provider} {kernel_case_label(r.params, varying[r.stage])}"
@@ -792,12 +815,12 @@ def noise_renderables(report: NoiseReport, top: int | None = None) -> list[Any]:
         aa = "-" if r.aa_delta_pct is None or r.halfwidth_pct is None else f"{r.aa_delta_pct:+.1f}% ± {r.halfwidth_pct:.1f}%"
         if r.method == "split samples":
             aa += " (split)"
-        t.add_row(
+        body.append([
             *(() if one_stage else (r.stage,)), case, *(() if one_metric else (r.metric,)), str(r.repeats), str(r.samples), meds,
             "-" if r.spread_pct is None else f"{r.spread_pct:.1f}%", aa,
             Text(f"{r.resolves_pct:.1f}%", style="bold" if (r.resolves_pct or 0) >= 2 else ""),
-        )
-    out: list[Any] = [head] + ([t] if rows else [])
+        ])
+    out: list[Any] = [head] + (_fitted(cols, body, width, title or None) if rows else [])
     if top and len(rows) > top:
         out.append(Text(f"  ... {len(rows) - top} more (--top 0 shows all)", style="dim"))
     if rows:
@@ -832,4 +855,4 @@ def _varying_params(rows: list) -> list[str]:
 
 
 def render_noise(report: NoiseReport, console: Console, top: int | None = None) -> None:
-    console.print(Group(*noise_renderables(report, top)))
+    console.print(Group(*noise_renderables(report, top, console.width)))

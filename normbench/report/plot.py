@@ -306,19 +306,30 @@ def figures(run: RunRecord, vs: RunRecord | None = None) -> list[tuple[str, Any]
     return kernel_figures(run, vs) + e2e_figures(run, vs)
 
 
-def write_plots(run: RunRecord, out_dir: Path, vs: RunRecord | None = None) -> list[Path]:
-    """Render every figure of ``run`` (``vs`` overlaid) to PNGs in ``out_dir``; returns the paths.
+def write_plots(run: RunRecord, out: Path, vs: RunRecord | None = None, single_file: bool = False) -> list[Path]:
+    """Render every figure of ``run`` (``vs`` overlaid) to PNGs; returns the paths.
+
+    ``out`` is a folder (created with its parents; each figure keeps its own name,
+    replacing a file of that name), or with ``single_file`` a ``.png`` path: one
+    figure is written there, several as ``<stem>-<figure name>`` beside it.
 
     Raises:
         NormbenchError: matplotlib is missing, or the run has no OK case to plot.
+        OSError: the folder or a file cannot be written.
     """
     figs = figures(run, vs)
     if not figs:
         raise NormbenchError(f"run {run.run_id} has no OK case with metrics to plot")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = out.parent if single_file else out
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, fig in figs:
-        path = out_dir / name
+        if not single_file:
+            path = out / name
+        elif len(figs) == 1:
+            path = out
+        else:
+            path = out.with_name(f"{out.stem}-{name}")
         fig.savefig(path, dpi=DPI)
         paths.append(path)
     return paths

@@ -16,6 +16,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -23,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from normbench.report import varying_axes
+from normbench.report.fit import Column, fit_chunks
 from normbench.store import CaseRecord, RunRecord
 
 STATUS_STYLE = {"SKIPPED": "dim", "INCORRECT": "bold red", "FAILED": "bold red", "OK": ""}
@@ -131,7 +133,10 @@ def kernel_grid(stage: str, cases: list[CaseRecord]) -> Grid:
                 row.append(Cell(bad.status, STATUS_STYLE[bad.status]))
                 reasons[(p, bad.status, _first_line(bad.reason))] += 1
                 continue
-            t = times[p]
+            t = times.get(p)
+            if t is None:  # OK but without a time_us (a record from another tool): nothing to show
+                row.append(Cell("-"))
+                continue
             gbps = _pooled_median(cs, "gbps")
             text = f"{_fmt_us(t)} ({gbps:,.0f})" if gbps is not None else _fmt_us(t)
             row.append(Cell(text, BEST_STYLE if p == best and len(times) > 1 else ""))
@@ -201,21 +206,40 @@ def stage_grids(record: RunRecord) -> list[Grid]:
     ]
 
 
-def rich_table(grid: Grid) -> Table:
-    table = Table(title=grid.title, title_justify="left", header_style="bold")
+def _columns(grid: Grid) -> list[Column]:
+    cols = []
     for i, h in enumerate(grid.headers):
         # "unfused[norm=a,quant=b]" -> three header lines, so the column stays narrow
         header = h.replace("[", "\n").replace(",", "\n").rstrip("]") if h.startswith("unfused[") else h
-        table.add_column(header, justify="right" if i >= grid.right_align_from else "left", no_wrap=True)
+        cols.append(Column(header, "right" if i >= grid.right_align_from else "left",
+                           key=i < grid.right_align_from, stack_label=h))
+    return cols
+
+
+def rich_table(grid: Grid) -> Table:
+    """The grid as one rich table, whatever its width (``grid_renderables`` fits it to a console)."""
+    table = Table(title=grid.title, title_justify="left", header_style="bold")
+    for c in _columns(grid):
+        table.add_column(c.header, justify=c.justify, no_wrap=True)  # type: ignore[arg-type]
     for row in grid.rows:
         table.add_row(*(Text(c.text, style=c.style) for c in row))
     return table
 
 
+def grid_renderables(grid: Grid, width: int) -> list[Any]:
+    """The grid within ``width`` columns: one table if it fits, else its provider (or metric) columns
+    split over several tables that each repeat the case column, else one block per case
+    (``normbench.report.fit``). Case names and values are never cut."""
+    rows = [[Text(c.text, style=c.style) for c in row] for row in grid.rows]
+    return fit_chunks(_columns(grid), rows, width, title=grid.title, title_justify="left",
+                      header_style="bold").renderables
+
+
 def render_run(record: RunRecord, console: Console) -> None:
-    """Print every stage's table of ``record``, then a one-line summary."""
+    """Print every stage's table of ``record`` fitted to the console's width, then a one-line summary."""
     for grid in stage_grids(record):
-        console.print(rich_table(grid))
+        for r in grid_renderables(grid, console.width):
+            console.print(r)
         for line in grid.notes:
             console.print(Text("  " + line, style="dim"))
         console.print()
@@ -260,7 +284,10 @@ def summary_line(record: RunRecord) -> Text:
         counts[c.status] += 1
     gpu = record.environment.get("gpu.name") or record.environment.get("cpu", "cpu")
     peak = record.environment.get("peak_bandwidth_gbps")
-    text = Text(f"run {record.run_id} ({record.status}) on {gpu}")
+    status = record.status
+    if record.recovered_from:
+        status += f", recovered from the journal {Path(record.recovered_from).name}: its run.json was missing"
+    text = Text(f"run {record.run_id} ({status}) on {gpu}")
     if peak:
         text.append(f", copy bandwidth {peak:,.0f} GB/s")
     text.append(": ")

@@ -69,9 +69,11 @@ def _journal_records(results: Path) -> list[dict]:
     for j in results.glob("*/cases.jsonl"):
         for line in j.read_text().splitlines():
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except ValueError:
-                pass
+                continue
+            if store.JOURNAL_HEADER not in rec:  # the first line is the run, not a case
+                out.append(rec)
     return out
 
 

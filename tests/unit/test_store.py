@@ -42,7 +42,8 @@ def test_crash_keeps_finished_cases_and_ignores_a_torn_line(tmp_path: Path) -> N
     w = store.create_run(tmp_path, "t", _snapshot(), {}, [], planned=3)
     w.add(_case(1))
     w.add(_case(2))
-    # the process dies: no finish(); the last line was half written
+    # the process dies: no finish() (the kernel drops its lock); the last line was half written
+    w._lock.close()
     with open(w.dir / store.JOURNAL_FILE, "a") as f:
         f.write('{"case_id": "s/rms_norm/triton/-/num_tokens=3#0", "status": "O')
     back = store.load_run(w.dir)

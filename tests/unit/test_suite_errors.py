@@ -62,7 +62,8 @@ BAD = [
     ("missing name", "stages:\n" + GOOD_STAGE,
      "s.yaml:1:1: name: Field required"),
     ("bad name", "name: 'my suite'\nstages:\n" + GOOD_STAGE,
-     "s.yaml:1:1: name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'"),
+     "s.yaml:1:1: name: 'my suite' is not a safe name; a name is 1 to 100 characters from A-Z a-z 0-9 . _ -, "
+     "starting with a letter or a digit"),
     ("duplicate key", "name: x\nname: y\nstages: []\n",
      "s.yaml:2:1: duplicate key 'name' (first at line 1, column 1)"),
     ("list document", "- name: x\n- name: y\n",
