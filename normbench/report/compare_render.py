@@ -232,12 +232,20 @@ def evidence_rows(cmp: Comparison) -> list[list[str]]:
     return rows
 
 
+FLAG_NOTE = f"{FLAG_MARK}: the variant's deltas below do not measure a norm+quant fusion (its evidence says why)."
+
+
+def evidence_note(cmp: Any) -> str:
+    """The evidence table's note; the flag's legend only when a variant is flagged."""
+    flagged = any(ev.flag for ev in cmp.evidence.values())
+    return EVIDENCE_NOTE + (" " + FLAG_NOTE if flagged else "")
+
+
 EVIDENCE_HEADER = ["variant", "fuse_norm_quant", "enabled fusions", "patterns replaced (per pass)", "engine starts",
                    "flag"]
 EVIDENCE_NOTE = (
     "From each start's log: vLLM's `Replaced N patterns` per pattern-matching pass, summed over the graphs "
-    "that start compiled; `fuse_norm_quant` and the enabled fusions as the engine logged them. "
-    f"{FLAG_MARK}: the variant's deltas below do not measure a norm+quant fusion (its evidence says why)."
+    "that start compiled; `fuse_norm_quant` and the enabled fusions as the engine logged them."
 )
 
 
@@ -505,7 +513,7 @@ def rich_renderables(cmp: Comparison, width: int = 100) -> list[Any]:
                 Column("flag", wrap=True)]
         rows = [[*row[:-1], Text(row[-1], style="bold yellow" if row[-1] else "")] for row in evidence_rows(cmp)]
         out += _fitted(cols, rows, width, "fusion evidence (per engine start)")
-        out += [Text(f"  {EVIDENCE_NOTE.replace('`', '')}", style="dim"), Text("")]
+        out += [Text(f"  {evidence_note(cmp).replace('`', '')}", style="dim"), Text("")]
     for stage in cmp.stages():
         view = _StageView(cmp, stage)
         if not view.rows:
@@ -685,7 +693,7 @@ def to_markdown(cmp: Comparison) -> str:
                   + ", ".join(f"`{c.label}`" for c in cmp.candidates)
                   + f". {o.confidence:.0%} confidence, min effect {o.min_effect:.0%}.", ""]
     if cmp.evidence:
-        lines += ["### Fusion evidence", "", EVIDENCE_NOTE, ""]
+        lines += ["### Fusion evidence", "", evidence_note(cmp), ""]
         lines += _md_table(EVIDENCE_HEADER, ["---", "---", "---", "---", "---", "---"], evidence_rows(cmp))
         lines.append("")
     for stage in cmp.stages():
