@@ -9,7 +9,7 @@ reference are built once per point), and within a point repeats interleave
 providers (p1 p2 p1 p2 ...) so that drift spreads over all of them.
 
 Limits, checked before anything is measured or created (``check_size`` before
-expansion, ``check_plan`` and ``check_filters`` after it):
+expansion; ``check_rules``, ``check_filters`` and ``check_memory`` after it):
 
 * a run has at most ``MAX_CASES`` (200,000) cases, ``--repeat`` included, unless
   ``--max-cases`` raises it; the count multiplies axis lengths, it never enumerates;
@@ -26,11 +26,11 @@ import fnmatch
 import itertools
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from normbench.errors import NormbenchError
-from normbench.ops import DTYPE_BYTES, OPS
+from normbench.ops import OPS
 from normbench.registry import PROVIDERS, did_you_mean
 from normbench.suite import E2E_KINDS, KernelStage, LoadedSuite, Suite, Unfused, provider_name, refuse, stage_name
 
@@ -316,51 +316,59 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def check_plan(loaded: LoadedSuite, cases: list[Case], caps: Capabilities) -> None:
-    """Refuse a plan that cannot run: a kernel case too large for any device
-    (``MAX_CASE_BYTES``) or, when it runs here, for this device's memory; a stage
-    whose include/exclude rules leave no case.
+def check_rules(loaded: LoadedSuite, cases: list[Case]) -> None:
+    """Refuse a kernel stage whose include/exclude rules leave no case (``cases``: the whole plan).
 
     Raises:
-        SuiteError: each problem at its place in the suite (the largest axis
-            value of a case too large; a stage's ``exclude``/``include``).
+        SuiteError: at the stage's ``exclude`` (else ``include``).
     """
-    suite = loaded.suite
-    problems: list[tuple[tuple[Any, ...], str]] = []
     have = {c.stage_index for c in cases}
-    for i, stage in enumerate(suite.stages):
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    for i, stage in enumerate(loaded.suite.stages):
         if i not in have and stage.kind == "kernel" and (stage.include or stage.exclude):
             which = "exclude" if stage.exclude else "include"
             problems.append((("stages", i, which), "the include/exclude rules leave no case of this stage"))
-    seen: set[tuple] = set()
+    if problems:
+        raise refuse(loaded, problems)
+
+
+def check_memory(loaded: LoadedSuite, cases: list[Case], caps: Capabilities) -> list[Case]:
+    """Refuse a kernel case too large for any device (``MAX_CASE_BYTES``); a case that would
+    run here but needs more than this device's memory (``caps.memory_bytes``) becomes SKIPPED
+    with the reason, like any case this device cannot run. ``cases``: the cases to run (after
+    ``--filter``). Returns them, with those skips filled in.
+
+    Raises:
+        SuiteError: the first absurd case of each stage, at the axis value that makes it large
+            (``num_tokens`` or ``hidden_size``, whichever is larger).
+    """
+    suite = loaded.suite
+    problems: list[tuple[tuple[Any, ...], str]] = []
     flagged: set[int] = set()
+    out: list[Case] = []
     for c in cases:
-        if c.kind != "kernel" or c.stage_index in flagged:
+        if c.kind != "kernel":
+            out.append(c)
             continue
-        key = (c.stage_index, c.params, c.skip is None)
-        if key in seen:
-            continue
-        seen.add(key)
         stage = suite.stages[c.stage_index]
         params = c.param_dict
         need = case_bytes(stage, params)
-        limit, where = MAX_CASE_BYTES, f"over {_fmt_bytes(MAX_CASE_BYTES)}, more than any device has"
-        if c.skip is None and caps.memory_bytes and caps.memory_bytes < limit:
-            limit = caps.memory_bytes
+        size = (f"num_tokens={params['num_tokens']:,} x hidden_size={params['hidden_size']:,} {params['dtype']} "
+                f"needs about {_fmt_bytes(need)} (inputs, outputs and the float64 reference)")
+        if need > MAX_CASE_BYTES:
+            if c.stage_index not in flagged:
+                flagged.add(c.stage_index)
+                axis = "num_tokens" if params["num_tokens"] >= params["hidden_size"] else "hidden_size"
+                loc = ("stages", c.stage_index, "sweep", axis, stage.sweep.axes()[axis].index(params[axis]))
+                problems.append((loc, f"{size}; over {_fmt_bytes(MAX_CASE_BYTES)}, more than any device has"))
+        elif c.skip is None and caps.memory_bytes and need > caps.memory_bytes:
             what = f"{caps.gpu_name}'s memory" if caps.device == "cuda" and caps.gpu_name else (
                 "the GPU's memory" if caps.device == "cuda" else "this machine's RAM")
-            where = f"{what} is {_fmt_bytes(limit)}"
-        if need <= limit:
-            continue
-        flagged.add(c.stage_index)
-        axis = "num_tokens" if params["num_tokens"] >= params["hidden_size"] else "hidden_size"
-        values = stage.sweep.axes()[axis]
-        loc = ("stages", c.stage_index, "sweep", axis, values.index(params[axis]))
-        problems.append((loc, f"num_tokens={params['num_tokens']:,} x hidden_size={params['hidden_size']:,} "
-                              f"{params['dtype']} needs about {_fmt_bytes(need)} (inputs, outputs and the float64 "
-                              f"reference); {where}"))
+            c = replace(c, skip=f"{size}; {what} is {_fmt_bytes(caps.memory_bytes)}")
+        out.append(c)
     if problems:
         raise refuse(loaded, problems)
+    return out
 
 
 _NAMED = ("op", "provider", "stage", "variant")

@@ -184,7 +184,7 @@ def _all(*checks: Callable[[Params], str | None]) -> Callable[[Params], str | No
 RESIDUAL = Axis(False, (False, True), "add the residual first and return the updated residual")
 QUANT_DTYPE = Axis("fp8", ("fp8", "int8"), "fp8 = torch.float8_e4m3fn; int8 symmetric")
 
-#: NVFP4 (kernels/nvfp4.py ``check``): ``norm_rel`` is the slack over the format's own
+#: NVFP4 (kernels/nvfp4/reference.py ``check``): ``norm_rel`` is the slack over the format's own
 #: dequantization error, ``rtol``/``atol`` apply to ``residual_out``, ``mismatch_rate``
 #: caps one-step code flips at rounding ties (HF-style double rounding in bf16 flips
 #: a few percent of codes legitimately).

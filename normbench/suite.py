@@ -35,8 +35,9 @@ Input limits (the one input boundary: ``read_regular_file`` and ``parse_suite``)
   digit, so a name is always one safe path component;
 * floats are finite; sweep axes list each value once; ``timing.min_run_time_s``
   is at most 60 s, ``warmup``/``repetitions`` at most 100,000, ``repeats`` at most
-  1,000. Case counts and bytes per case are checked against the machine by
-  ``normbench.expand.check_plan``.
+  1,000. The case count, rules that empty a stage and bytes per case against
+  the machine are ``normbench.expand``'s (``check_size``, ``check_rules``,
+  ``check_memory``).
 
 Errors:
     SuiteError: missing/empty file, not a regular file, too large, not UTF-8,
@@ -192,9 +193,13 @@ class Sweep(Strict):
         return self
 
 
+#: A provider's name; the JSON Schema lists the known ones, for editors.
+ProviderName = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(PROVIDERS)})]
+
+
 class UnfusedParts(Strict):
-    norm: str
-    quant: str
+    norm: ProviderName
+    quant: ProviderName
 
     @field_validator("norm", "quant")
     @classmethod
@@ -214,7 +219,7 @@ class Unfused(Strict):
         return f"unfused[norm={self.unfused.norm},quant={self.unfused.quant}]"
 
 
-ProviderRef = Union[str, Unfused]
+ProviderRef = Union[ProviderName, Unfused]
 
 
 def provider_name(p: ProviderRef) -> str:
@@ -269,7 +274,7 @@ class KernelStage(StageBase):
     """Time ``providers`` on every point of ``sweep``, each checked for correctness first."""
 
     kind: Literal["kernel"]
-    op: str
+    op: str = Field(json_schema_extra={"enum": sorted(OPS)})
     providers: list[ProviderRef] = Field(min_length=1)
     sweep: Sweep
     timing: Timing = Timing()
@@ -526,6 +531,15 @@ class Variant(Strict):
 
 
 class Suite(Strict):
+    """A suite file: named stages (kernel sweeps and end-to-end measurements) of one benchmark.
+
+    Attributes:
+        name: the suite's name, used in run ids (``NAME_RULE``).
+        server / variants / baseline: the served model and its named settings
+            (end-to-end stages only); ``baseline`` is the variant others compare to.
+        stages: what to measure, in order; stage names are unique.
+    """
+
     name: SafeName
     description: str = ""
     server: ServerSpec | None = None
@@ -556,6 +570,31 @@ class Suite(Strict):
                             f"stages[{i}].variants: unknown variant '{v}' (variants: {', '.join(self.variants) or 'none'})"
                         )
         return self
+
+
+SCHEMA_COMMENT = "# yaml-language-server: $schema=./suite.schema.json"
+
+
+def suite_json_schema() -> str:
+    """The JSON Schema (draft 2020-12) of suite files, from the pydantic models, as JSON text.
+
+    ``normbench schema`` prints it; ``suites/suite.schema.json`` is this text, and
+    every bundled suite's first line (``SCHEMA_COMMENT``) points editors at it.
+    Checks that need more than a schema (op axes, variant references, names
+    of stages being unique) are ``normbench validate``'s.
+    """
+    import json
+
+    body = Suite.model_json_schema()
+    body.pop("title", None)
+    body.pop("description", None)
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "normbench suite",
+        "description": "A normbench suite file (YAML). `normbench validate FILE` checks what a schema cannot.",
+        **body,
+    }
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
 def stage_name(stage: Any, index: int) -> str:
@@ -762,6 +801,8 @@ def _format_loc(loc: tuple[Any, ...], root: yaml.Node | None) -> tuple[str, str]
                 node = node.value[item]
                 parts.append(f"[{item}]")
                 pos = _pos(node.start_mark)
+            elif root is None:  # no document: the path alone
+                parts.append(f"[{item}]")
             continue
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == item), None)
@@ -799,7 +840,8 @@ def _errors_at(problems: list[tuple[tuple[Any, ...], str]], root: yaml.Node | No
             msg = sub.group(2)
         dotted, pos = _format_loc(loc, root)
         if root is None:
-            found.append(((0, 0), f"{path}: {dotted}: {msg}" if dotted else f"{path}: {msg}"))
+            head = f"{path}: " if path else ""
+            found.append(((0, 0), f"{head}{dotted}: {msg}" if dotted else f"{head}{msg}"))
             continue
         line, col = (int(x) for x in pos.split(":"))
         found.append(((line, col), f"{path}:{pos}: {dotted}: {msg}" if dotted else f"{path}:{pos}: {msg}"))
@@ -830,8 +872,23 @@ def parse_suite(text: str, path: str) -> Suite:
         raise SuiteError(f"{path}: {e}") from e
 
 
+def validate_spec(spec: Any, path: str = "") -> Suite:
+    """A suite from its stored form (a run record's ``suite.spec``), validated as ``parse_suite`` validates.
+
+    Raises:
+        SuiteError: one ``[path: ]stages[0].sweep.num_tokens[1]: why`` line per problem (no positions).
+    """
+    try:
+        return Suite.model_validate(spec)
+    except ValidationError as e:
+        problems = [(tuple(err["loc"]), _clean_msg(err["msg"])) for err in e.errors()]
+        raise SuiteError(_errors_at(problems, None, path)) from None
+    except UnknownNameError as e:
+        raise SuiteError(f"{path}: {e}" if path else str(e)) from None
+
+
 def refuse(loaded: LoadedSuite, problems: list[tuple[tuple[Any, ...], str]]) -> SuiteError:
-    """A ``SuiteError`` for problems found after loading (``normbench.expand.check_plan``).
+    """A ``SuiteError`` for problems found after loading (``normbench.expand.check_rules`` / ``check_memory``).
 
     Each problem is a pydantic-style location (``("stages", 0, "sweep", "num_tokens", 2)``)
     and a message; the error reads ``file:line:col: stages[0].sweep.num_tokens[2]: message``

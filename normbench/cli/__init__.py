@@ -7,7 +7,7 @@ The only place that prints for the user and chooses exit codes:
 * 2: bad input (``NormbenchError``: suite, names, runs, options);
 * 130: interrupted (Ctrl-C / SIGTERM); finished cases are kept, ``--resume`` completes the run.
 
-Commands live in ``normbench.cli.run`` (list, validate, run, show) and
+Commands live in ``normbench.cli.run`` (list, validate, run, show, schema) and
 ``normbench.cli.analysis`` (compare, noise, export, plot) and ``normbench.cli.model``
 (make-model); each registers on ``app``. None imports torch at module level, so ``normbench list`` starts fast.
 """

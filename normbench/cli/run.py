@@ -1,7 +1,18 @@
-"""``normbench list | validate | run | show``."""
+"""``normbench list | validate | run | show | schema``.
+
+Every check that can fail runs before a run directory exists, in this order:
+options (``--name`` follows the suite name rule, ``--resume`` conflicts), the
+results directory, the suite file (``normbench.suite``: type, size, YAML limits,
+schema), the case count (``normbench.expand.check_size``, before expansion),
+then the expanded plan (memory per case, rules that leave a stage empty,
+``--filter`` names, the end-to-end preflight). ``validate`` and ``--dry-run``
+run the same checks.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import signal
 import sys
 from collections import Counter, defaultdict
@@ -27,12 +38,27 @@ SUITES_DIR_OPT = typer.Option(
     None, "--suites-dir", help="An extra folder of suites, searched before ./suites and the bundled ones.",
     show_default=False,
 )
+MAX_CASES_OPT = typer.Option(  # 200,000 and --repeat's 1,000: normbench.expand.MAX_CASES / MAX_REPEAT (not imported here)
+    200_000, "--max-cases", min=1,
+    help="Refuse a plan of more cases than this (--repeat included), before expanding it.",
+)
 
 
 # --------------------------------------------------------------------------- suite lookup
+def _isdir(p: Path) -> bool:
+    return os.path.isdir(p)  # False, not OSError, for a name too long or a NUL byte
+
+
 def suite_dirs(extra: Optional[Path]) -> list[Path]:
-    """Where suites are found: --suites-dir, ./suites, then the suites bundled with normbench."""
-    dirs = [d for d in (extra, Path("suites")) if d is not None and d.is_dir()]
+    """Where suites are found: --suites-dir, ./suites, then the suites bundled with normbench.
+
+    Raises:
+        NormbenchError: ``--suites-dir`` is given but is not a directory.
+    """
+    if extra is not None and not _isdir(extra):
+        why = "not a directory" if os.path.lexists(extra) else "no such directory"
+        raise NormbenchError(f"--suites-dir {extra}: {why}")
+    dirs = [d for d in (extra, Path("suites")) if d is not None and _isdir(d)]
     try:
         bundled = Path(str(resources.files("normbench.suites")))
     except ModuleNotFoundError:  # running from a source tree that is not installed
@@ -43,17 +69,24 @@ def suite_dirs(extra: Optional[Path]) -> list[Path]:
 
 
 def find_suite(ref: str, extra: Optional[Path]) -> Path:
-    """A suite by path, or by name in the suite folders (``rmsnorm`` -> ``suites/rmsnorm.yaml``)."""
+    """A suite by path, or by name in the suite folders (``rmsnorm`` -> ``suites/rmsnorm.yaml``).
+
+    Raises:
+        NormbenchError: ``--suites-dir`` is not a directory.
+        SuiteError: no suite of that name (did-you-mean).
+    """
+    dirs = suite_dirs(extra)  # checks --suites-dir even when ref is a path
     p = Path(ref)
-    if p.suffix in (".yaml", ".yml") or p.exists() or "/" in ref:
+    if p.suffix in (".yaml", ".yml") or os.path.lexists(ref) or "/" in ref:
         return p
     known: list[str] = []
-    for d in suite_dirs(extra):
+    for d in dirs:
         for cand in (d / f"{ref}.yaml", d / f"{ref}.yml"):
-            if cand.is_file():
+            if os.path.lexists(cand):
                 return cand
         known += [f.stem for f in sorted(d.glob("*.y*ml"))]
-    raise SuiteError(did_you_mean("suite", ref, sorted(set(known))))
+    shown = ref if len(ref) <= 60 else ref[:57] + "..."
+    raise SuiteError(did_you_mean("suite", shown, sorted(set(known))))
 
 
 # --------------------------------------------------------------------------- list
@@ -78,7 +111,7 @@ def list_suites(suites_dir: Optional[Path] = SUITES_DIR_OPT) -> None:
             seen.add(f.stem)
             try:
                 s = load_suite(f).suite
-            except SuiteError as e:
+            except NormbenchError as e:  # one row for a broken suite; the others are still listed
                 problems.append(str(e).splitlines()[0])
                 table.add_row(f.stem, "", "", Text(f"invalid: normbench validate {f}", style="red"))
                 continue
@@ -102,6 +135,58 @@ def _load(ref: str, suites_dir: Optional[Path]):
     from normbench.suite import load_suite
 
     return load_suite(find_suite(ref, suites_dir))
+
+
+def _plan(loaded: Any, caps: Any, repeat: int, max_cases: int, filters: list[str]) -> list:
+    """The run's cases, after every check that needs no run directory (``validate``, ``--dry-run`` and ``run``).
+
+    Raises:
+        SuiteError / NormbenchError: over ``max_cases``; a case too large for any
+            device (one too large for this one is SKIPPED); a stage emptied by its rules; a ``--filter`` that names
+            nothing; no case left; the end-to-end preflight (with ``file:line:col``).
+    """
+    from normbench.expand import apply_filters, check_filters, check_memory, check_rules, check_size, expand
+
+    check_size(loaded, repeat, max_cases)
+    cases = expand(loaded.suite, caps, repeat)
+    check_rules(loaded, cases)
+    if filters:
+        check_filters(cases, filters)
+        cases = apply_filters(cases, filters)
+    if not cases:
+        raise NormbenchError(f"no cases match the filters {filters}" if filters else "the suite has no cases")
+    cases = check_memory(loaded, cases, caps)  # after the filters: they may leave a large case out
+    _e2e_preflight(loaded, cases)
+    return cases
+
+
+def _e2e_preflight(loaded: Any, cases: list) -> bool:
+    """The end-to-end runner's checks (vLLM's compilation-config fields, clients, model folder),
+    for the end-to-end cases that run here; False when there are none.
+
+    Raises:
+        NormbenchError: the runner's message, each line that names a suite field
+            prefixed with its ``file:line:col``.
+    """
+    runnable = [c for c in cases if c.kind != "kernel" and c.skip is None]
+    if not runnable:
+        return False
+    from types import SimpleNamespace
+
+    from normbench.runners import e2e
+    from normbench.suite import locate
+
+    try:
+        e2e.preflight(runnable, SimpleNamespace(suite=loaded.suite, status=lambda line: None))
+    except NormbenchError as e:
+        lines = str(e).splitlines()
+        for k, line in enumerate(lines):
+            field, sep, _ = line.strip().partition(": ")
+            where = locate(loaded, field) if sep and " " not in field else None
+            if where:
+                lines[k] = f"  {where}: {line.strip()}"
+        raise NormbenchError("\n".join(lines)) from e
+    return True
 
 
 def _plan_table(cases: list, title: str) -> tuple[Table, list[str]]:
@@ -132,14 +217,19 @@ def validate(
     suite: str = typer.Argument(DEFAULT_SUITE, help="Suite file or name (see `normbench list`)."),
     suites_dir: Optional[Path] = SUITES_DIR_OPT,
     cases: bool = typer.Option(False, "--cases", help="List every case id."),
-    repeat: int = typer.Option(1, "--repeat", min=1, help="Expand with N repeats per kernel case."),
+    repeat: int = typer.Option(1, "--repeat", min=1, max=1000, help="Expand with N repeats per kernel case."),
+    max_cases: int = MAX_CASES_OPT,
 ) -> None:
-    """Check a suite and show its cases and the reasons for every skip (no GPU needed)."""
-    from normbench.expand import Capabilities, expand
+    """Check a suite and show its cases and the reasons for every skip (no GPU needed).
+
+    Runs every check `run` makes before it creates a run: the file, the schema, the
+    case count, memory per case, rules, and the end-to-end preflight where vLLM is installed.
+    """
+    from normbench.expand import Capabilities
 
     loaded = _load(suite, suites_dir)
     caps = Capabilities.detect()
-    expanded = expand(loaded.suite, caps, repeat)
+    expanded = _plan(loaded, caps, repeat, max_cases, [])
     _print_plan(loaded, expanded, caps, list_cases=cases)
 
 
@@ -157,6 +247,34 @@ def _print_plan(loaded: Any, cases: list, caps: Any, list_cases: bool) -> None:
     out.print(f"{len(cases)} cases: {n_run} to run, {len(cases) - n_run} skipped")
 
 
+# --------------------------------------------------------------------------- schema
+@app.command()
+def schema(
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write to this file (a directory: suite.schema.json in it) instead of stdout.",
+        show_default=False,
+    ),
+) -> None:
+    """Print the JSON Schema of suite files, for editors that check YAML as you type.
+
+    Start a suite with `# yaml-language-server: $schema=<path to the schema>`, as the bundled ones do
+    (`suites/suite.schema.json`).
+    """
+    from normbench.suite import suite_json_schema
+
+    text = suite_json_schema()
+    if output is None:
+        sys.stdout.write(text)
+        return
+    target = output / "suite.schema.json" if _isdir(output) else output
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise NormbenchError(f"{target}: cannot write: {e.strerror or e}") from None
+    err_console().print(f"wrote {target}")
+
+
 # --------------------------------------------------------------------------- run
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
@@ -164,18 +282,29 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
 
 @app.command()
 def run(
-    suite: str = typer.Argument(DEFAULT_SUITE, help="Suite file or name; default: the CPU-sized smoke suite."),
+    suite: Optional[str] = typer.Argument(
+        None, help="Suite file or name; default: the CPU-sized smoke suite (with --resume: the stored one).",
+        show_default=False,
+    ),
     filter: list[str] = typer.Option(
         [], "--filter", "-k",
         help="Keep matching cases; repeatable. `key=v1,v2` matches a param/op/provider/stage/variant "
         "(globs allowed), anything else is a glob on the case id.",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the cases and skips; run nothing."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run name used in the run id (default: the suite's)."),
-    resume: Optional[str] = typer.Option(
-        None, "--resume", help="Complete an interrupted run (id, prefix, path or `latest`); its suite is the one stored."
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Run name used in the run id (default: the suite's): 1 to 100 of A-Z a-z 0-9 . _ -, "
+        "starting with a letter or a digit.", show_default=False,
     ),
-    repeat: int = typer.Option(1, "--repeat", min=1, help="Run each kernel case N times, interleaved (for noise)."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="Complete an interrupted run (id, prefix, path or `latest`); its suite, filters and "
+        "repeats are the stored ones. With a suite, `latest` is that suite's latest run.", show_default=False,
+    ),
+    repeat: Optional[int] = typer.Option(
+        None, "--repeat", min=1, max=1000, help="Run each kernel case N times, interleaved (for noise); default 1.",
+        show_default=False,
+    ),
+    max_cases: int = MAX_CASES_OPT,
     results_dir: Optional[Path] = RESULTS_DIR_OPT,
     suites_dir: Optional[Path] = SUITES_DIR_OPT,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
@@ -219,23 +348,30 @@ def run(
     """
     from normbench import store
     from normbench.executors import resolve_options
-    from normbench.suite import LoadedSuite, Suite
+    from normbench.expand import check_size
+    from normbench.suite import name_problem
 
     if retry_failed and not resume:
         raise NormbenchError("--retry-failed goes with --resume RUN")
+    if resume:
+        for flag, given, what in (("--filter", bool(filter), "filters"), ("--repeat", repeat is not None, "repeats"),
+                                  ("--name", name is not None, "run id")):
+            if given:
+                raise NormbenchError(f"{flag} with --resume: a resumed run keeps the {what} it started with; "
+                                     f"leave {flag} out, or start a new run")
+    elif name is not None and name_problem(name):
+        raise NormbenchError(f"--name: {name_problem(name)}")
     exec_options = resolve_options(executor, gpus, ray_address, accelerator_type)
     base = store.results_dir(results_dir)
+    if not dry_run:
+        _check_results_dir(base)
     run_dir = None
     if resume:
-        run_dir = store.resolve_run(resume, base)
-        store.check_writable(run_dir)  # before any worker starts
-        previous = store.load_run(run_dir)
-        loaded = LoadedSuite(
-            suite=Suite.model_validate(previous.suite.spec), path=previous.suite.path, sha256=previous.suite.sha256
-        )
-        filter, repeat = previous.options.get("filters", []), previous.options.get("repeat", 1)
+        run_dir, loaded, filter, repeat = _resumed(resume, suite, suites_dir, base)
     else:
-        loaded = _load(suite, suites_dir)
+        loaded = _load(suite or DEFAULT_SUITE, suites_dir)
+        repeat = repeat or 1
+    check_size(loaded, repeat, max_cases)  # before any worker starts
     prestarted = None
     if exec_options.executor == "local" and not dry_run and any(st.kind == "kernel" for st in loaded.suite.stages):
         from normbench.executors import local
@@ -243,25 +379,150 @@ def run(
         # The workers set their GPUs up while this process imports torch and measures the machine.
         prestarted = local.prestart(exec_options.devices, base)
     try:
-        _run(loaded, filter, repeat, dry_run, name, run_dir, retry_failed, base, progress, exec_options, prestarted)
+        _run(loaded, filter, repeat, dry_run, name, run_dir, retry_failed, base, progress, exec_options, prestarted,
+             max_cases)
     finally:
         if prestarted is not None:
             prestarted.close()
 
 
-def _run(loaded: Any, filter: list[str], repeat: int, dry_run: bool, name: Optional[str], resume_dir: Optional[Path],
-         retry_failed: bool, base: Path, progress: bool, exec_options: Any, prestarted: Any) -> None:
-    """``run`` once the suite is loaded (and any workers are starting)."""
+def _check_results_dir(base: Path) -> None:
+    """Refuse a results directory that runs cannot be created in (before anything is measured).
+
+    Raises:
+        NormbenchError: it is a file or a tarball, or its nearest existing folder is not writable.
+    """
     from normbench import store
-    from normbench.expand import Capabilities, apply_filters, expand
+
+    shown = f"results directory {base}"
+    try:
+        root = base.resolve()
+    except (OSError, ValueError, RuntimeError) as e:
+        raise NormbenchError(f"{shown}: cannot resolve it: {e}") from None
+    try:
+        os.stat(root)
+    except FileNotFoundError:
+        pass  # created with the first run
+    except OSError as e:  # a name too long, a loop of links, no permission, ...
+        raise NormbenchError(f"{shown}: cannot use it: {e.strerror}") from None
+    if os.path.lexists(root) and not _isdir(root):
+        tarball = base.name.endswith(store.TARBALL_SUFFIXES)
+        packed = " (a tarball of runs is read-only: extract it first)" if tarball else ""
+        raise NormbenchError(f"{shown}: not a directory{packed}")
+    existing = root
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not _isdir(existing):
+        raise NormbenchError(f"{shown}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise NormbenchError(f"{shown}: {existing} is not writable")
+
+
+def _run_parent_check(base: Path, run_name: str) -> None:
+    """A run directory ``<base>/<run_name>-<stamp>-<id>`` must lie directly inside ``base``, resolved.
+
+    Raises:
+        NormbenchError: the name breaks the name rule, or the directory would resolve elsewhere.
+    """
+    from normbench.suite import name_problem
+
+    problem = name_problem(run_name)
+    if problem:
+        raise NormbenchError(f"run name: {problem}")
+    root = base.resolve()
+    target = (root / f"{run_name}-00000000T000000Z-000000").resolve()
+    if target.parent != root:
+        raise NormbenchError(f"run name {run_name!r}: its run directory would be {target}, outside {root}")
+
+
+def _resumed(ref: str, suite_ref: Optional[str], suites_dir: Optional[Path], base: Path) -> tuple:
+    """``(run_dir, loaded suite, filters, repeat)`` of the run ``--resume ref`` names.
+
+    With a suite argument, ``latest`` is that suite's latest run, and any run
+    must be of that suite, from the same file contents (a resumed run keeps
+    the suite it started with).
+
+    Raises:
+        NormbenchError / RunNotFoundError: no such run; the run is of another
+            suite, or the suite file changed since; the stored suite no longer
+            validates; the record cannot be extended in place.
+    """
+    from normbench import store
+    from normbench.suite import LoadedSuite, read_regular_file, validate_spec
+
+    given = _load(suite_ref, suites_dir) if suite_ref is not None else None
+    if given is not None and ref == "latest":
+        run_dir = _latest_of(given.suite.name, base)
+    else:
+        try:
+            run_dir = store.resolve_run(ref, base)
+        except (OSError, ValueError) as e:  # a name too long, a NUL byte: no such run
+            shown = ref if len(ref) <= 60 else ref[:57] + "..."
+            raise NormbenchError(f"--resume {shown}: no such run ({getattr(e, 'strerror', None) or e})") from None
+    store.check_writable(run_dir)  # before any worker starts
+    previous = store.load_run(run_dir)
+    stored = previous.suite
+    if given is not None:
+        if given.suite.name != stored.name:
+            raise NormbenchError(
+                f"--resume {ref}: run {previous.run_id} is of suite '{stored.name}' ({stored.path}), not "
+                f"'{given.suite.name}' ({given.path}); leave the suite out to resume that run")
+        if given.sha256 != stored.sha256:
+            raise NormbenchError(
+                f"--resume {ref}: {given.path} changed since run {previous.run_id} started (sha256 "
+                f"{given.sha256[:12]}, stored {stored.sha256[:12]}); a resumed run keeps the suite it started "
+                "with: leave the suite out to resume it, or start a new run")
+    try:
+        suite = validate_spec(stored.spec)
+    except SuiteError as e:
+        raise NormbenchError(f"{run_dir}: the suite stored in run {previous.run_id} does not validate with this "
+                             f"normbench (start a new run): {str(e).splitlines()[0]}") from None
+    text = None
+    try:  # the file it came from, unchanged: positions for later messages
+        raw = read_regular_file(stored.path)
+        if hashlib.sha256(raw).hexdigest() == stored.sha256:
+            text = raw.decode("utf-8")
+    except (NormbenchError, UnicodeDecodeError):
+        pass
+    loaded = LoadedSuite(suite=suite, path=stored.path, sha256=stored.sha256, text=text)
+    return run_dir, loaded, list(previous.options.get("filters", [])), int(previous.options.get("repeat", 1))
+
+
+def _latest_of(suite_name: str, base: Path) -> Path:
+    """The latest run of suite ``suite_name`` in ``base`` (records that cannot be read are passed over).
+
+    Raises:
+        RunNotFoundError: no run of that suite.
+    """
+    from normbench import store
+    from normbench.errors import RunNotFoundError
+
+    runs = store.list_runs(base)
+    for d in reversed(runs):
+        try:
+            if store.load_run(d).suite.name == suite_name:
+                return d
+        except (NormbenchError, ValueError, TypeError, AttributeError, KeyError):
+            continue
+    latest = runs[-1].name if runs else "none"
+    raise RunNotFoundError(f"--resume latest: no run of suite '{suite_name}' in {base}/ (latest run: {latest}); "
+                           "leave the suite out to resume the latest run of any suite")
+
+
+def _run(loaded: Any, filter: list[str], repeat: int, dry_run: bool, name: Optional[str], resume_dir: Optional[Path],
+         retry_failed: bool, base: Path, progress: bool, exec_options: Any, prestarted: Any,
+         max_cases: int = 200_000) -> None:
+    """``run`` once the suite is loaded (and any workers are starting): every remaining check, then the run."""
+    from normbench import store
+    from normbench.expand import Capabilities
 
     caps = Capabilities.detect()
-    cases = apply_filters(expand(loaded.suite, caps, repeat), filter)
-    if not cases:
-        raise NormbenchError(f"no cases match the filters {filter}" if filter else "the suite has no cases")
+    cases = _plan(loaded, caps, repeat, max_cases, filter)
     if dry_run:
         _print_plan(loaded, cases, caps, list_cases=True)
         return
+    if resume_dir is None:
+        _run_parent_check(base, name or loaded.suite.name)
 
     from normbench import env as envmod
     from normbench.report.run_table import render_run
@@ -343,7 +604,8 @@ def _execute(cases: list, suite: Any, caps: Any, writer: Any, show_progress: boo
             progress.update(task, workers=f"{busy}/{total} workers busy" if total else "")
 
         ctx = RunContext(suite=suite, caps=caps, environment=writer.record.environment, run_dir=writer.dir,
-                         record=record, status=status, debug=STATE["debug"])
+                         record=record, status=status, debug=STATE["debug"],
+                         extra={"preflight_done": True})  # _plan ran the end-to-end preflight
         try:
             execute(cases, ctx, options, on_workers=workers, prestarted=prestarted)
         finally:  # parallel workers record as they finish: list the cases as a serial run would

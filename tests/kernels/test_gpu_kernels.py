@@ -72,7 +72,11 @@ import torch
 from normbench.ops import OPS
 from normbench.registry import PROVIDERS
 
-FAMILY_MODULES = ("normbench.kernels.rmsnorm", "normbench.kernels.quant", "normbench.kernels.nvfp4")
+#: The modules that hold the families' Triton kernels.
+FAMILY_MODULES = (
+    "normbench.kernels.rmsnorm.triton_kernels", "normbench.kernels.quant.triton_kernels",
+    "normbench.kernels.nvfp4.triton_generic", "normbench.kernels.nvfp4.triton_fast",
+)
 if torch.cuda.is_available():
     # Import (and so decorate) the kernels now, compiled, before a later test module of the
     # same session could set TRITON_INTERPRET; ``compiled_mode_problem`` checks it held.

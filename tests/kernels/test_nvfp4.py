@@ -19,10 +19,11 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 from normbench.kernels import nvfp4 as F  # noqa: E402
+from normbench.kernels._triton import interpreting  # noqa: E402
 from normbench.kernels.base import Tolerance  # noqa: E402
 from normbench.ops import OPS  # noqa: E402
 
-INTERPRETED = F._interpreting()
+INTERPRETED = interpreting()
 if not INTERPRETED and not torch.cuda.is_available():
     raise RuntimeError("normbench.kernels.nvfp4 was imported in compiled mode without a GPU: "
                        "TRITON_INTERPRET=1 must be set before it is imported")
@@ -137,7 +138,7 @@ def test_make_inputs_and_calibrated_global_scale():
     inp = F.FAMILY.make_inputs(OP_RES, p, CPU, seed=3)
     assert set(inp) == {"x", "weight", "residual", "global_scale"}
     assert inp["global_scale"].dtype == torch.float32 and inp["global_scale"].shape == (1,)
-    _, y = F._norm64(inp["x"], inp["weight"], inp["residual"], p["eps"])
+    _, y = F.reference._norm64(inp["x"], inp["weight"], inp["residual"], p["eps"])
     assert inp["global_scale"].item() == pytest.approx(448 * 6 / y.abs().max().item(), rel=1e-6)
     again = F.FAMILY.make_inputs(OP_RES, p, CPU, seed=3)
     assert torch.equal(again["x"], inp["x"]) and not torch.equal(
@@ -418,9 +419,9 @@ def test_check_tolerates_a_flip_at_an_exact_tie():
     codes = F.encode_e2m1(v)
     flipped = codes.clone()
     flipped[0, 3] = 1
-    assert F._code_errors(flipped, codes, v, delta=1e-3) == (0, 1)
+    assert F.reference._code_errors(flipped, codes, v, delta=1e-3) == (0, 1)
     flipped[0, 4] = 3  # two steps away is never tolerated
-    assert F._code_errors(flipped, codes, v, delta=1e-3)[0] == 1
+    assert F.reference._code_errors(flipped, codes, v, delta=1e-3)[0] == 1
 
 
 def test_check_padding_columns_must_be_zero_rows_are_reported():
@@ -551,8 +552,8 @@ FAST_CASES = [
     (10, 1536, True, "float16"),
     (20, 64, False, "float16"),
 ]
-FAST_CONFIGS = [F.FastConfig(1, 1, False, False), F.FastConfig(2, 3, True, True), F.FastConfig(4, 2, True, False),
-                F.FastConfig(1, 5, False, True)]
+FAST_CONFIGS = [F.LaunchConfig(1, 1, False, False), F.LaunchConfig(2, 3, True, True), F.LaunchConfig(4, 2, True, False),
+                F.LaunchConfig(1, 5, False, True)]
 
 
 @pytest.mark.parametrize("m,n,residual,dtype", FAST_CASES)
@@ -588,7 +589,7 @@ def test_fast_kernel_garbage_in_padding_is_overwritten():
         junk = torch.full((128, 8), 0x7F, dtype=torch.uint8, device=DEV)
         del junk
         q, s = F.rms_norm_nvfp4_quant_triton(inp["x"], inp["weight"], inp["global_scale"], fast=True,
-                                             fast_config=F.FastConfig(1, 2, True, False))
+                                             fast_config=F.LaunchConfig(1, 2, True, False))
         raw = s.view(torch.uint8)
         assert int((F.swizzle_scales(F.unswizzle_scales(raw, 3, 80)) != raw).sum()) == 0
 
@@ -609,12 +610,19 @@ def test_fast_kernel_dispatch():
 def test_fast_config_table_and_formula(monkeypatch):
     for m in (1, 16, 128, 1024, 4096, 16384):
         for n in (2048, 4096, 5120, 8192):
-            cfg = F.nvfp4_fast_config(m, n)
+            cfg = F.default_config(m, n)
             assert cfg.num_warps in (1, 2, 4, 8, 16) and cfg.programs_per_sm >= 1
-    table = {(False, 4096, 128): F.FastConfig(8, 1, False, True), (False, 4096, 4096): F.FastConfig(4, 4, True, True),
-             (True, 4096, 4096): F.FastConfig(2, 8, False, True)}
-    monkeypatch.setattr(F, "TUNED_FAST", table)
-    assert F.nvfp4_fast_config(100, 4096) == table[(False, 4096, 128)]
-    assert F.nvfp4_fast_config(3000, 4096) == table[(False, 4096, 4096)]
-    assert F.nvfp4_fast_config(65536, 4096, residual=True) == table[(True, 4096, 4096)]
-    assert F.nvfp4_fast_config(4096, 8192) == F.fast_config_formula(4096, 8192)  # other hidden: formula
+    table = {(False, 4096, 128): F.LaunchConfig(8, 1, False, True), (False, 4096, 4096): F.LaunchConfig(4, 4, True, True),
+             (True, 4096, 4096): F.LaunchConfig(2, 8, False, True)}
+    # measured points -> the table's rows (bounds at the geometric midpoints: the nearest count wins)
+    from normbench.kernels import tuned
+
+    points: dict = {}
+    for (r, n, t), cfg in sorted(table.items(), key=lambda kv: kv[0]):
+        points.setdefault((r, n), []).append((t, cfg))
+    rows = {k: tuple(zip(tuned.bounds([t for t, _ in v]), [c for _, c in v])) for k, v in points.items()}
+    monkeypatch.setattr(F.configs, "TUNED", rows)
+    assert F.default_config(100, 4096) == table[(False, 4096, 128)]
+    assert F.default_config(3000, 4096) == table[(False, 4096, 4096)]
+    assert F.default_config(65536, 4096, residual=True) == table[(True, 4096, 4096)]
+    assert F.default_config(4096, 8192) == F.formula_config(4096, 8192)  # other hidden: formula

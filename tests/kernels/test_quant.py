@@ -21,7 +21,7 @@ from normbench.kernels.base import Tolerance  # noqa: E402
 from normbench.kernels.providers._family import Unsupported  # noqa: E402
 from normbench.ops import OPS  # noqa: E402
 
-INTERPRETED = "Interpreted" in type(q._rowquant_kernel).__name__
+INTERPRETED = "Interpreted" in type(q.triton_kernels._rowquant_kernel).__name__
 if not INTERPRETED and not torch.cuda.is_available():
     raise RuntimeError(
         "normbench.kernels.quant was imported in compiled mode without a GPU: TRITON_INTERPRET=1 must be "
@@ -243,7 +243,7 @@ def test_int8_scale_ub_clamps_to_minus_128():
 
 def test_pdl_refused_where_unsupported():
     x = torch.randn(4, 1024, device=DEVICE)
-    if q.device_facts(x.device)[1]:
+    if q.device_facts(x.device).pdl:
         codes, _ = q.triton_scaled_quant(x, "fp8", config=q.LaunchConfig(4, 1, pdl=True))
         assert codes.shape == x.shape
     else:
@@ -495,7 +495,7 @@ def group_case():
 
 def _far_from_tie(ref, inputs, p, op="rms_norm_group_quant"):
     """An element whose real value is well inside its rounding interval."""
-    parts = q._recall(ref[0])
+    parts = q.reference._recall(ref[0])
     v = parts.real_values()
     c = ref[0].double()
     dist = (v - c).abs() / v.abs().clamp(min=1e-30)
@@ -554,7 +554,7 @@ def test_check_rejects_wrong_residual_and_arity(group_case):
 def test_check_int8_one_step_rule():
     p = params_of("rms_norm_quant", 7, 1536, "float16", quant_dtype="int8")
     inputs, ref = make("rms_norm_quant", p)
-    parts = q._recall(ref[0])
+    parts = q.reference._recall(ref[0])
     v = parts.real_values()
     frac = (v - v.floor() - 0.5).abs()
     far = tuple(int(i) for i in torch.nonzero((frac > 0.3) & (v.abs() < 100))[0].tolist())
@@ -573,14 +573,14 @@ def test_check_in_row_chunks(group_case, monkeypatch):
     """Large cases are checked in row chunks: same metrics, a bad code in a later chunk found."""
     p, inputs, out, ref = group_case
     whole = check("rms_norm_group_quant", p, inputs, out, ref).metrics
-    real = q._row_chunks
-    monkeypatch.setattr(q, "_row_chunks", lambda t, h, elems=1 << 22: real(t, h, elems=2 * h))
-    assert len(q._row_chunks(7, 1536)) == 4
+    real = q.reference._row_chunks
+    monkeypatch.setattr(q.reference, "_row_chunks", lambda t, h, elems=1 << 22: real(t, h, elems=2 * h))
+    assert len(q.reference._row_chunks(7, 1536)) == 4
     chunked = check("rms_norm_group_quant", p, inputs, out, ref).metrics
     for k in ("mismatch_rate", "hard_mismatches", "max_code_step", "scale_max_rel_err"):
         assert chunked[k] == whole[k]
     assert chunked["deq_rel_err"] == pytest.approx(whole["deq_rel_err"], rel=1e-9)
-    parts = q._recall(ref[0])
+    parts = q.reference._recall(ref[0])
     v = parts.real_values()
     c = ref[0].double()
     ok = (c.abs() > 1) & ((v - c).abs() / v.abs() < 0.005)
@@ -593,7 +593,7 @@ def test_check_in_row_chunks(group_case, monkeypatch):
 def test_check_recomputes_without_cached_reference(group_case):
     p, inputs, out, ref = group_case
     ref_copy = tuple(t.clone() for t in ref)  # not in the cache: recomputed from inputs
-    assert q._recall(ref_copy[0]) is None
+    assert q.reference._recall(ref_copy[0]) is None
     assert check("rms_norm_group_quant", p, inputs, out, ref_copy).ok
 
 
@@ -613,7 +613,7 @@ def _naive_norm_provider():
         @staticmethod
         def _make(params):
             def fn(inputs):
-                y, r = q._naive_norm(inputs["x"], inputs["weight"], params["eps"], inputs.get("residual"))
+                y, r = q.impls._naive_norm(inputs["x"], inputs["weight"], params["eps"], inputs.get("residual"))
                 return (y, r) if params["residual"] else (y,)
 
             return fn

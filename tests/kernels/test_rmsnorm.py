@@ -1,7 +1,7 @@
 """normbench.kernels.rmsnorm: inputs, float64 reference, check, Triton kernels, torch providers.
 
 Without a GPU the Triton kernels run under ``TRITON_INTERPRET=1`` on the CPU. ``triton.jit``
-reads it when a kernel is decorated, i.e. when kernels/rmsnorm.py is imported, so it is set
+reads it when a kernel is decorated, i.e. when kernels/rmsnorm/ is imported, so it is set
 here before that import (tests/conftest.py sets it too, under the same condition). With a
 GPU the kernels compile and the same tests run on it.
 
@@ -24,7 +24,7 @@ import normbench.kernels.rmsnorm as rn  # noqa: E402
 from normbench.kernels.base import Tolerance  # noqa: E402
 from normbench.kernels.providers._family import Unsupported  # noqa: E402
 
-INTERPRETED = "Interpreted" in type(rn._rms_norm_rows_kernel).__name__
+INTERPRETED = "Interpreted" in type(rn.triton_kernels._rms_norm_kernel).__name__
 if not INTERPRETED and not torch.cuda.is_available():
     raise RuntimeError(
         "normbench.kernels.rmsnorm was imported in compiled mode without a GPU: TRITON_INTERPRET=1 must be "
@@ -75,16 +75,16 @@ def test_triton_matches_float64(op, residual, hidden, tokens, dtype):
 
 
 CONFIGS = [
-    pytest.param(rn.Config(block_n=1024, num_warps=4, programs_per_sm=1), id="persistent"),
-    pytest.param(rn.Config(block_n=1024, num_warps=4, rows=4), id="rows4-partial-tile"),
-    pytest.param(rn.Config(block_n=4096, num_warps=8), id="wide-block"),
-    pytest.param(rn.Config(block_n=256, num_warps=2), id="chunked-masked-tail"),
-    pytest.param(rn.Config(block_n=128, num_warps=1, programs_per_sm=2), id="chunked-persistent"),
-    pytest.param(rn.Config(block_n=256, num_warps=2, hints=False), id="chunked-no-hints"),
-    pytest.param(rn.Config(block_n=1024, num_warps=4, hints=False), id="no-hints"),
-    pytest.param(rn.Config(block_n=1024, num_warps=4, reload=True), id="reload"),
-    pytest.param(rn.Config(block_n=1024, num_warps=4, rows=2, programs_per_sm=1, reload=True), id="reload-persistent"),
-    pytest.param(rn.Config(block_n=1024, num_warps=4, rows=2, programs_per_sm=1, stages=3), id="pipelined"),
+    pytest.param(rn.LaunchConfig(block_n=1024, num_warps=4, programs_per_sm=1), id="persistent"),
+    pytest.param(rn.LaunchConfig(block_n=1024, num_warps=4, rows=4), id="rows4-partial-tile"),
+    pytest.param(rn.LaunchConfig(block_n=4096, num_warps=8), id="wide-block"),
+    pytest.param(rn.LaunchConfig(block_n=256, num_warps=2), id="chunked-masked-tail"),
+    pytest.param(rn.LaunchConfig(block_n=128, num_warps=1, programs_per_sm=2), id="chunked-persistent"),
+    pytest.param(rn.LaunchConfig(block_n=256, num_warps=2, hints=False), id="chunked-no-hints"),
+    pytest.param(rn.LaunchConfig(block_n=1024, num_warps=4, hints=False), id="no-hints"),
+    pytest.param(rn.LaunchConfig(block_n=1024, num_warps=4, reload=True), id="reload"),
+    pytest.param(rn.LaunchConfig(block_n=1024, num_warps=4, rows=2, programs_per_sm=1, reload=True), id="reload-persistent"),
+    pytest.param(rn.LaunchConfig(block_n=1024, num_warps=4, rows=2, programs_per_sm=1, stages=3), id="pipelined"),
 ]
 
 
@@ -100,7 +100,7 @@ def test_triton_configs(config, residual):
 def test_pipelined_reload_without_residual():
     """The one pipelined re-read the launcher allows (with a residual it refuses, see below)."""
     params, inputs, ref = case("rms_norm", False, 1000, 33, "float32")
-    cfg = rn.Config(block_n=1024, num_warps=4, programs_per_sm=1, reload=True, stages=2)
+    cfg = rn.LaunchConfig(block_n=1024, num_warps=4, programs_per_sm=1, reload=True, stages=2)
     assert_ok("rms_norm", params, inputs, rn.rms_norm(inputs["x"], inputs["weight"], params["eps"], config=cfg), ref)
 
 
@@ -116,9 +116,9 @@ def test_chunked_default_for_long_rows():
     "config",
     [
         None,
-        rn.Config(block_n=2048, num_warps=4, reload=True),
-        rn.Config(block_n=2048, num_warps=4, rows=2, programs_per_sm=1, stages=2),
-        rn.Config(block_n=512, num_warps=2),
+        rn.LaunchConfig(block_n=2048, num_warps=4, reload=True),
+        rn.LaunchConfig(block_n=2048, num_warps=4, rows=2, programs_per_sm=1, stages=2),
+        rn.LaunchConfig(block_n=512, num_warps=2),
     ],
     ids=["default", "reload", "pipelined", "chunked"],
 )
@@ -167,11 +167,11 @@ def test_launcher_rejects_bad_tensors(kwargs, match):
 @pytest.mark.parametrize(
     "config,match",
     [
-        (rn.Config(block_n=96, num_warps=1), "powers of 2"),
-        (rn.Config(block_n=32, num_warps=1, rows=2), "rows=1"),
-        (rn.Config(block_n=32, num_warps=1, reload=True), "reload=False"),
-        (rn.Config(block_n=64, num_warps=1, stages=2), "programs_per_sm"),
-        (rn.Config(block_n=64, num_warps=1, programs_per_sm=1, reload=True, stages=2), "cannot be pipelined"),
+        (rn.LaunchConfig(block_n=96, num_warps=1), "powers of 2"),
+        (rn.LaunchConfig(block_n=32, num_warps=1, rows=2), "rows=1"),
+        (rn.LaunchConfig(block_n=32, num_warps=1, reload=True), "reload=False"),
+        (rn.LaunchConfig(block_n=64, num_warps=1, stages=2), "programs_per_sm"),
+        (rn.LaunchConfig(block_n=64, num_warps=1, programs_per_sm=1, reload=True, stages=2), "cannot be pipelined"),
     ],
 )
 def test_launcher_rejects_bad_configs(config, match):
@@ -182,19 +182,19 @@ def test_launcher_rejects_bad_configs(config, match):
 
 def test_config_literal_round_trips():
     for cfg in (
-        rn.Config(8192, 16),
-        rn.Config(4096, 8, 2, 4, True),
-        rn.Config(8192, 4, 1, 2, True, hints=False, reload=True, stages=3),
+        rn.LaunchConfig(8192, 16),
+        rn.LaunchConfig(4096, 8, 2, 4, True),
+        rn.LaunchConfig(8192, 4, 1, 2, True, hints=False, reload=True, stages=3),
     ):
-        assert eval(cfg.literal(), {"Config": rn.Config}) == cfg
-    assert rn.Config(8192, 16, 1, 0, True).literal() == "Config(8192, 16, 1, 0, True)"
+        assert eval(cfg.literal(), {"LaunchConfig": rn.LaunchConfig}) == cfg
+    assert rn.LaunchConfig(8192, 16, 1, 0, True).literal() == "LaunchConfig(8192, 16, 1, 0, True)"
 
 
 @pytest.mark.skipif(DEVICE.type != "cpu", reason="PDL is refused only where unsupported")
 def test_pdl_refused_without_sm90():
     x = torch.ones(4, 64)
     with pytest.raises(ValueError, match="programmatic dependent launch"):
-        rn.rms_norm(x, torch.ones(64), config=rn.Config(block_n=64, num_warps=1, pdl=True))
+        rn.rms_norm(x, torch.ones(64), config=rn.LaunchConfig(block_n=64, num_warps=1, pdl=True))
 
 
 # --------------------------------------------------------------------------- heuristic
@@ -219,9 +219,9 @@ def test_heuristic_configs_are_valid(elem_bytes, residual):
 
 
 def test_tuned_table_lookup(monkeypatch):
-    a, b = rn.Config(4096, 4), rn.Config(4096, 8, 1, 4, True)
-    monkeypatch.setattr(rn, "TUNED", {(False, 4096): ((128, a), (2**31 - 1, b))})
-    assert rn.default_config(100, 4096, 2, False, pdl=True) == rn.Config(4096, 4, pdl=False)
+    a, b = rn.LaunchConfig(4096, 4), rn.LaunchConfig(4096, 8, 1, 4, True)
+    monkeypatch.setattr(rn.configs, "TUNED", {(False, 4096): ((128, a), (2**31 - 1, b))})
+    assert rn.default_config(100, 4096, 2, False, pdl=True) == rn.LaunchConfig(4096, 4, pdl=False)
     assert rn.default_config(5000, 4096, 2, False, pdl=True) == b
     assert rn.default_config(5000, 4096, 2, False, pdl=False).pdl is False, "never PDL where unsupported"
     assert rn.default_config(1, 2880, 2, False, pdl=True).block_n == 4096, "same block borrows the table"

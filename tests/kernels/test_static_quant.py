@@ -23,7 +23,7 @@ from normbench.kernels.providers._family import Unsupported  # noqa: E402
 from normbench.ops import OPS  # noqa: E402
 
 OP = "rms_norm_static_quant"
-INTERPRETED = "Interpreted" in type(q._rowquant_kernel).__name__
+INTERPRETED = "Interpreted" in type(q.triton_kernels._rowquant_kernel).__name__
 if not INTERPRETED and not torch.cuda.is_available():
     raise RuntimeError(
         "normbench.kernels.quant was imported in compiled mode without a GPU: TRITON_INTERPRET=1 must be "
@@ -136,7 +136,7 @@ def test_make_inputs_scale_fits_the_largest_value():
     for qd in ("fp8", "int8"):
         p = params_of(9, 1000, quant_dtype=qd, residual=True)
         inputs, ref = make(p, seed=3)
-        parts = q._recall(ref[0])
+        parts = q.reference._recall(ref[0])
         top = float(parts.amax.max()) / float(inputs["scale"])
         assert top == pytest.approx(q.QMAX[qd], rel=1e-5)
         assert ref[0].double().abs().max() == q.QMAX[qd]
@@ -233,7 +233,7 @@ def test_saturating_scale(provider, qd, residual):
     inputs, ref = make(p)
     codes, _ = independent(p, inputs)
     assert torch.equal(ref[0].double(), codes)
-    parts = q._recall(ref[0])
+    parts = q.reference._recall(ref[0])
     v = parts.real_values()
     qmax, qmin = q.QMAX[qd], q.QMIN[qd]
     over = v > qmax * (1 + 1e-3)
@@ -252,7 +252,7 @@ def test_saturating_scale(provider, qd, residual):
 def test_check_rejects_unclamped_saturated_codes():
     p = params_of(7, 1000, residual=False, static_scale_factor=0.25)
     inputs, ref = make(p)
-    v = q._recall(ref[0]).real_values()
+    v = q.reference._recall(ref[0]).real_values()
     i = tuple(int(j) for j in torch.nonzero(v > 600)[0].tolist())
     bits = ref[0].clone().view(torch.uint8)
     bits[i] = 0x7F  # NaN, what an unclamped e4m3fn conversion of 600 gives
@@ -293,7 +293,7 @@ def test_check_rejects_a_returned_scale_off_by_2x(good_case):
 
 def _far_from_tie(ref):
     """An element whose real value lies well inside its rounding interval."""
-    v = q._recall(ref[0]).real_values()
+    v = q.reference._recall(ref[0]).real_values()
     c = ref[0].double()
     ok = (c.abs() > 1) & (c.abs() < 300) & ((v - c).abs() / v.abs() < 0.005)
     return tuple(int(i) for i in torch.nonzero(ok)[0].tolist())

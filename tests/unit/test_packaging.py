@@ -22,7 +22,12 @@ def test_wheel_installs_kernels_and_suites(tmp_path: Path) -> None:
     )
     (wheel,) = wheels.glob("normbench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "normbench/kernels/rmsnorm.py" in names and "normbench/kernels/providers/triton.py" in names
+    for family in ("rmsnorm", "quant", "nvfp4"):
+        assert f"normbench/kernels/{family}/__init__.py" in names and f"normbench/kernels/{family}/configs.py" in names
+        assert f"normbench/kernels/tuned/{family}.json" in names, "the tuned tables are package data"
+        assert f"normbench/kernels/{family}.py" not in names, "a single-file family left over (a stale build/?)"
+    assert "normbench/kernels/_triton.py" in names and "normbench/kernels/tuned/__init__.py" in names
+    assert "normbench/kernels/providers/triton.py" in names and "normbench/kernels/providers/vllm.py" in names
     assert "normbench/suites/smoke.yaml" in names
     assert not any(n.startswith(("kernels/", "suites/", "tests/")) for n in names)
 
@@ -32,11 +37,13 @@ def test_wheel_installs_kernels_and_suites(tmp_path: Path) -> None:
     )
     code = (
         "import normbench, normbench.kernels.rmsnorm, normbench.kernels.quant, normbench.kernels.nvfp4;"
+        "assert normbench.kernels.quant.TUNED and normbench.kernels.rmsnorm.TUNED and normbench.kernels.nvfp4.TUNED;"
         "from importlib import resources;"
         "assert normbench.__file__.startswith(%r), normbench.__file__;"
+        "import normbench.kernels.tuned as T; assert str(T.path_of('quant')).startswith(%r), T.path_of('quant');"
         "assert resources.files('normbench.suites').joinpath('rmsnorm.yaml').is_file();"
         "from normbench.cli.run import find_suite; print(find_suite('smoke', None))"
-    ) % str(target)
+    ) % (str(target), str(target))
     env = {**os.environ, "PYTHONPATH": str(target)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -79,9 +79,7 @@ def fake_vllm(monkeypatch):
 @pytest.fixture
 def sm100(monkeypatch):
     """Let the NVFP4 factory past its SM100 gate on the CPU (the gate is tested below)."""
-    import normbench.kernels.nvfp4 as F
-
-    monkeypatch.setattr(F, "require_sm", lambda device, major: None)
+    monkeypatch.setattr(vllm_provider, "require_sm", lambda device, major: None)
 
 
 # --------------------------------------------------------------------------- cases
