@@ -1,8 +1,8 @@
 """Contracts between the kernel runner and the kernels/providers it measures.
 
-An **op family** (one file per family: ``rmsnorm.py``, ``quant.py``, ``nvfp4.py``)
-knows, for every op it serves, how to make inputs, how to compute the float64
-reference and how to check a provider's outputs against it. A **provider**
+An **op family** (one package per family: ``rmsnorm/``, ``quant/``, ``nvfp4/``) knows,
+for every op it serves, how to make inputs, how to compute the float64 reference and how
+to check a provider's outputs against it. A **provider**
 (``providers/<name>.py``) says whether it can run here and builds, outside the
 timed region, a callable that runs one op on one set of inputs.
 
@@ -108,8 +108,49 @@ class Provider:
         return self.ops[op](params)
 
 
+def normal_draws(device: torch.device, seed: int) -> Callable[..., torch.Tensor]:
+    """``randn(*shape)``: float32 N(0, 1) tensors on ``device``, drawn in turn from one
+    ``torch.Generator`` seeded with ``seed`` (deterministic per seed and device; a CPU and a
+    CUDA draw differ). The families' ``make_inputs`` draw from it."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+
+    return randn
+
+
+class OutputBuffers:
+    """Output buffers of one factory, allocated on first use per (name, shape, dtype, device).
+
+    The harness calls a factory's fn on several rotating input sets of one shape; reusing an
+    output keeps allocation out of the timed call, as vLLM's benchmarks allocate outside it.
+    A later call overwrites the previous call's outputs. Buffers are contiguous.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple, torch.Tensor] = {}
+
+    def empty(self, name: str, shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (name, tuple(shape), dtype, device)
+        buf = self._bufs.get(key)
+        if buf is None:
+            buf = self._bufs[key] = torch.empty(key[1], dtype=dtype, device=device)
+        return buf
+
+    def like(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """A contiguous buffer of ``x``'s shape, dtype and device."""
+        return self.empty(name, x.shape, x.dtype, x.device)
+
+
 def require_cuda(device: torch.device) -> str | None:
     return None if device.type == "cuda" else "needs CUDA"
+
+
+def cuda_device() -> torch.device:
+    """The current CUDA device, or the CPU where there is none (a peer's SM gate then says so)."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def require_sm(device: torch.device, major: int) -> str | None:

@@ -3,7 +3,7 @@
 #
 #   bash scripts/gpu_bench.sh MODE [MODE ...]
 #
-# Modes: probe (GPU facts + smoke suite), gputests (pytest -m gpu: kernels compiled on this GPU), tune:FAMILY (scripts/tune_FAMILY.py), suites names (e.g.
+# Modes: probe (GPU facts + smoke suite), gputests (pytest -m gpu: kernels compiled on this GPU), tune:FAMILY (scripts/tune.py FAMILY; the table comes back as tuned/FAMILY.json), suites names (e.g.
 # `suite:rmsnorm`, `suite:quant:FILTER...`), aa (an A/A pair + an A/B pair with a
 # deliberately slowed provider), crosscheck (do_bench vs normbench for torch.compile),
 # multigpu (suites/rmsnorm.yaml: 1 GPU cold, --gpus all, --executor ray if ray imports (carry
@@ -75,7 +75,9 @@ for mode in "$@"; do
       ;;
     tune:*)
       fam=${mode#tune:}
-      step 240 "tune_$fam" python3 "scripts/tune_$fam.py" --out "$OUTDIR/tune_$fam.json"
+      # The merged table lands beside the results: copy it over kernels/tuned/$fam.json to adopt it.
+      step 240 "tune_$fam" python3 scripts/tune.py "$fam" --out "$OUTDIR/tune_$fam.json" \
+        --table "$OUTDIR/tuned/$fam.json" ${NB_TUNE_ARGS:-}
       ;;
     suite:*)
       spec=${mode#suite:}; suite=${spec%%:*}; filters=()

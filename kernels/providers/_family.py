@@ -1,22 +1,28 @@
-"""Providers assembled from the op families' implementation tables.
+"""Providers assembled from implementation tables: the families' own, or a peer's adapters.
 
-Each family module (``normbench.kernels.rmsnorm``, ``.quant``, ``.nvfp4``)
-exports ``FAMILY`` (inputs, reference, check) and ``IMPLS``: provider name ->
-op name -> factory(params) -> OpFn. A provider here gathers its ops from every
-family, so an implementation lives next to its reference and a provider is just
-a name, its availability and its capability rules.
+Each family package (``normbench.kernels.rmsnorm``, ``.quant``, ``.nvfp4``) exports
+``FAMILY`` (inputs, reference, check) and ``OWN_IMPLS``: provider name -> op name ->
+factory(params) -> OpFn for the implementations it ships (``reference``, ``torch_naive``,
+``torch_rms_norm``, ``triton``): such an implementation lives next to its reference.
+A peer's adapters (vLLM, FlashInfer, Liger, quack) live in its own module,
+``kernels/providers/<peer>.py``, as ``ADAPTERS`` (op name -> factory) for every family it
+serves, next to nothing else: adding a provider is one ``ProviderEntry`` in
+``normbench.registry`` and one adapter file.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+import sys
+from typing import Callable, Iterable
 
 import torch
 
 from normbench.kernels.base import OpFn, Params, Provider
 
 FAMILIES = ("normbench.kernels.rmsnorm", "normbench.kernels.quant", "normbench.kernels.nvfp4")
+
+Factory = Callable[[Params], OpFn]
 
 
 class Unsupported(Exception):
@@ -39,14 +45,16 @@ def family_of(op: str):
 
 
 class FamilyProvider(Provider):
-    """A provider whose ops are the families' ``IMPLS[name]`` entries.
+    """A provider whose ops come from an implementation table.
 
     Args:
-        name: provider name (key into each family's ``IMPLS``).
+        name: provider name (key into each family's ``OWN_IMPLS``).
         packages: import names that must import for it to be available.
         needs_cuda: True when it cannot run on a CPU device.
         probe: called after ``packages`` import; returns why the provider cannot run
             here (e.g. vLLM's kernel library did not load), or None.
+        adapters: a peer's op -> factory table (its ``ADAPTERS``); None gathers the
+            families' ``OWN_IMPLS[name]`` instead (the implementations normbench ships).
 
     ``unsupported`` also applies the registry entry's ``min_sm`` (the same rule, and
     message, as ``normbench.expand.capability_skip``).
@@ -54,21 +62,25 @@ class FamilyProvider(Provider):
 
     def __init__(
         self, name: str, packages: tuple[str, ...] = (), needs_cuda: bool = False,
-        probe: Callable[[], str | None] | None = None,
+        probe: Callable[[], str | None] | None = None, adapters: dict[str, Factory] | None = None,
     ):
         self.name = name
         self.packages = packages
         self.needs_cuda = needs_cuda
         self.probe = probe
-        self._ops: dict[str, Callable[[Params], OpFn]] | None = None
+        self.adapters = adapters
+        self._ops: dict[str, Factory] | None = None
 
     @property
-    def ops(self) -> dict[str, Callable[[Params], OpFn]]:  # type: ignore[override]
+    def ops(self) -> dict[str, Factory]:  # type: ignore[override]
         if self._ops is None:
-            ops: dict[str, Callable[[Params], OpFn]] = {}
-            for mod in FAMILIES:
-                ops.update(importlib.import_module(mod).IMPLS.get(self.name, {}))
-            self._ops = ops
+            if self.adapters is not None:
+                self._ops = dict(self.adapters)
+            else:
+                ops: dict[str, Factory] = {}
+                for mod in FAMILIES:
+                    ops.update(importlib.import_module(mod).OWN_IMPLS.get(self.name, {}))
+                self._ops = ops
         return self._ops
 
     def unavailable(self) -> str | None:
@@ -98,3 +110,41 @@ class FamilyProvider(Provider):
                 if major * 10 + minor < need:
                     why = f"needs SM{need}+ (this GPU is SM{major}{minor})"
         return why
+
+
+def peer_adapters() -> dict[str, dict[str, Factory]]:
+    """Provider name -> ``ADAPTERS`` of every registered provider built from a peer's adapter table."""
+    from normbench.registry import PROVIDERS, load
+
+    out = {}
+    for name, entry in PROVIDERS.items():
+        adapters = getattr(load(entry.target), "adapters", None)
+        if adapters:
+            out[name] = adapters
+    return out
+
+
+def implementations(own: dict[str, dict[str, Factory]], ops: Iterable[str]) -> dict[str, dict[str, Factory]]:
+    """Every implementation of ``ops`` by provider name: a family's ``own`` and the peers' adapters."""
+    ops = set(ops)
+    out = {name: dict(table) for name, table in own.items()}
+    for name, adapters in peer_adapters().items():
+        mine = {op: f for op, f in adapters.items() if op in ops}
+        if mine and name not in out:
+            out[name] = mine
+    return out
+
+
+def impls_attribute(module: str, own: dict[str, dict[str, Factory]], ops: Iterable[str]):
+    """A module ``__getattr__`` (PEP 562) serving ``IMPLS``: ``implementations(own, ops)``,
+    assembled on first use (the peers' modules import the family, so not at its import)."""
+    ops = tuple(ops)
+
+    def __getattr__(name: str):
+        if name != "IMPLS":
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        impls = implementations(own, ops)
+        setattr(sys.modules[module], "IMPLS", impls)
+        return impls
+
+    return __getattr__

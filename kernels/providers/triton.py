@@ -1,4 +1,4 @@
-"""normbench's own Triton kernels (``kernels/rmsnorm.py``, ``quant.py``, ``nvfp4.py``).
+"""normbench's own Triton kernels (``kernels/rmsnorm/``, ``quant/``, ``nvfp4/``: their ``OWN_IMPLS["triton"]``).
 
 On a CPU device they would run only under ``TRITON_INTERPRET=1``, which is for
 tests, not timings: the provider needs CUDA.

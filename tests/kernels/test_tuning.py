@@ -168,7 +168,9 @@ def test_write_table_merges_into_the_checkout_table(tmp_path):
     records = [_record(key, t, {a: 1.0}, v) for t in (1, 16) for v in ("fp8", "int8")]
     out = tune.write_table(q.TUNING, records, "unit test", tmp_path / "quant.json")
     table = tuned.load("quant", q.LaunchConfig, q.configs.KEY, out)
-    assert table.source == "unit test" and table.rows[key] == ((tuned.SENTINEL, a),)
+    old_source = tuned.load("quant", q.LaunchConfig, q.configs.KEY).source
+    assert table.source == f"unit test; other keys: {old_source}", "the rows kept name their run"
+    assert table.rows[key] == ((tuned.SENTINEL, a),)
     assert {k: v for k, v in table.rows.items() if k != key} == {k: v for k, v in q.TUNED.items() if k != key}
 
 
