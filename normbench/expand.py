@@ -84,11 +84,6 @@ def _ram_bytes() -> int | None:
         return None
 
 
-#: Providers that cannot run on a CPU device. (The Triton interpreter is for
-#: tests, not timings; the peers are CUDA libraries.)
-CUDA_ONLY = {"triton", "vllm", "flashinfer", "liger", "quack"}
-
-
 @dataclass(frozen=True)
 class Case:
     """One thing to measure.
@@ -139,13 +134,18 @@ def _matches(rule: dict[str, Any], values: dict[str, Any]) -> bool:
 
 
 def capability_skip(provider: str, op: str, caps: Capabilities) -> str | None:
-    """Why ``provider`` cannot run ``op`` on this machine, or None (static facts only)."""
+    """Why ``provider`` cannot run ``op`` on this machine, or None (static facts only).
+
+    The facts are its ``normbench.registry.ProviderEntry``'s: ``ops``, ``needs_cuda`` (the
+    Triton interpreter is for tests, not timings; the peers are CUDA libraries), ``min_sm``,
+    and (``caps.missing``) its packages.
+    """
     entry = PROVIDERS.get(provider)
     if entry is None:  # an unfused composition: its parts decide
         return None
     if op not in entry.ops:
         return f"{provider} has no {op}"
-    if provider in CUDA_ONLY and caps.device != "cuda":
+    if entry.needs_cuda and caps.device != "cuda":
         return "needs CUDA"
     need = entry.min_sm.get(op)
     if need is not None and caps.sm is not None and caps.sm[0] * 10 + caps.sm[1] < need:
@@ -159,7 +159,8 @@ def _unfused_skip(p: Unfused, op: str, caps: Capabilities) -> str | None:
     for part in (p.unfused.norm, p.unfused.quant):
         if part in caps.missing:
             return f"{p.name}: {caps.missing[part]}"
-        if part in CUDA_ONLY and caps.device != "cuda":
+        entry = PROVIDERS.get(part)
+        if entry is not None and entry.needs_cuda and caps.device != "cuda":
             return f"{p.name}: {part} needs CUDA"
     return None
 

@@ -33,6 +33,18 @@ without metrics, or a non-finite (NaN/Inf) metric value or sample is refused
 samples too (``NonFiniteError``), naming the case. Files are created with mode
 ``0666 & ~umask`` (0644 under the usual umask 022).
 
+Schema versions. Version 2 (written now) declares every field a record
+stores, each with its type and a docstring line (the models below; their JSON
+schema is ``RunRecord.model_json_schema()``), and refuses any other field, when a
+record is built or a field set (``CaseRecord`` validates assignment) and when a
+version-2 record is read (``run.json: case 0 (...): foo is not a field of record
+schema version 2``). Kind-specific case fields (``timing``, ``server``, ``items``,
+...) are written only where set. Version 1 (normbench before it) allowed any
+extra field; reading one, a field version 2 does not declare (or a declared one
+whose version-1 value does not fit its type) is kept in ``v1_extras`` under its
+dotted path instead of being refused, and a resumed version-1 run is written
+back as version 2 with them.
+
 The results directory is ``--results-dir``, else ``$NORMBENCH_RESULTS_DIR``,
 else ``./runs``.
 
@@ -65,11 +77,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+from typing_extensions import NotRequired, TypedDict
 
 from normbench.errors import NormbenchError, RunNotFoundError
 
-SCHEMA_VERSION = 1
+#: The record format this normbench writes; it reads every version from 1 up to it (see ``_parse_record``).
+SCHEMA_VERSION = 2
 RUN_FILE = "run.json"
 JOURNAL_FILE = "cases.jsonl"
 LOCK_FILE = "run.lock"
@@ -81,86 +95,280 @@ TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz")
 
 Status = Literal["OK", "INCORRECT", "FAILED", "SKIPPED"]
 
+#: Every model below: unknown fields refused (version 2 declares all it stores; reading a
+#: version-1 record moves them into ``v1_extras`` instead, see ``_parse_record``), fields
+#: described by the docstring under them (``use_attribute_docstrings``: the JSON schema's
+#: descriptions).
+_STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+def _omit_empty(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` without the ``names`` whose value is None or empty: kind-specific fields are
+    written only where they apply, as version 1 wrote them."""
+    for name in names:
+        if name in data and data[name] in (None, {}, []):
+            del data[name]
+    return data
+
 
 class Metric(BaseModel):
-    """One measured quantity of a case.
+    """One measured quantity of a case."""
 
-    Attributes:
-        value: the summary (the median of ``samples`` when there are samples).
-        unit: e.g. ``"us"``, ``"GB/s"``, ``"%"``, ``"req/s"``, ``"ms"``.
-        higher_is_better: the direction compare uses.
-        samples: every raw sample (kernel: one per timed replay; end to end:
-            one per repeat). Empty for derived metrics.
-        derived_from: for a metric that is a monotone function of another
-            (GB/s of time), that metric's name; compare judges its verdict there.
-        spread: e.g. ``{"p20": .., "p80": ..}`` of the samples.
-    """
-
-    model_config = ConfigDict(extra="allow")
+    model_config = _STRICT
     value: float | None
+    """The summary: the median of ``samples`` when there are samples."""
     unit: str
+    """e.g. ``"us"``, ``"GB/s"``, ``"%"``, ``"req/s"``, ``"ms"``, ``"fraction"``."""
     higher_is_better: bool
+    """The direction compare uses."""
     samples: list[float] = []
+    """Every raw sample (kernel: one per timed replay; end to end: one per repeat); empty for derived metrics."""
     derived_from: str | None = None
+    """For a monotone function of another metric (GB/s of time), that metric's name; compare judges it there."""
     spread: dict[str, float] = {}
+    """Order statistics of the samples, e.g. ``{"p20": .., "p80": .., "min": .., "max": ..}``."""
+    stderr: float | None = None
+    """Accuracy: lm-eval's standard error of ``value`` (None where lm-eval reports "N/A")."""
+    n: int | None = None
+    """Accuracy: documents evaluated."""
+    filter: str | None = None
+    """Accuracy: the lm-eval filter the value is under (``strict-match``, ``flexible-extract``)."""
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> dict[str, Any]:
+        return _omit_empty(handler(self), ("stderr", "n", "filter"))
+
+
+class CaseTiming(TypedDict):
+    """Kernel cases: how the samples were taken (``normbench.timing.TimingResult.as_record``)."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    method: Literal["cuda_graph", "cuda_events", "cpu"]
+    """``cuda_graph``: graph replays over rotated inputs; ``cuda_events``: one call after an L2 flush; ``cpu``."""
+    calls_per_sample: int
+    """Calls each sample averages over (graph: calls per replay; cpu: calls per block)."""
+    input_sets: int
+    """Input sets rotated over."""
+    bytes_per_call: NotRequired[int | None]
+    """The bytes one call moves (the op's bytes-moved model)."""
+    bytes_rotated: NotRequired[int | None]
+    """``input_sets * bytes_per_call``: the span of the rotation (GPU; at least 2 x L2 for ``cuda_graph``)."""
+    l2_bytes: NotRequired[int | None]
+    """The device's L2 size in bytes (GPU)."""
+    fallback: NotRequired[str | None]
+    """Why ``mode: auto`` timed with events instead of a graph (capture failed, rotation short of 2 x L2)."""
+
+
+class DeviceInfo(TypedDict, total=False):
+    """Parallel executors: the worker that ran the case (``normbench.executors.worker``)."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    index: int | None
+    """The worker's device index (None: unknown)."""
+    label: str
+    """The worker's device label, e.g. ``cuda:1`` or ``host:cuda:0,1``."""
+    name: str
+    """The device's model name (``cpu`` off CUDA)."""
+    host: str
+    """The host the worker ran on."""
+    pid: int
+    """The worker process's pid."""
+    peak_bandwidth_gbps: float
+    """Kernel workers: the copy bandwidth measured on the worker's device (GB/s)."""
+    port: int
+    """End-to-end lanes: the lane's server port."""
+
+
+class ServerInfo(TypedDict, total=False):
+    """End-to-end cases: the server that served the case."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    url: str
+    """Its base URL."""
+    pid: int | None
+    """Its process id (None: it never started)."""
+    startup_s: float | None
+    """Launch to first healthy answer, in seconds (None: not healthy)."""
+    command: list[str]
+    """The command line it was launched with."""
+    cold_start: bool
+    """Started on fresh, empty compile caches."""
+
+
+class ToolInfo(TypedDict):
+    """End-to-end cases: the client tool that measured the case."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    name: str
+    """e.g. ``guidellm``, ``vllm bench serve``, ``lm_eval``, ``vllm bench latency``."""
+    version: str | None
+    """Its installed version (None: unknown)."""
+
+
+class RequestCounts(TypedDict, total=False):
+    """Throughput cases: how the client's requests ended."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    completed: int
+    """Requests that completed."""
+    failed: int
+    """Requests that failed."""
+    incomplete: int
+    """guidellm: requests still running when it stopped."""
+
+
+class ItemResult(TypedDict, total=False):
+    """Accuracy cases: one document's results, for paired tests (McNemar) between variants or runs."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    doc_id: int
+    """lm-eval's document id."""
+    strict: Literal[0, 1]
+    """Exact match under the ``strict-match`` filter."""
+    flexible: Literal[0, 1]
+    """Exact match under the ``flexible-extract`` filter."""
+
+
+#: Case fields written only where they apply (absent when None or empty).
+_CASE_OPTIONAL = (
+    "timing", "device_info", "requested_config", "effective_config", "config_note", "server", "tool",
+    "attempts", "requests", "items", "task", "latencies_ms", "v1_extras",
+)
 
 
 class CaseRecord(BaseModel):
     """One case's outcome.
 
     ``fingerprint`` identifies what was measured (stage, op, provider, variant,
-    params) and matches across runs; ``case_id`` adds the repeat index.
+    params) and matches across runs; ``case_id`` adds the repeat index. Fields
+    are checked when set (``validate_assignment``), unknown ones refused.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(**_STRICT, validate_assignment=True)
     case_id: str
+    """``fingerprint`` plus ``#<repeat>``: unique within a run."""
     fingerprint: str
+    """What was measured (stage/op-or-kind/provider/variant/params): matches across runs."""
     stage: str
+    """The suite stage's name."""
     kind: str
+    """The stage kind: ``kernel``, ``startup``, ``throughput``, ``accuracy``, ``latency``."""
     op: str | None = None
+    """Kernel cases: the op measured."""
     provider: str | None = None
+    """Kernel cases: the provider (implementation) measured."""
     variant: str | None = None
+    """End-to-end cases: the suite variant served."""
     params: dict[str, Any] = {}
+    """The case's sweep point (kernel: shape, dtype, ...; end to end: client settings)."""
     repeat: int = 0
+    """Repeat index (0-based)."""
     status: Status
+    """``OK`` (measured), ``INCORRECT`` (outside tolerance, not timed), ``FAILED`` or ``SKIPPED``."""
     reason: str | None = None
+    """Why it is not OK, or notes on an OK case (e.g. a timing fallback)."""
     seed: int | None = None
+    """Kernel cases: the seed of its random inputs."""
     metrics: dict[str, Metric] = {}
+    """Measured quantities by name (an OK case has at least one)."""
     correctness: dict[str, float] = {}
+    """Kernel cases: errors against the float64 reference (may be inf for an INCORRECT case)."""
     device: str | None = None
+    """The device's model name."""
     artifacts: dict[str, str] = {}
+    """Files the case left, by role (``server_log``, ``client_log``, ``raw``, ``samples``), relative to the run."""
     started_at: str | None = None
+    """UTC start time (ISO 8601)."""
     duration_s: float | None = None
-    #: End-to-end cases: what the serving engine actually did (effective compilation config,
-    #: fusion patterns replaced per pass, compile time), or None with a note where unknowable;
-    #: see ``normbench.runners.vllm_config.parse_fusion_evidence``.
+    """Wall time of the case, in seconds."""
     evidence: dict[str, Any] | None = None
+    """End-to-end cases: what the engine did (effective compilation config, fusion patterns replaced per pass,
+    compile time), None with a note where unknowable; see ``normbench.engines.vllm.parse_fusion_evidence``."""
+    timing: CaseTiming | None = None
+    """Kernel cases: how the samples were taken."""
+    device_info: DeviceInfo | None = None
+    """Cases run by a parallel executor: the worker that ran it."""
+    requested_config: dict[str, Any] | None = None
+    """End-to-end cases: the variant's ``compilation_config``."""
+    effective_config: dict[str, Any] | None = None
+    """End-to-end cases: the ``compilation_config`` the engine logged (enums by name); None when not verified."""
+    config_note: str | None = None
+    """End-to-end cases: why ``effective_config`` was not verified."""
+    server: ServerInfo | None = None
+    """Throughput, accuracy and startup cases: the server that served it."""
+    tool: ToolInfo | None = None
+    """End-to-end cases: the client tool that measured it."""
+    attempts: int | None = None
+    """Throughput cases: client runs it took (a hung client is tried again)."""
+    requests: RequestCounts | None = None
+    """Throughput cases: how the client's requests ended."""
+    items: list[ItemResult] | None = None
+    """Accuracy cases: per-document results, sorted by ``doc_id``."""
+    task: str | None = None
+    """Accuracy cases: the lm-eval task run."""
+    latencies_ms: list[float] | None = None
+    """Latency cases: every timed iteration, in ms."""
+    v1_extras: dict[str, Any] = {}
+    """Read from a version-1 record: its fields this schema does not declare, or whose values do not fit it, by
+    dotted path (kept, not used). Never set by a run."""
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> dict[str, Any]:
+        return _omit_empty(handler(self), _CASE_OPTIONAL)
 
 
 class SuiteSnapshot(BaseModel):
+    """The suite a run ran, as it was."""
+
+    model_config = _STRICT
     name: str
+    """The suite's name."""
     path: str
+    """The suite file it was read from."""
     sha256: str
+    """sha256 of that file's bytes."""
     spec: dict[str, Any]
+    """The validated suite, as JSON."""
 
 
 class RunRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """One run: what ran, where, and every case's outcome (``run.json``)."""
+
+    model_config = _STRICT
     schema_version: int = SCHEMA_VERSION
+    """The record format's version: this normbench writes ``SCHEMA_VERSION`` and reads 1 to it."""
     run_id: str
+    """``<name>-<UTC timestamp>-<6 hex>``: the run directory's name."""
     name: str
+    """The suite's name."""
     created_at: str
+    """UTC time the run started (ISO 8601)."""
     finished_at: str | None = None
+    """UTC time it last ended (None while running)."""
     status: Literal["running", "complete", "interrupted"] = "running"
+    """``running`` while its writer holds the lock, ``complete``, or ``interrupted`` (resumable)."""
     command: list[str] = []
-    options: dict[str, Any] = {}  # run options needed to resume: filters, repeat
+    """The command line that started it."""
+    options: dict[str, Any] = {}
+    """Run options needed to resume it: filters, repeat."""
     planned: int = 0
+    """Cases planned."""
     suite: SuiteSnapshot
+    """The suite, as run."""
     environment: dict[str, Any] = {}
+    """Host, GPU, driver, CUDA, package versions, git commit, measured copy bandwidth (``normbench.env``)."""
     cases: list[CaseRecord] = Field(default_factory=list)
-    path: str | None = Field(default=None, exclude=True)  # where it was loaded from
-    #: Set when ``run.json`` was missing and the record was rebuilt from this journal file.
+    """Every finished case."""
+    v1_extras: dict[str, Any] = {}
+    """Read from a version-1 record: its top-level fields this schema does not declare, by dotted path."""
+    path: str | None = Field(default=None, exclude=True)
+    """Where it was loaded from (not stored)."""
     recovered_from: str | None = Field(default=None, exclude=True)
+    """Set when ``run.json`` was missing and the record was rebuilt from this journal file (not stored)."""
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> dict[str, Any]:
+        return _omit_empty(handler(self), ("v1_extras",))
 
     def case_map(self) -> dict[str, CaseRecord]:
         return {c.case_id: c for c in self.cases}
@@ -331,6 +539,7 @@ class RunWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = lock if lock is not None else acquire_lock(self.dir)
         (self.dir / "logs").mkdir(exist_ok=True)
+        record.schema_version = SCHEMA_VERSION  # a resumed version-1 run is written as the current version
         record.status = "running"
         record.finished_at = None
         atomic_write_text(self.dir / RUN_FILE, _dump(record))
@@ -604,6 +813,8 @@ def _problem(e: Any, field: str) -> str:
     t, inp = e["type"], e.get("input")
     if t == "missing":
         return f"{field} is missing"
+    if t == "extra_forbidden":
+        return f"{field} is not a field of record schema version {SCHEMA_VERSION}"
     if t == "literal_error":
         choices = re.findall(r"'([^']*)'", (e.get("ctx") or {}).get("expected", ""))
         return f"{field} {_show(inp)} is not one of {', '.join(choices)}"
@@ -633,15 +844,95 @@ def explain(where: str, err: ValidationError, data: Any, case: str | None = None
     return text
 
 
+_READS = f"1 to {SCHEMA_VERSION}"
+
+#: Fields version 2 declares that version 1 stored as free-form extras: a version-1 value that
+#: does not fit its version-2 type is kept in ``v1_extras`` rather than refused.
+_V2_CASE_FIELDS = frozenset(CaseRecord.model_fields) - {
+    "case_id", "fingerprint", "stage", "kind", "op", "provider", "variant", "params", "repeat", "status", "reason",
+    "seed", "metrics", "correctness", "device", "artifacts", "started_at", "duration_s", "evidence"}
+_V2_METRIC_FIELDS = frozenset(Metric.model_fields) - {
+    "value", "unit", "higher_is_better", "samples", "derived_from", "spread"}
+
+
+def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:
+    return _field(list(loc))
+
+
+def _v1_tolerable(err: Any, rel: tuple[Any, ...], at_case: bool) -> tuple[Any, ...] | None:
+    """The part of ``rel`` (an error's location inside a case, or inside the record when not
+    ``at_case``) to move into ``v1_extras`` when reading version 1, or None for real damage.
+
+    Version 1 allowed any extra field on records, cases and metrics: such a field, or one that
+    version 2 declares but whose version-1 value does not fit, is kept aside, not refused.
+    """
+    if not rel:
+        return None
+    unknown = err["type"] == "extra_forbidden"
+    if at_case:
+        if rel[0] in _V2_CASE_FIELDS:
+            return rel[:1]
+        if rel[0] == "metrics" and len(rel) >= 3 and (rel[2] in _V2_METRIC_FIELDS or (unknown and len(rel) == 3)):
+            return rel[:3]
+        return rel[:1] if unknown and len(rel) == 1 else None
+    return rel if unknown and all(isinstance(k, str) for k in rel) else None
+
+
+def _set_aside(holder: dict[str, Any], rel: tuple[Any, ...]) -> bool:
+    """Move ``holder``'s value at ``rel`` into ``holder["v1_extras"]`` under its dotted path."""
+    obj: Any = holder
+    for k in rel[:-1]:
+        if not isinstance(obj, dict) or k not in obj:
+            return False
+        obj = obj[k]
+    if not isinstance(obj, dict) or rel[-1] not in obj:
+        return False
+    extras = holder.get("v1_extras")
+    if not isinstance(extras, dict):
+        extras = holder["v1_extras"] = {}
+    extras[_dotted(rel)] = obj.pop(rel[-1])
+    return True
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], version: int, at_case: bool = False) -> Any:
+    """``model.model_validate(data)``; for a version-1 ``data`` (mutated), first setting aside what
+    version 1 allowed and version 2 refuses (``_v1_tolerable``).
+
+    Raises:
+        ValidationError: real damage (about ``data`` as left).
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        if version != 1:
+            raise
+        moved = False
+        for e in err.errors():
+            loc = tuple(e["loc"])
+            if at_case:
+                holder, rel = data, _v1_tolerable(e, loc, True)
+            elif len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int):
+                cases = data.get("cases")
+                holder = cases[loc[1]] if isinstance(cases, list) and loc[1] < len(cases) else None
+                rel = _v1_tolerable(e, loc[2:], True) if isinstance(holder, dict) else None
+            else:
+                holder, rel = data, _v1_tolerable(e, loc, False)
+            if rel is not None and isinstance(holder, dict):
+                moved = _set_aside(holder, rel) or moved
+        if not moved:
+            raise
+    return model.model_validate(data)
+
+
 def _check_version(data: dict[str, Any], where: str) -> None:
     if "schema_version" not in data:
         raise NormbenchError(f"{where}: no schema_version: not a normbench run record, or a damaged one")
     v = data["schema_version"]
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise NormbenchError(f"{where}: schema_version {_show(v)} is not a version this normbench reads ({SCHEMA_VERSION})")
+        raise NormbenchError(f"{where}: schema_version {_show(v)} is not a version this normbench reads ({_READS})")
     if v > SCHEMA_VERSION:
         raise NormbenchError(
-            f"{where}: schema_version {v} is newer than this normbench reads ({SCHEMA_VERSION}); upgrade normbench"
+            f"{where}: schema_version {v} is newer than this normbench reads ({_READS}); upgrade normbench"
         )
 
 
@@ -669,7 +960,7 @@ def _parse_record(text: str, where: str) -> RunRecord:
         raise NormbenchError(f"{where}: not a run record (a JSON {type(data).__name__}, not an object)")
     _check_version(data, where)
     try:
-        record = RunRecord.model_validate(data)
+        record = _validate(RunRecord, data, data["schema_version"])
     except ValidationError as err:
         raise NormbenchError(explain(where, err, data)) from None
     for i, c in enumerate(record.cases):
@@ -677,11 +968,12 @@ def _parse_record(text: str, where: str) -> RunRecord:
     return record
 
 
-def _parse_journal(raw: bytes, where: str) -> tuple[dict[str, Any] | None, list[CaseRecord]]:
+def _parse_journal(raw: bytes, where: str, version: int = 1) -> tuple[dict[str, Any] | None, list[CaseRecord]]:
     """The journal's header (the record without cases; None in journals of older normbench) and its cases.
 
-    Only an unterminated last line may be torn (a crash mid-write); any other
-    line that is not a valid case is damage.
+    Cases are read as schema ``version`` (that of the record the journal belongs to),
+    unless the header names another. Only an unterminated last line may be torn
+    (a crash mid-write); any other line that is not a valid case is damage.
 
     Raises:
         NormbenchError: a damaged line (``file:line: ...``).
@@ -708,10 +1000,13 @@ def _parse_journal(raw: bytes, where: str) -> tuple[dict[str, Any] | None, list[
             if n != 1 or not isinstance(obj.get("run"), dict):
                 raise NormbenchError(f"{where}:{n}: damaged journal: a run header that is not its whole first line")
             header = obj["run"]
+            v = header.get("schema_version")
+            if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= SCHEMA_VERSION:
+                version = v
             continue
         label = _case_label(None, obj)
         try:
-            case = CaseRecord.model_validate(obj)
+            case = _validate(CaseRecord, obj, version, at_case=True)
         except ValidationError as err:
             if torn:
                 continue
@@ -773,7 +1068,7 @@ def load_run(path: str | Path) -> RunRecord:
     if text is not None:
         record = _parse_record(text, where)
         if journal_raw is not None:
-            _, extra = _parse_journal(journal_raw, journal_where)
+            _, extra = _parse_journal(journal_raw, journal_where, record.schema_version)
             _merge(record, extra)
     else:
         assert journal_raw is not None
@@ -786,7 +1081,7 @@ def load_run(path: str | Path) -> RunRecord:
         head_where = f"{journal_where}:1"
         _check_version(header, head_where)
         try:
-            record = RunRecord.model_validate({**header, "cases": []})
+            record = _validate(RunRecord, {**header, "cases": []}, header["schema_version"])
         except ValidationError as err:
             raise NormbenchError(explain(head_where, err, header)) from None
         _merge(record, extra)

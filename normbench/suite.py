@@ -490,9 +490,12 @@ class Requirements(Strict):
 
 
 class ServerSpec(Strict):
-    """The ``vllm serve`` that throughput and accuracy stages share (one per variant).
+    """The server that throughput and accuracy stages share (one per variant): ``vllm serve`` by default.
 
     Attributes:
+        engine: the serving engine (``normbench.engines``): ``vllm``, the default,
+            or another registered engine's name; ``args`` are that engine's
+            launch options, ``variants.*.compilation_config`` its settings.
         model: a hub id or a local folder; ``${NAME}`` / ``${NAME:-default}`` are
             read from the environment when the run starts (shell semantics: the
             default when NAME is unset or empty), e.g.
@@ -511,6 +514,7 @@ class ServerSpec(Strict):
     """
 
     model: str
+    engine: str = "vllm"
     served_model_name: str | None = None
     args: list[str] = []
     env: dict[str, str] = {}
@@ -519,6 +523,16 @@ class ServerSpec(Strict):
     requires: Requirements = Requirements()
     cold_start: bool = False
     log_passes: bool = False
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        from normbench.engines import engine_names
+
+        names = engine_names()
+        if v not in names:
+            raise ValueError(did_you_mean("serving engine", v, names))
+        return v
 
 
 class Variant(Strict):

@@ -1,48 +1,94 @@
 """The one place that times a callable.
 
 GPU (``mode="auto"`` or ``"graph"``): the calls are captured into a CUDA graph that
-cycles over ``len(fns)`` input sets (together larger than L2, so no call reads a
-warm cache), and the graph is replayed; one sample = one replay's CUDA-event
-time divided by the calls in it. Replays remove Python and launch overhead, as
-in the serving engines that run these kernels under CUDA graphs.
+cycles over ``len(fns)`` input sets (together at least twice the L2 size, so no
+call reads a warm cache), and the graph is replayed; one sample = one replay's
+CUDA-event time divided by the calls in it (``calls_per_replay``: a whole number
+of rotations, lasting at least ``MIN_REPLAY_US``). Replays remove Python and
+launch overhead, as in the serving engines that run these kernels under CUDA graphs.
 
-GPU (``"events"``, and ``"auto"`` when capture fails): each sample is one call
-between CUDA events, after an L2 flush (writing a buffer of twice the L2 size),
-the method of ``triton.testing.do_bench``.
+GPU (``"events"``, and ``"auto"`` when capture fails or the rotation is shorter
+than 2 x L2): each sample is one call between CUDA events, after an L2 flush
+(writing a buffer of twice the L2 size), the method of ``triton.testing.do_bench``.
+``TimingResult.fallback`` says why ``"auto"`` fell back.
+
+The GPU paths reach the device only through a ``GpuBackend`` (``CudaBackend``
+in production), so tests drive them with a fake device on the CPU.
 
 CPU: ``torch.utils.benchmark.Timer.blocked_autorange``; one sample = the mean
 call time of one block. Its clock is injectable (``timer=``) so tests can drive
 the statistics with a fake clock.
 
 All results are microseconds per call. ``summarize`` gives median, p20, p80,
-min, max and n; nothing reports a single number.
+min, max and n; nothing reports a single number. ``TimingResult.as_record()``
+is what a case record keeps of how it was timed (``store.CaseTiming``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import timeit
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
 #: A captured graph holds enough calls to last at least this long, so that
 #: event resolution (~0.5 us) is small against a replay of 1-2 us kernels,
 #: and at least one call per input set.
 MIN_REPLAY_US = 200.0
-#: Most input sets to rotate over (a 1-token case would otherwise need thousands).
+#: The eager call time is floored at this (us) when sizing a replay: events resolve about this.
+MIN_EAGER_US = 0.5
+#: Most input sets to rotate over (the measured H200 records used this cap). Calls
+#: smaller than 2 x L2 / 2048 (about 60 kB on an H100) rotate over less than 2 x L2;
+#: ``time_cuda`` given ``bytes_per_call`` then refuses graph mode (``"auto"`` falls back
+#: to events + L2 flush). Raising the cap to cover 2 x L2 for every call (65536 sets for a
+#: 4 kB call) changes how the smallest cases are timed: a change to measure on the GPU
+#: first (the kernel runner does not pass ``bytes_per_call`` yet).
 MAX_INPUT_SETS = 2048
+#: What ``l2_bytes`` assumes when the device reports no L2 size.
+DEFAULT_L2_BYTES = 50 * 2**20
+MODES = ("auto", "graph", "events")
 
 
 @dataclass
 class TimingResult:
-    """Samples in microseconds per call, and how they were taken."""
+    """Samples in microseconds per call, and how they were taken.
+
+    Attributes:
+        samples_us: one per replay (graph), call (events) or block (cpu); us per call.
+        method: ``"cuda_graph"`` | ``"cuda_events"`` | ``"cpu"``.
+        calls_per_sample: calls each sample averages over (graph: calls per replay).
+        input_sets: input sets rotated over.
+        bytes_per_call: the bytes one call moves (the op's model), when the caller gave it.
+        bytes_rotated: ``input_sets * bytes_per_call``: the span of the rotation, an upper
+            bound of the distinct bytes one rotation touches (None without ``bytes_per_call``).
+        l2_bytes: the device's L2 size (GPU methods).
+        fallback: why ``"auto"`` timed with events instead of a graph; None otherwise.
+        notes: lines for the case's reason (the fallback among them).
+    """
 
     samples_us: list[float]
     method: str  # "cuda_graph" | "cuda_events" | "cpu"
     calls_per_sample: int = 1
     input_sets: int = 1
+    bytes_per_call: int | None = None
+    bytes_rotated: int | None = None
+    l2_bytes: int | None = None
+    fallback: str | None = None
     notes: list[str] = field(default_factory=list)
+
+    def as_record(self) -> dict[str, Any]:
+        """How the case was timed, as its record's ``timing`` field (``normbench.store.CaseTiming``)."""
+        return {
+            "method": self.method,
+            "calls_per_sample": self.calls_per_sample,
+            "input_sets": self.input_sets,
+            "bytes_per_call": self.bytes_per_call,
+            "bytes_rotated": self.bytes_rotated,
+            "l2_bytes": self.l2_bytes,
+            "fallback": self.fallback,
+        }
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -74,7 +120,9 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
 
 
 def input_sets_needed(bytes_per_call: int, rotate_bytes: int) -> int:
-    """How many input sets make the rotation span ``rotate_bytes`` (1..MAX_INPUT_SETS)."""
+    """How many input sets make the rotation span ``rotate_bytes``: ``ceil(rotate_bytes / bytes_per_call)``,
+    clamped to 1..MAX_INPUT_SETS (``time_cuda`` given ``bytes_per_call`` refuses a graph over a
+    rotation the clamp left short)."""
     if bytes_per_call <= 0:
         return 1
     return max(1, min(MAX_INPUT_SETS, math.ceil(rotate_bytes / bytes_per_call)))
@@ -85,102 +133,243 @@ def time_cpu(
     min_run_time_s: float = 0.2,
     timer: Callable[[], float] = timeit.default_timer,
     warmup: int = 1,
+    *,
+    bytes_per_call: int | None = None,
 ) -> TimingResult:
-    """Time ``fn`` on the CPU with ``torch.utils.benchmark`` (samples: us per call, one per block)."""
+    """Time ``fn`` on the CPU with ``torch.utils.benchmark`` (samples: us per call, one per block).
+
+    ``bytes_per_call`` (the op's bytes-moved model) is only recorded: the CPU
+    path times one input set, with no L2 rotation.
+    """
     from torch.utils import benchmark
 
     for _ in range(warmup):
         fn()
     t = benchmark.Timer(stmt="fn()", globals={"fn": fn}, timer=timer, num_threads=1)
     m = t.blocked_autorange(min_run_time=min_run_time_s)
-    return TimingResult([x * 1e6 for x in m.times], "cpu", calls_per_sample=m.number_per_run)
+    return TimingResult([x * 1e6 for x in m.times], "cpu", calls_per_sample=m.number_per_run,
+                        bytes_per_call=bytes_per_call)
 
 
 def l2_bytes(device: Any = None) -> int:
+    """L2 cache size of CUDA ``device`` in bytes (``cudaDeviceProp::l2CacheSize``; 50 MiB if torch reports 0)."""
     import torch
 
     props = torch.cuda.get_device_properties(device)
-    return int(getattr(props, "L2_cache_size", 50 * 2**20) or 50 * 2**20)
+    return int(getattr(props, "L2_cache_size", DEFAULT_L2_BYTES) or DEFAULT_L2_BYTES)
 
 
+def calls_per_replay(n_sets: int, eager_us: float) -> int:
+    """Calls captured in one CUDA graph: a whole number of rotations over ``n_sets``
+    input sets (every set equally often, at least once), lasting at least
+    ``MIN_REPLAY_US`` at ``eager_us`` per call (floored at ``MIN_EAGER_US``)."""
+    eager_us = max(float(eager_us), MIN_EAGER_US)
+    calls = max(n_sets, math.ceil(MIN_REPLAY_US / eager_us))
+    return math.ceil(calls / n_sets) * n_sets
+
+
+# --------------------------------------------------------------------------- the GPU seam
+class Event(Protocol):
+    """A timing event on the device's stream (``torch.cuda.Event(enable_timing=True)``)."""
+
+    def record(self) -> Any: ...
+
+    def elapsed_time(self, end: Any) -> float:
+        """Milliseconds from this event to ``end`` (both recorded and completed)."""
+        ...
+
+
+class Graph(Protocol):
+    """A captured CUDA graph (``torch.cuda.CUDAGraph``)."""
+
+    def replay(self) -> Any: ...
+
+
+class GpuBackend(Protocol):
+    """What the GPU timing paths need from a device: ``CudaBackend`` on a GPU,
+    a fake in tests (``tests/unit/test_timing.py``), so that the replay
+    arithmetic, the fallback and the L2 rotation are tested without one."""
+
+    def l2_bytes(self) -> int:
+        """The L2 cache size in bytes."""
+        ...
+
+    def synchronize(self) -> None:
+        """Wait until all queued device work is done."""
+        ...
+
+    def event(self) -> Event:
+        """A new timing event."""
+        ...
+
+    def side_stream(self) -> ContextManager[Any]:
+        """Run the block on the stream graphs are captured on, ordered after the current stream's work."""
+        ...
+
+    def capture(self, body: Callable[[], Any]) -> Graph:
+        """Capture ``body``'s device work into a graph (not run); raises when it cannot be captured."""
+        ...
+
+    def flush_buffer(self, nbytes: int) -> Any:
+        """A device buffer of ``nbytes`` whose ``zero_()`` writes all of it (evicting L2)."""
+        ...
+
+
+class CudaBackend:
+    """``GpuBackend`` on the current CUDA device, through ``torch.cuda``."""
+
+    def __init__(self, device: Any = None) -> None:
+        import torch
+
+        self._torch = torch
+        self._device = device
+        self._stream = torch.cuda.Stream(device)
+
+    def l2_bytes(self) -> int:
+        return l2_bytes(self._device)
+
+    def synchronize(self) -> None:
+        self._torch.cuda.synchronize()
+
+    def event(self) -> Event:
+        return self._torch.cuda.Event(enable_timing=True)
+
+    @contextlib.contextmanager
+    def side_stream(self) -> Iterator[None]:
+        cuda = self._torch.cuda
+        self._stream.wait_stream(cuda.current_stream())
+        with cuda.stream(self._stream):
+            yield
+        cuda.current_stream().wait_stream(self._stream)
+
+    def capture(self, body: Callable[[], Any]) -> Graph:
+        graph = self._torch.cuda.CUDAGraph()
+        with self._torch.cuda.graph(graph, stream=self._stream):
+            body()
+        return graph
+
+    def flush_buffer(self, nbytes: int) -> Any:
+        return self._torch.empty(max(nbytes // 4, 1), dtype=self._torch.int32, device="cuda")
+
+
+# --------------------------------------------------------------------------- GPU timing
 def time_cuda(
     fns: Sequence[Callable[[], Any]],
     repetitions: int = 50,
     warmup: int = 10,
     mode: str = "auto",
+    *,
+    bytes_per_call: int | None = None,
+    rotate_bytes: int | None = None,
+    backend: GpuBackend | None = None,
 ) -> TimingResult:
     """Time calls on the current CUDA device; ``fns[i]`` runs the op on input set ``i``.
 
+    Args:
+        fns: one callable per input set (``len(fns)`` sets, rotated over).
+        repetitions: samples to take (replays, or single calls with ``"events"``).
+        warmup: calls before timing (at least 2 before a capture, 1 before events).
+        mode: ``"auto"`` (graph, else events), ``"graph"`` or ``"events"``.
+        bytes_per_call: the bytes one call moves (the op's model); with it the
+            rotation is checked: graph replay is used only when
+            ``len(fns) * bytes_per_call >= rotate_bytes`` (else a replay would
+            read a warm L2), and the result records ``bytes_rotated``.
+        rotate_bytes: the span the rotation must reach (default 2 x L2).
+        backend: the device (default ``CudaBackend()``; tests pass a fake).
+
+    Returns:
+        ``TimingResult`` in microseconds per call; ``fallback`` says why an
+        ``"auto"`` run was timed with events.
+
     Raises:
-        RuntimeError: ``mode="graph"`` and the callable cannot be captured.
+        RuntimeError: ``mode="graph"`` and the callable cannot be captured, or the
+            rotation spans less than ``rotate_bytes``.
+        ValueError: no ``fns``, or an unknown ``mode``.
     """
-    import torch
+    if mode not in MODES:
+        raise ValueError(f"timing mode {mode!r}: expected one of {', '.join(MODES)}")
+    if not fns:
+        raise ValueError("time_cuda needs at least one input set")
+    b = backend if backend is not None else CudaBackend()
+    l2 = b.l2_bytes()
+    target = rotate_bytes if rotate_bytes is not None else 2 * l2
+    rotated = len(fns) * bytes_per_call if bytes_per_call is not None else None
 
-    if mode in ("auto", "graph"):
-        try:
-            return _time_graph(fns, repetitions, warmup)
-        except Exception as e:  # capture can fail for host syncs, allocations, ...
-            if mode == "graph":
-                raise RuntimeError(f"CUDA graph capture failed: {e}") from e
-            torch.cuda.synchronize()
-            res = _time_events(fns, repetitions, warmup)
-            res.notes.append(f"graph capture failed ({type(e).__name__}: {str(e)[:120]}); timed with events + L2 flush")
-            return res
-    return _time_events(fns, repetitions, warmup)
+    def done(res: TimingResult) -> TimingResult:
+        res.bytes_per_call, res.bytes_rotated, res.l2_bytes = bytes_per_call, rotated, l2
+        return res
+
+    if mode == "events":
+        return done(_time_events(fns, repetitions, warmup, b))
+    if rotated is not None and rotated < target:
+        why = (f"{len(fns)} input sets x {bytes_per_call} B = {rotated} B rotated, less than the "
+               f"{target} B needed for cold-L2 replays")
+        if mode == "graph":
+            raise RuntimeError(f"CUDA graph timing refused: {why}")
+        return done(_fallback(fns, repetitions, warmup, b, f"{why}; timed with events + L2 flush"))
+    try:
+        return done(_time_graph(fns, repetitions, warmup, b))
+    except Exception as e:  # capture can fail for host syncs, allocations, ...
+        if mode == "graph":
+            raise RuntimeError(f"CUDA graph capture failed: {e}") from e
+        b.synchronize()
+        why = f"graph capture failed ({type(e).__name__}: {str(e)[:120]}); timed with events + L2 flush"
+        return done(_fallback(fns, repetitions, warmup, b, why))
 
 
-def _time_graph(fns: Sequence[Callable[[], Any]], repetitions: int, warmup: int) -> TimingResult:
-    import torch
+def _fallback(fns: Sequence[Callable[[], Any]], repetitions: int, warmup: int, b: GpuBackend, why: str) -> TimingResult:
+    res = _time_events(fns, repetitions, warmup, b)
+    res.fallback = why
+    res.notes.append(why)
+    return res
 
+
+def _time_graph(fns: Sequence[Callable[[], Any]], repetitions: int, warmup: int, b: GpuBackend) -> TimingResult:
     n_sets = len(fns)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for i in range(max(warmup, 2)):  # warm-up on a side stream, as capture requires
+    with b.side_stream():
+        for i in range(max(warmup, 2)):  # warm-up on the capture stream, as capture requires
             fns[i % n_sets]()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start, end = b.event(), b.event()
         start.record()
         fns[0]()
         end.record()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    eager_us = max(start.elapsed_time(end) * 1e3, 0.5)  # an upper bound: includes launch gaps
-    calls = max(n_sets, math.ceil(MIN_REPLAY_US / eager_us))
-    calls = math.ceil(calls / n_sets) * n_sets  # every set equally often
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
+    b.synchronize()
+    eager_us = start.elapsed_time(end) * 1e3  # an upper bound: includes launch gaps
+    calls = calls_per_replay(n_sets, eager_us)
+
+    def body() -> None:
         for i in range(calls):
             fns[i % n_sets]()
-    torch.cuda.synchronize()
+
+    graph = b.capture(body)
+    b.synchronize()
     for _ in range(3):
         graph.replay()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repetitions)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repetitions)]
+    starts = [b.event() for _ in range(repetitions)]
+    ends = [b.event() for _ in range(repetitions)]
     for s, e in zip(starts, ends):
         s.record()
         graph.replay()
         e.record()
-    torch.cuda.synchronize()
+    b.synchronize()
     samples = [s.elapsed_time(e) * 1e3 / calls for s, e in zip(starts, ends)]
     del graph
     return TimingResult(samples, "cuda_graph", calls_per_sample=calls, input_sets=n_sets)
 
 
-def _time_events(fns: Sequence[Callable[[], Any]], repetitions: int, warmup: int) -> TimingResult:
-    import torch
-
+def _time_events(fns: Sequence[Callable[[], Any]], repetitions: int, warmup: int, b: GpuBackend) -> TimingResult:
     n_sets = len(fns)
-    flush = torch.empty(2 * l2_bytes() // 4, dtype=torch.int32, device="cuda")
+    flush = b.flush_buffer(2 * b.l2_bytes())
     for i in range(max(warmup, 1)):
         fns[i % n_sets]()
-    torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repetitions)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repetitions)]
+    b.synchronize()
+    starts = [b.event() for _ in range(repetitions)]
+    ends = [b.event() for _ in range(repetitions)]
     for i in range(repetitions):
         flush.zero_()
         starts[i].record()
         fns[i % n_sets]()
         ends[i].record()
-    torch.cuda.synchronize()
+    b.synchronize()
     samples = [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
     return TimingResult(samples, "cuda_events", calls_per_sample=1, input_sets=n_sets)

@@ -223,10 +223,13 @@ def compare(
 
 
 def _params_short(params: dict) -> str:
+    """A regressed case for ``--fail-on``'s message, in the tables' words (``report.labels``):
+    ``16x4096 bf16 -residual``, or ``input_len=512`` for an end-to-end point."""
+    from normbench.report.labels import case_label, e2e_label
+
     if "num_tokens" in params and "hidden_size" in params:
-        extra = [f"{k}={v}" for k, v in params.items() if k in ("dtype", "residual", "quant_dtype", "group_size")]
-        return " ".join([f"{params['num_tokens']}x{params['hidden_size']}", *extra])
-    return " ".join(f"{k}={v}" for k, v in params.items() if k in ("input_len",))
+        return case_label(params, [k for k in ("dtype", "residual", "quant_dtype", "group_size") if k in params])
+    return e2e_label(params, [k for k in ("input_len",) if k in params])
 
 
 # --------------------------------------------------------------------------- noise

@@ -13,8 +13,10 @@ hands the rest to the chosen executor:
 
 End-to-end cases (``local`` and ``ray``) run in lanes, after the kernel cases:
 one variant per lane at a time, each lane a worker on a disjoint GPU set sized
-by the variant's tensor x pipeline x data parallel size, with its own
-``vllm serve`` port and the variant's own server log (``run_e2e_lanes``).
+by the GPU count the serving engine reads from the variant's args
+(``normbench.engines``: ``Engine.gpus``; executors never parse an engine's
+flags), with its own server port and the variant's own server log
+(``run_e2e_lanes``).
 
 The parallel executors share ``normbench.executors.pool``: work units are kernel
 sweep points (all providers and repeats of one point together, since the kernel
@@ -310,13 +312,17 @@ def execute(cases: list[Case], ctx: Any, options: ExecOptions | None = None,
 def e2e_units(cases: Sequence[Case], suite: Any) -> list[WorkUnit]:
     """End-to-end cases -> one unit per variant (all its stages and repeats, in expansion order).
 
-    ``gpus`` is what the variant's engine uses: tensor x pipeline x data
-    parallel size from ``server.args`` then the variant's ``args``
-    (``normbench.runners.server.engine_gpus``).
+    ``gpus`` is what the variant's engine uses, as the suite's serving engine
+    reads it from ``server.args`` then the variant's ``args``
+    (``normbench.engines.Engine.gpus``; vLLM: tensor x pipeline x data parallel size).
+
+    Raises:
+        NormbenchError: the engine cannot read a GPU count from the args.
     """
-    from normbench.runners.server import engine_gpus
+    from normbench.engines import engine_for
     from normbench.suite import Variant
 
+    engine = engine_for(suite.server)
     groups: dict[str | None, list[Case]] = {}
     for c in cases:
         groups.setdefault(c.variant, []).append(c)
@@ -324,7 +330,7 @@ def e2e_units(cases: Sequence[Case], suite: Any) -> list[WorkUnit]:
     units = []
     for name, group in groups.items():
         variant = suite.variants.get(name or "default", Variant())
-        units.append(WorkUnit("e2e", tuple(group), float(len(group)), name, engine_gpus([*server_args, *variant.args])))
+        units.append(WorkUnit("e2e", tuple(group), float(len(group)), name, engine.gpus([*server_args, *variant.args])))
     return units
 
 
@@ -346,10 +352,10 @@ def gpu_sets(devices: Sequence[Device], size: int) -> list[Device]:
 
 
 def lane_ports(count: int, base: int | None) -> list[int]:
-    """One ``vllm serve`` port per lane, all different.
+    """One server port per lane, all different.
 
     ``base, base+1, ...`` when the suite sets ``server.port``; otherwise
-    ``normbench.runners.server.free_ports`` (all different).
+    ``normbench.process.free_ports`` (all different).
 
     Raises:
         NormbenchError: ``base + count - 1`` is beyond 65535.
@@ -358,14 +364,14 @@ def lane_ports(count: int, base: int | None) -> list[int]:
         if base + count - 1 > 65535:
             raise NormbenchError(f"server.port {base}: {count} parallel variants need ports up to {base + count - 1}")
         return [base + k for k in range(count)]
-    from normbench.runners.server import free_ports
+    from normbench.process import free_ports
 
     return free_ports(count)
 
 
 def run_e2e_lanes(cases: list[Case], ctx: Any, options: ExecOptions,
                   on_workers: Callable[[int, int], None] | None = None) -> None:
-    """End-to-end variants in parallel, on disjoint GPU sets, one ``vllm serve`` port per lane.
+    """End-to-end variants in parallel, on disjoint GPU sets, one server port per lane.
 
     The checks of the end-to-end runner run once, here, before any worker
     starts. Variants are grouped by the GPUs they need (largest first); each
@@ -375,18 +381,20 @@ def run_e2e_lanes(cases: list[Case], ctx: Any, options: ExecOptions,
     gives is recorded SKIPPED with the reason.
 
     Raises:
-        NormbenchError: the end-to-end checks failed; ``--port`` in
-            ``server.args`` or a variant's ``args`` while several lanes run
-            (they would collide: set ``server.port``, lane k uses it + k).
+        NormbenchError: the end-to-end checks failed; a port set in
+            ``server.args`` or a variant's ``args`` (``Engine.given_port``) while
+            several lanes run (they would collide: set ``server.port``, lane k
+            uses it + k).
     """
+    from normbench.engines import engine_for
     from normbench.runners import base_record
     from normbench.runners import e2e as e2e_runner
-    from normbench.runners.server import option_value
 
     e2e_runner.preflight(cases, ctx)
     ctx.extra["preflight_done"] = True
     units = e2e_units(cases, ctx.suite)
     spec = ctx.suite.server
+    engine = engine_for(spec)
     devices = options.devices or (resolve_devices(options.gpus or "all") if options.executor == "local" else [])
     for size in sorted({u.gpus for u in units}, reverse=True):
         group = [u for u in units if u.gpus == size]
@@ -394,8 +402,8 @@ def run_e2e_lanes(cases: list[Case], ctx: Any, options: ExecOptions,
             lanes = gpu_sets(devices, size)[:len(group)]
             if not lanes:
                 for u in group:
-                    why = (f"variant {u.affinity or 'default'} needs {size} GPUs (tensor x pipeline x data parallel "
-                           f"size); --gpus gives {len(devices)}")
+                    why = (f"variant {u.affinity or 'default'} needs {size} GPUs ({engine.gpu_count_source}); "
+                           f"--gpus gives {len(devices)}")
                     for c in u.cases:
                         ctx.record(c, base_record(c, "SKIPPED", why))
                 continue
@@ -404,10 +412,10 @@ def run_e2e_lanes(cases: list[Case], ctx: Any, options: ExecOptions,
         if len(lanes) > 1:
             for u in group:
                 variant = ctx.suite.variants.get(u.affinity or "default")
-                if option_value([*spec.args, *(variant.args if variant else [])], "--port") is not None:
+                if engine.given_port([*spec.args, *(variant.args if variant else [])]) is not None:
                     raise NormbenchError(
-                        f"variant {u.affinity or 'default'}: `--port` in the server args would make the parallel "
-                        "variants' servers collide; set `server.port` instead (lane k serves on it + k)")
+                        f"variant {u.affinity or 'default'}: `{engine.port_flag}` in the server args would make the "
+                        "parallel variants' servers collide; set `server.port` instead (lane k serves on it + k)")
         ports = lane_ports(len(lanes), spec.port)
         if options.executor == "local":
             from normbench.executors import local

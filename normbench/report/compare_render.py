@@ -43,6 +43,9 @@ from rich.text import Text
 from normbench import stats
 from normbench.report import varying_axes
 from normbench.report.fit import Column, fit_table
+from normbench.report.labels import HIDDEN_PARAMS, params_text
+from normbench.report.labels import case_label as kernel_case_label
+from normbench.report.labels import e2e_label as e2e_point_label
 from normbench.compare import (
     COMPARED,
     NOT_OK,
@@ -51,6 +54,7 @@ from normbench.compare import (
     Row,
     VariantEvidence,
     env_get,
+    flatten,
 )
 
 V = stats.Verdict
@@ -61,9 +65,18 @@ VERDICT_STYLE = {
 }
 STATUS_STYLE = {"only in baseline": "yellow", "only in candidate": "yellow", "only in base": "yellow",
                 "only in cand": "yellow"}
-HIDDEN_CONSTANT = {"eps"}
-FOOTER_PACKAGES = ("torch", "triton", "vllm", "flashinfer-python", "liger-kernel", "quack-kernels",
-                   "nvidia-cutlass-dsl", "guidellm", "lm-eval", "normbench")
+
+
+def footer_packages(env: dict[str, Any]) -> list[str]:
+    """The packages the footer names for ``env``: ``normbench.env.footer_packages()`` (the
+    providers' distributions from the registry, and the tools), then any other package the
+    record holds that nothing here declares (an outside provider's, recorded where it was
+    installed), in the record's order."""
+    from normbench.env import footer_packages as declared, recorded_packages
+
+    known = set(recorded_packages())
+    extra = [k.split(".", 1)[1] for k in flatten(env) if k.startswith("packages.")]
+    return [*declared(), *(p for p in extra if p not in known)]
 
 
 # --------------------------------------------------------------------------- formatting
@@ -145,38 +158,12 @@ def _constants(rows: list[Row], varying: list[str], skip: Iterable[str] = ()) ->
         return {}
     out = {}
     for k, v in rows[0].params.items():
-        if k in varying or k in skip or k in HIDDEN_CONSTANT or v is None:
+        if k in varying or k in skip or k in HIDDEN_PARAMS or v is None:
             continue
         if isinstance(v, (list, tuple, dict)) and not v:
             continue
         out[k] = v
     return out
-
-
-DTYPE_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
-
-
-def kernel_case_label(params: dict[str, Any], varying: list[str]) -> str:
-    """``16x4096`` plus the other axes that vary, as the run table writes them
-    (``bf16``, ``+residual`` / ``-residual``, ``group_size=128``)."""
-    parts = []
-    if "num_tokens" in params and "hidden_size" in params:
-        parts.append(f"{params['num_tokens']}x{params['hidden_size']}")
-    for k in varying:
-        if k in ("num_tokens", "hidden_size"):
-            continue
-        v = params.get(k)
-        if isinstance(v, bool):
-            parts.append(f"{'+' if v else '-'}{k}")
-        elif k in ("dtype", "quant_dtype") and isinstance(v, str):
-            parts.append(DTYPE_SHORT.get(v, v))
-        else:
-            parts.append(f"{k}={v}")
-    return " ".join(parts) or "-"
-
-
-def e2e_point_label(params: dict[str, Any], varying: list[str]) -> str:
-    return " ".join(f"{k}={params.get(k)}" for k in varying) or ""
 
 
 # --------------------------------------------------------------------------- fusion evidence
@@ -300,7 +287,7 @@ class _StageView:
         else:
             head = f"{self.stage}: {self.kind}"
         if self.constants:
-            head += " · " + ", ".join(f"{k}={v}" for k, v in self.constants.items())
+            head += " · " + params_text(self.constants)
         return head
 
     def skipped_lines(self) -> list[str]:
@@ -658,7 +645,7 @@ def _versions(env: dict[str, Any]) -> str:
         parts.append(f"{gpu}" + (f" ({extra})" if extra else ""))
     else:
         parts.append(str(env_get(env, "cpu") or "unknown device"))
-    for p in FOOTER_PACKAGES:
+    for p in footer_packages(env):
         v = env_get(env, f"packages.{p}")
         if v:
             parts.append(f"{p} {v}")

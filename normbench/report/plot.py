@@ -33,6 +33,7 @@ from typing import Any
 from normbench import stats
 from normbench.report import varying_axes
 from normbench.compare import env_get
+from normbench.report.labels import HIDDEN_PARAMS, params_text
 from normbench.errors import NormbenchError
 from normbench.store import CaseRecord, RunRecord
 
@@ -109,12 +110,8 @@ def _kernel_series(run: RunRecord, stage: str) -> dict[tuple, dict[str, list[tup
 
 
 def _group_title(key: tuple) -> str:
-    parts = []
-    for k, v in key:
-        if k == "eps":
-            continue
-        parts.append(f"{k}={v}")
-    return ", ".join(parts)
+    """``hidden_size=4096, dtype=bfloat16, residual=False``: the group's params (``labels.params_text``)."""
+    return params_text(key, hide=HIDDEN_PARAMS)
 
 
 def kernel_figures(run: RunRecord, vs: RunRecord | None = None) -> list[tuple[str, Any]]:
@@ -209,7 +206,7 @@ def _e2e_value(cases: list[CaseRecord], name: str) -> tuple[float, float, float]
     field = "strict" if "strict" in name else "flexible" if "flexible" in name else None
     if field:
         for c in sorted(cases, key=lambda c: c.repeat):
-            items = [i for i in (c.model_extra or {}).get("items") or [] if i.get(field) is not None]
+            items = [i for i in c.items or [] if i.get(field) is not None]
             if items:
                 k = sum(int(i[field]) for i in items)
                 _, lo, hi = stats.proportion_interval(k, len(items))
@@ -277,7 +274,7 @@ def e2e_figures(run: RunRecord, vs: RunRecord | None = None) -> list[tuple[str, 
                         if label not in legend:
                             legend[label] = bars
             ax.set_xticks(range(len(points)))
-            ax.set_xticklabels([", ".join(f"{k}={v}" for k, v in pt) or stage for pt in points], fontsize=8)
+            ax.set_xticklabels([params_text(pt) or stage for pt in points], fontsize=8)
             unit, hib = units[name]
             ax.set_title(f"{name}\n({'higher' if hib else 'lower'} is better)", fontsize=9)
             ax.set_ylabel(unit or "value")

@@ -25,12 +25,13 @@ from rich.text import Text
 
 from normbench.report import varying_axes
 from normbench.report.fit import Column, fit_chunks
+from normbench.report.labels import case_label, e2e_label, params_text
 from normbench.store import CaseRecord, RunRecord
 
 STATUS_STYLE = {"SKIPPED": "dim", "INCORRECT": "bold red", "FAILED": "bold red", "OK": ""}
 BEST_STYLE = "bold green"
-HIDDEN_PARAMS = {"eps"}
-SHORT_DTYPE = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+#: The params that make separate rows of one variant in an end-to-end table (``vllm bench latency``).
+E2E_POINT_AXES = ("input_len",)
 
 
 def _first_line(text: str | None) -> str:
@@ -51,27 +52,6 @@ def _pooled_median(cases: list[CaseRecord], metric: str) -> float | None:
         return statistics.median(samples)
     values = [c.metrics[metric].value for c in cases if metric in c.metrics and c.metrics[metric].value is not None]
     return statistics.median(values) if values else None
-
-
-def _fmt_point(params: dict[str, Any], axes: list[str]) -> str:
-    parts = []
-    shape_done = False
-    for k in axes:
-        if k in ("num_tokens", "hidden_size"):
-            if not shape_done:
-                parts.append(f"{params['num_tokens']}x{params['hidden_size']}")
-                shape_done = True
-            continue
-        v = params[k]
-        if isinstance(v, bool):
-            parts.append(f"+{k}" if v else f"-{k}")
-        elif k in ("dtype", "quant_dtype", "scale_layout", "scale_granularity"):
-            parts.append(SHORT_DTYPE.get(v, v))
-        elif k == "group_size":
-            parts.append(f"g{v}")
-        else:
-            parts.append(f"{k}={v}")
-    return " ".join(parts) or "-"
 
 
 def _fmt_us(us: float) -> str:
@@ -101,9 +81,7 @@ def kernel_grid(stage: str, cases: list[CaseRecord]) -> Grid:
     for c in cases:
         if c.status != "SKIPPED" and (c.provider or "-") not in providers:
             providers.append(c.provider or "-")
-    axes = [k for k in varying_axes(c.params for c in cases) if k not in HIDDEN_PARAMS]
-    if "num_tokens" not in axes and "hidden_size" not in axes:
-        axes = ["num_tokens", *axes]
+    axes = varying_axes(c.params for c in cases)
     points: dict[tuple, dict[str, list[CaseRecord]]] = {}
     point_params: dict[tuple, dict[str, Any]] = {}
     for c in cases:
@@ -112,7 +90,7 @@ def kernel_grid(stage: str, cases: list[CaseRecord]) -> Grid:
         point_params[key] = c.params
     op = cases[0].op or ""
     const = {k: v for k, v in cases[0].params.items() if k not in axes and k not in ("num_tokens", "hidden_size")}
-    title = (op if stage == op else f"{stage}: {op}") + ", median us (GB/s)" + (f"; {', '.join(f'{k}={v}' for k, v in const.items())}" if const else "")
+    title = (op if stage == op else f"{stage}: {op}") + ", median us (GB/s)" + (f"; {params_text(const)}" if const else "")
     rows: list[list[Cell]] = []
     reasons: dict[tuple[str, str, str], int] = defaultdict(int)
     for c in cases:
@@ -122,7 +100,7 @@ def kernel_grid(stage: str, cases: list[CaseRecord]) -> Grid:
         times = {p: _pooled_median(cs, "time_us") for p, cs in by_provider.items() if all(c.status == "OK" for c in cs)}
         times = {p: t for p, t in times.items() if t is not None}
         best = min(times, key=times.get) if times else None
-        row = [Cell(_fmt_point(point_params[key], axes))]
+        row = [Cell(case_label(point_params[key], axes))]
         for p in providers:
             cs = by_provider.get(p)
             if not cs:
@@ -151,9 +129,7 @@ def e2e_grid(stage: str, cases: list[CaseRecord], baseline: str | None) -> Grid:
     reasons: dict[tuple[str, str, str], int] = defaultdict(int)
     metric_names: list[str] = []
     for c in cases:
-        extra = ""
-        if "input_len" in c.params:
-            extra = f"in={c.params['input_len']}"
+        extra = e2e_label(c.params, [k for k in E2E_POINT_AXES if k in c.params], compact=True)
         by_row[(c.variant or "-", extra)].append(c)
         for m in c.metrics:
             if m not in metric_names:

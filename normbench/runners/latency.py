@@ -6,6 +6,10 @@ Command (``latency_command``)::
         --num-iters I --num-iters-warmup W --output-json <logs>/<case>.json
         [--compilation-config '<json>'] <server args minus serve-only> <variant args> <extra_args>
 
+(the server args without the HTTP-frontend options: ``Engine.offline_args``,
+``normbench.engines.vllm.strip_serve_only``). Only engines with an offline
+latency tool (``Engine.offline_latency``: vLLM) run latency stages.
+
 ``vllm bench latency`` draws dummy prompt token ids below 10000, so the
 model's vocabulary must have at least 10000 entries.
 
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import NormbenchError
-from normbench.runners import vllm_config
+from normbench.engines.vllm import compilation_config_arg
 from normbench.store import Metric
 
 PERCENTILES = ("10", "25", "50", "75", "90", "99")
@@ -43,7 +47,7 @@ def latency_command(
         "--output-json", str(out_json),
     ]
     if compilation_config:
-        cmd += ["--compilation-config", vllm_config.compilation_config_arg(compilation_config)]
+        cmd += ["--compilation-config", compilation_config_arg(compilation_config)]
     return cmd + list(engine_args) + list(stage.extra_args)
 
 

@@ -1,4 +1,4 @@
-"""Throughput clients against a running ``vllm serve``: guidellm and ``vllm bench serve``.
+"""Throughput clients against a running server (any engine's OpenAI-compatible API): guidellm and ``vllm bench serve``.
 
 Both adapters keep the tool's raw JSON in the run's ``logs/`` and normalize it
 into the same metric names (every value is one sample: one repeat):

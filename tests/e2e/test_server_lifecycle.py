@@ -111,7 +111,7 @@ def test_port_already_taken(tmp_path):
     # a --port in the server/variant args overrides the suite's port
     s2 = srv.VllmServer(model="m", name="m", compilation_config={}, args=["--port", "1234"], env={},
                         log_path=tmp_path / "x.log")
-    assert srv.option_value(s2.args, "--port") == "1234" and "--port" in s2.command()
+    assert s2.engine.given_port(s2.args) == 1234 and "--port" in s2.command()
     assert s2.command().count("--port") == 1
 
 

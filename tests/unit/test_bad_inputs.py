@@ -476,11 +476,10 @@ stages:
 
 
 def test_e2e_preflight_runs_at_validate_and_before_the_run_dir(here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from normbench.runners import e2e
-    from normbench.runners import vllm_config as vc
+    from normbench.engines import vllm as vc
 
     monkeypatch.setattr(Capabilities, "detect", classmethod(lambda cls: cls("cpu", None, None, {}, None)))
-    monkeypatch.setattr(e2e, "_have_vllm", lambda: True)
+    monkeypatch.setattr(vc, "installed", lambda: True)
     monkeypatch.setattr(vc, "compilation_fields", lambda: {"": {"pass_config"}, "pass_config": {"fuse_norm_quant"}})
     monkeypatch.setattr(vc, "introspect_fields", lambda: None)
     monkeypatch.setattr(vc, "vllm_version", lambda: "0.32.0")

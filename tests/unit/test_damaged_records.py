@@ -74,9 +74,9 @@ DAMAGE: dict[str, tuple[Any, str]] = {
                     "metrics.time_us.samples[2] is null, not a number"),
     "no_schema_version": (_delete(["schema_version"]), "run.json: no schema_version"),
     "negative_schema_version": (_set(["schema_version"], -5),
-                                "run.json: schema_version -5 is not a version this normbench reads (1)"),
+                                "run.json: schema_version -5 is not a version this normbench reads (1 to 2)"),
     "string_schema_version": (_set(["schema_version"], "1"),
-                              "run.json: schema_version '1' is not a version this normbench reads (1)"),
+                              "run.json: schema_version '1' is not a version this normbench reads (1 to 2)"),
     "newer_schema_version": (_set(["schema_version"], 99), "run.json: schema_version 99 is newer than this"),
 }
 

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from normbench.engines import vllm as vc
 from normbench.errors import NormbenchError, SuiteError
 from normbench.expand import Capabilities, expand
 from normbench.runners import accuracy as acc
@@ -21,7 +22,6 @@ from normbench.runners import e2e
 from normbench.runners import latency as lat
 from normbench.runners import server as srv
 from normbench.runners import throughput as tp
-from normbench.runners import vllm_config as vc
 from normbench.suite import load_suite, parse_suite
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "e2e"
@@ -153,9 +153,10 @@ def test_latency_command_passes_json_as_one_argument():
 def test_serve_only_options_are_stripped_for_bench_latency():
     args = ["--port", "9", "--max-model-len", "4096", "--host=0.0.0.0", "--disable-log-requests",
             "--served-model-name", "x", "--enforce-eager"]
-    assert srv.strip_serve_only(args) == ["--max-model-len", "4096", "--enforce-eager"]
-    assert srv.option_value(["--port", "1", "--port=2"], "--port") == "2"
-    assert srv.option_value(["--x"], "--port") is None
+    assert vc.strip_serve_only(args) == ["--max-model-len", "4096", "--enforce-eager"]
+    assert vc.VllmEngine().offline_args(args) == ["--max-model-len", "4096", "--enforce-eager"]
+    assert vc.option_value(["--port", "1", "--port=2"], "--port") == "2"
+    assert vc.option_value(["--x"], "--port") is None
 
 
 # --------------------------------------------------------------------------- lm-eval
@@ -237,6 +238,34 @@ def test_mismatch_rules():
     assert vc.config_mismatches({"pass_config": {"eliminate_noops": True}}, eff) == []
 
 
+def test_vllm_engine_command_line_gpu_count_and_port():
+    eng = vc.VllmEngine()
+    cmd = eng.serve_command("/m", "127.0.0.1", 8123, "m", {"custom_ops": ["-rms_norm"]}, ["--max-model-len", "64"])
+    i = cmd.index("serve")
+    assert cmd[i:] == ["serve", "/m", "--host", "127.0.0.1", "--port", "8123", "--served-model-name", "m",
+                       "--compilation-config", '{"custom_ops":["-rms_norm"]}', "--max-model-len", "64"]
+    own = eng.serve_command("/m", "127.0.0.1", 8123, "m", {}, ["--port=9", "--host", "::", "--served-model-name", "x"])
+    assert own[i:] == ["serve", "/m", "--port=9", "--host", "::", "--served-model-name", "x"]  # the args' own win
+    assert eng.given_port(["--port=9"]) == 9 and eng.given_port([]) is None and eng.given_host(["--host", "::"]) == "::"
+    with pytest.raises(NormbenchError, match="not a port number"):
+        eng.given_port(["--port", "http"])
+    assert eng.gpus(["-tp", "2", "--data-parallel-size=3", "-pp", "1"]) == 6
+    assert sorted(eng.cold_start_env("/c").values()) == ["/c/inductor", "/c/vllm"]
+
+
+def test_preflight_refuses_a_parallel_size_that_is_not_a_number(monkeypatch, tmp_path):
+    suite = parse_suite(E2E_SUITE.replace("server: {model: m}", "server: {model: m, args: [-tp, two]}"), "s.yaml")
+    cases = [c for c in expand(suite, Capabilities("cpu")) if c.kind != "kernel"]
+    monkeypatch.setattr(vc, "installed", lambda: True)
+    monkeypatch.setattr(vc, "compilation_fields", lambda: {"": {"custom_ops", "pass_config"},
+                                                           "pass_config": {"fuse_norm_quant"}})
+    monkeypatch.setattr(acc, "gsm8k_yaml", lambda: tmp_path)
+    with pytest.raises(NormbenchError) as e:
+        e2e.preflight(cases, SimpleNamespace(suite=suite, status=lambda s: None))
+    assert "variant base: server args: --tensor-parallel-size 'two' is not a whole number >= 1" in str(e.value)
+    assert "variant fused: server args: --tensor-parallel-size 'two'" in str(e.value)
+
+
 def _fake_vllm(tmp_path: Path, pass_fields: list[str], top: list[str]) -> Path:
     root = tmp_path / "vllm"
     (root / "config").mkdir(parents=True)
@@ -273,7 +302,7 @@ def test_new_vllm_expects_fuse_norm_quant(tmp_path):
 def test_preflight_refuses_unknown_fields_before_any_server(monkeypatch, tmp_path):
     suite = parse_suite(E2E_SUITE.replace("fuse_norm_quant", "enable_fusion"), "s.yaml")
     cases = [c for c in expand(suite, Capabilities("cpu")) if c.kind != "kernel"]
-    monkeypatch.setattr(e2e, "_have_vllm", lambda: True)
+    monkeypatch.setattr(vc, "installed", lambda: True)
     monkeypatch.setattr(vc, "compilation_fields", lambda: {"": {"custom_ops", "pass_config"}, "pass_config": {"fuse_norm_quant"}})
     monkeypatch.setattr(vc, "introspect_fields", lambda: None)
     monkeypatch.setattr(vc, "vllm_version", lambda: "0.32.0")

@@ -23,12 +23,12 @@ import pytest
 from rich.console import Console
 
 from normbench import compare as C
+from normbench.engines import vllm as V
 from normbench.errors import NormbenchError
 from normbench.expand import Capabilities, expand
 from normbench.report import compare_render as R
 from normbench.runners import RunContext
 from normbench.runners import e2e
-from normbench.runners import vllm_config as V
 from normbench.runners.server import VllmServer, expand_env
 from normbench.store import CaseRecord, Metric, RunRecord, SuiteSnapshot
 from normbench.suite import load_suite, parse_suite
@@ -222,7 +222,7 @@ def test_log_passes_points_the_engines_at_a_config_unless_one_is_set(tmp_path, m
     monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH", raising=False)
     monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
     env = e2e._Env(_ctx(tmp_path))
-    path = tmp_path / "run" / "logs" / e2e.LOGGING_CONFIG
+    path = tmp_path / "run" / "logs" / V.LOGGING_CONFIG
     cfg = json.loads(path.read_text())
     assert cfg["formatters"]["vllm"]["format"].startswith("[nb] %(levelname)s")
     a = env.server_env(env.variant("a"))
@@ -270,7 +270,7 @@ def test_startup_case_records_start_and_compile_time_with_the_evidence(tmp_path)
         "server_startup_s": (47.25, "s", False, [47.25]), "torch_compile_s": (19.84, "s", False, [19.84])}
     ev = rec.evidence
     assert ev["source"] == "logs/plus_rms_norm_fused-server.log" and ev["fusion"] == {"RMSNormQuantFusionPass": 16}
-    assert rec.model_extra["effective_config"]["custom_ops"] == ["none", "+rms_norm"]
+    assert rec.effective_config["custom_ops"] == ["none", "+rms_norm"]
 
 
 def test_cold_start_gives_each_start_fresh_caches_and_removes_them(tmp_path):
@@ -307,7 +307,7 @@ def test_plan_records_each_start_before_its_stages_abba(tmp_path):
 
 
 def test_preflight_names_a_missing_model_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(e2e, "_have_vllm", lambda: True)
+    monkeypatch.setattr(V, "installed", lambda: True)
     monkeypatch.setattr(V, "compilation_fields", lambda: {"": {"pass_config", "custom_ops"},
                                                           "pass_config": {"fuse_norm_quant"}})
     monkeypatch.delenv("NB_TEST_MODEL_DIR", raising=False)

