@@ -724,8 +724,8 @@ def _check_shape(text: str, path: str, loader_cls: type) -> None:
                     continue  # an undefined alias: the composer says so, with its position
                 nodes, height = sizes[ev.anchor]
                 if total + nodes > MAX_YAML_NODES:
-                    raise SuiteError(f"{where}: alias *{ev.anchor} expands to {nodes:,} nodes, past the limit of "
-                                     f"{MAX_YAML_NODES:,} for a whole suite (an alias bomb?); refused, not expanded")
+                    raise SuiteError(f"{where}: alias *{ev.anchor} ({nodes:,} nodes) takes the suite past the limit "
+                                     f"of {MAX_YAML_NODES:,} nodes (an alias bomb?); refused, not expanded")
                 total += nodes
             elif isinstance(ev, yaml.ScalarEvent):
                 total += 1
