@@ -1,5 +1,9 @@
 """Suite -> Cases: the Cartesian sweep, variants, repeats, and capability skips.
 
+Each stage kind expands its own stages (``normbench.stages``: ``kind_of(kind).expand``);
+every case carries what running it needs (``Case.ref``, ``Case.params``,
+``Case.settings``), so runners and executors never read the suite's stages.
+
 Pure: no torch. What the machine can do comes in as ``Capabilities`` (built by
 ``Capabilities.detect()`` in the CLI, or by hand in tests), so ``validate``
 shows the same skips a run would make.
@@ -23,8 +27,6 @@ expansion; ``check_rules``, ``check_filters`` and ``check_memory`` after it):
 from __future__ import annotations
 
 import fnmatch
-import itertools
-import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,7 +34,7 @@ from typing import Any
 from normbench.errors import NormbenchError
 from normbench.ops import OPS
 from normbench.registry import PROVIDERS, did_you_mean
-from normbench.suite import E2E_KINDS, KernelStage, LoadedSuite, Suite, Unfused, provider_name, refuse, stage_name
+from normbench.suite import KernelStage, LoadedSuite, ProviderRef, Suite, refuse
 
 #: Cases per run (``--repeat`` included) unless ``--max-cases`` raises it.
 MAX_CASES = 200_000
@@ -85,12 +87,60 @@ def _ram_bytes() -> int | None:
 
 
 @dataclass(frozen=True)
+class KernelSettings:
+    """What a kernel case needs from its stage, carried by the case (``Case.settings``).
+
+    Attributes:
+        seed: the stage's ``seed`` (the per-point input seed derives from it).
+        tolerance: the correctness tolerance for the case's dtype, resolved
+            (``KernelStage.tolerance_for``): ``(("norm_rel", x), ("rtol", x), ...)``.
+        mode, warmup, repetitions, rotate_bytes, min_run_time_s: the stage's
+            ``timing`` (``normbench.suite.Timing``; ``warmup`` / ``repetitions`` in calls
+            and samples, ``rotate_bytes`` in bytes, ``min_run_time_s`` in seconds).
+    """
+
+    seed: int = 0
+    tolerance: tuple[tuple[str, float], ...] = ()
+    mode: str = "auto"
+    warmup: int = 10
+    repetitions: int = 50
+    rotate_bytes: int | None = None
+    min_run_time_s: float = 0.2
+
+    @classmethod
+    def of(cls, stage: KernelStage, dtype: str) -> "KernelSettings":
+        t = stage.timing
+        return cls(stage.seed, tuple(stage.tolerance_for(dtype).items()), t.mode, t.warmup, t.repetitions,
+                   t.rotate_bytes, t.min_run_time_s)
+
+    @property
+    def tolerance_dict(self) -> dict[str, float]:
+        return dict(self.tolerance)
+
+
+@dataclass(frozen=True)
+class E2ESettings:
+    """What an end-to-end case needs from its stage: ``client``, the validated stage
+    model itself (``ThroughputStage`` / ``LatencyStage`` / ``AccuracyStage`` /
+    ``StartupStage``: the client, its load and the tool arguments)."""
+
+    client: Any
+
+
+@dataclass(frozen=True)
 class Case:
-    """One thing to measure.
+    """One thing to measure, carrying everything needed to run it.
 
     ``params`` holds the op's full params (defaults filled) for kernel cases, or
     the stage parameters for end-to-end cases. ``skip`` is the reason the case
-    will not run here (it is recorded as SKIPPED, never dropped).
+    will not run here (it is recorded as SKIPPED, never dropped). ``ref`` is the
+    kernel case's provider (``provider`` is its label); ``settings`` the stage's
+    settings (``KernelSettings`` or ``E2ESettings``): runners read these, never the
+    suite's stages. Both stay out of equality and hashing (the identity is the
+    fingerprint's), and both pickle (local workers and Ray send cases as pickles).
+
+    Raises:
+        ValueError: ``provider`` given and not ``ref.label``.
     """
 
     stage: str
@@ -102,6 +152,22 @@ class Case:
     params: tuple[tuple[str, Any], ...]
     repeat: int = 0
     skip: str | None = None
+    ref: ProviderRef | None = field(default=None, compare=False)
+    settings: KernelSettings | E2ESettings | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.ref is not None:
+            if self.provider is None:
+                object.__setattr__(self, "provider", self.ref.label)
+            elif self.provider != self.ref.label:
+                raise ValueError(f"Case: provider {self.provider!r} is not its ref's label {self.ref.label!r}")
+
+    @property
+    def provider_ref(self) -> ProviderRef | None:
+        """``ref``, else a plain registry name's ref (a case built by hand with ``provider="torch_naive"``)."""
+        if self.ref is not None or self.provider is None:
+            return self.ref
+        return ProviderRef(name=self.provider)
 
     @property
     def param_dict(self) -> dict[str, Any]:
@@ -119,7 +185,8 @@ class Case:
         return f"{self.fingerprint}#{self.repeat}"
 
     def shape_key(self) -> tuple:
-        return (self.stage_index, self.op, self.params)
+        """Cases that share inputs and reference: same stage (names are unique in a suite), op and params."""
+        return (self.stage, self.op, self.params)
 
 
 def _matches(rule: dict[str, Any], values: dict[str, Any]) -> bool:
@@ -155,114 +222,32 @@ def capability_skip(provider: str, op: str, caps: Capabilities) -> str | None:
     return None
 
 
-def _unfused_skip(p: Unfused, op: str, caps: Capabilities) -> str | None:
-    for part in (p.unfused.norm, p.unfused.quant):
+def _unfused_skip(p: ProviderRef, op: str, caps: Capabilities) -> str | None:
+    for part in p.parts:
         if part in caps.missing:
-            return f"{p.name}: {caps.missing[part]}"
+            return f"{p.label}: {caps.missing[part]}"
         entry = PROVIDERS.get(part)
         if entry is not None and entry.needs_cuda and caps.device != "cuda":
-            return f"{p.name}: {part} needs CUDA"
+            return f"{p.label}: {part} needs CUDA"
     return None
-
-
-def expand_kernel_stage(stage: KernelStage, index: int, caps: Capabilities, repeats: int = 1) -> list[Case]:
-    info = OPS[stage.op]
-    axes = stage.sweep.axes()
-    name = stage_name(stage, index)
-    cases: list[Case] = []
-    keys = list(axes)
-    for combo in itertools.product(*(axes[k] for k in keys)):
-        params = info.complete(dict(zip(keys, combo)))
-        invalid = info.validate(params)
-        for r in range(repeats):
-            for p in stage.providers:
-                pname = provider_name(p)
-                values = {**params, "provider": pname}
-                if stage.include and not any(_matches(rule, values) for rule in stage.include):
-                    continue
-                if any(_matches(rule, values) for rule in stage.exclude):
-                    continue
-                skip = invalid or (
-                    _unfused_skip(p, stage.op, caps) if isinstance(p, Unfused) else capability_skip(pname, stage.op, caps)
-                )
-                cases.append(Case(name, index, "kernel", stage.op, pname, None, tuple(params.items()), r, skip))
-    return cases
-
-
-def e2e_skip(suite: Suite, caps: Capabilities) -> str | None:
-    """Why the suite's served model cannot run here (before any server starts)."""
-    if suite.server is None:
-        return None
-    req = suite.server.requires
-    if req.cuda and caps.device != "cuda":
-        return f"{suite.server.model} needs a CUDA GPU"
-    if req.min_sm is not None:
-        if caps.sm is None:
-            return f"{suite.server.model} needs SM{req.min_sm}+ (no CUDA GPU here)"
-        have = caps.sm[0] * 10 + caps.sm[1]
-        if have < req.min_sm:
-            return f"{suite.server.model} needs SM{req.min_sm}+ (this GPU is SM{have})"
-    if "vllm" in caps.missing:
-        return f"end-to-end stages need vLLM: {caps.missing['vllm']}"
-    return None
-
-
-def _e2e_params(stage: Any) -> dict[str, Any]:
-    skip = {"kind", "name", "description", "variants", "repeats"}
-    return {k: v for k, v in stage.model_dump().items() if k not in skip}
-
-
-def expand_e2e_stage(stage: Any, index: int, suite: Suite, caps: Capabilities) -> list[Case]:
-    """One case per (variant, repeat[, input_len]); variants interleave A B B A per repeat."""
-    name = stage_name(stage, index)
-    variants = stage.variants or list(suite.variants) or ["default"]
-    skip = e2e_skip(suite, caps)
-    base = _e2e_params(stage)
-    points: list[dict[str, Any]]
-    if stage.kind == "latency":
-        points = [{**{k: v for k, v in base.items() if k != "input_len"}, "input_len": n} for n in stage.input_len]
-    else:
-        points = [base]
-    cases: list[Case] = []
-    for r in range(stage.repeats):
-        order = variants if r % 2 == 0 else list(reversed(variants))
-        for v in order:
-            for pt in points:
-                params = tuple((k, _hashable(x)) for k, x in pt.items())
-                cases.append(Case(name, index, stage.kind, None, None, v, params, r, skip))
-    return cases
-
-
-def _hashable(x: Any) -> Any:
-    if isinstance(x, list):
-        return tuple(_hashable(i) for i in x)
-    if isinstance(x, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in x.items()))
-    return x
 
 
 def expand(suite: Suite, caps: Capabilities, repeats: int = 1) -> list[Case]:
     """All cases of a suite, skips included (``Case.skip`` says why)."""
+    from normbench.stages import kind_of
+
     cases: list[Case] = []
     for i, stage in enumerate(suite.stages):
-        if stage.kind == "kernel":
-            cases.extend(expand_kernel_stage(stage, i, caps, repeats))
-        elif stage.kind in E2E_KINDS:
-            cases.extend(expand_e2e_stage(stage, i, suite, caps))
+        cases.extend(kind_of(stage.kind).expand(stage, i, suite, caps, repeats))
     return cases
 
 
 def stage_sizes(suite: Suite, repeats: int = 1) -> list[int]:
     """Each stage's case count before rules and capability skips, by multiplying
     axis lengths (never by enumerating: a 10^12-point sweep costs nothing)."""
-    sizes = []
-    for stage in suite.stages:
-        if stage.kind == "kernel":
-            sizes.append(math.prod(len(v) for v in stage.sweep.axes().values()) * len(stage.providers) * repeats)
-        else:
-            k = len(stage.variants or suite.variants or ["default"]) * stage.repeats
-            sizes.append(k * (len(stage.input_len) if stage.kind == "latency" else 1))
-    return sizes
+    from normbench.stages import kind_of
+
+    return [kind_of(stage.kind).size(stage, suite, repeats) for stage in suite.stages]
 
 
 def sweep_size(suite: Suite, repeats: int = 1) -> int:
@@ -285,29 +270,23 @@ def check_size(loaded: LoadedSuite, repeats: int = 1, max_cases: int = MAX_CASES
     if total <= max_cases:
         return
     i = max(range(len(sizes)), key=lambda k: sizes[k])
+    from normbench.stages import kind_of
+
     stage = suite.stages[i]
-    if stage.kind == "kernel":
-        parts = [f"{len(v):,} {axis}" for axis, v in stage.sweep.axes().items() if len(v) > 1]
-        parts.append(f"{len(stage.providers)} provider{'s' if len(stage.providers) > 1 else ''}")
-        if repeats > 1:
-            parts.append(f"{repeats} repeats")
-        loc: tuple[Any, ...] = ("stages", i, "sweep")
-        why = " x ".join(parts)
-    else:
-        loc, why = ("stages", i), "variants x repeats"
+    loc, why = kind_of(stage.kind).size_reason(stage, i, repeats)
     whole = f"; the suite has {total:,}" if total != sizes[i] else ""
     raise refuse(loaded, [(loc, f"{sizes[i]:,} cases ({why}){whole}, over the limit of {max_cases:,} cases per "
                                 f"run; narrow the sweep, or raise the limit with --max-cases")])
 
 
-def case_bytes(stage: KernelStage, params: dict[str, Any]) -> int:
-    """About the memory one kernel case needs (bytes): its tensors (the op's bytes-moved
+def case_bytes(op: str, params: dict[str, Any], rotate_bytes: int | None) -> int:
+    """About the memory one kernel case of ``op`` needs (bytes): its tensors (the op's bytes-moved
     model: inputs and outputs once), float64 copies of the activation, the output and
     the residual for the reference (8 bytes per element each), and the rotated input
-    copies (``timing.rotate_bytes``). A lower bound; used to refuse absurd sizes early."""
+    copies (the stage's ``timing.rotate_bytes``). A lower bound; used to refuse absurd sizes early."""
     n = params["num_tokens"] * params["hidden_size"]
     acts = 3 if params.get("residual") else 2
-    return OPS[stage.op].bytes_moved(params) + 8 * n * acts + (stage.timing.rotate_bytes or 0)
+    return OPS[op].bytes_moved(params) + 8 * n * acts + (rotate_bytes or 0)
 
 
 def _fmt_bytes(n: int) -> str:
@@ -326,8 +305,9 @@ def check_rules(loaded: LoadedSuite, cases: list[Case]) -> None:
     have = {c.stage_index for c in cases}
     problems: list[tuple[tuple[Any, ...], str]] = []
     for i, stage in enumerate(loaded.suite.stages):
-        if i not in have and stage.kind == "kernel" and (stage.include or stage.exclude):
-            which = "exclude" if stage.exclude else "include"
+        include, exclude = getattr(stage, "include", None), getattr(stage, "exclude", None)
+        if i not in have and (include or exclude):  # only kernel stages have rules
+            which = "exclude" if exclude else "include"
             problems.append((("stages", i, which), "the include/exclude rules leave no case of this stage"))
     if problems:
         raise refuse(loaded, problems)
@@ -343,17 +323,19 @@ def check_memory(loaded: LoadedSuite, cases: list[Case], caps: Capabilities) -> 
         SuiteError: the first absurd case of each stage, at the axis value that makes it large
             (``num_tokens`` or ``hidden_size``, whichever is larger).
     """
+    from normbench.stages import kind_of
+
     suite = loaded.suite
     problems: list[tuple[tuple[Any, ...], str]] = []
     flagged: set[int] = set()
     out: list[Case] = []
     for c in cases:
-        if c.kind != "kernel":
+        need = kind_of(c.kind).case_bytes(c)
+        if need is None:  # nothing of this case's size lives on the device (end-to-end)
             out.append(c)
             continue
         stage = suite.stages[c.stage_index]
         params = c.param_dict
-        need = case_bytes(stage, params)
         size = (f"num_tokens={params['num_tokens']:,} x hidden_size={params['hidden_size']:,} {params['dtype']} "
                 f"needs about {_fmt_bytes(need)} (inputs, outputs and the float64 reference)")
         if need > MAX_CASE_BYTES:

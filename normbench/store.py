@@ -1143,6 +1143,20 @@ def _stamp(run_id: str) -> str:
 
 
 def resolve_run(ref: str, base: Path) -> Path:
+    """A run by path, exact id, unique id prefix, or ``latest`` (``_resolve_run``; a reference
+    the file system refuses, e.g. a name too long for it, is a ``RunNotFoundError`` too).
+
+    Raises:
+        RunNotFoundError / NormbenchError: as ``_resolve_run``.
+    """
+    try:
+        return _resolve_run(ref, base)
+    except OSError as e:
+        shown = ref if len(ref) <= 80 else ref[:77] + "..."
+        raise RunNotFoundError(f"no run '{shown}': {e.strerror or e}") from None
+
+
+def _resolve_run(ref: str, base: Path) -> Path:
     """A run by path, exact id, unique id prefix, or ``latest``.
 
     A path is a run directory, its record file (``run.json``, ``run.json.gz``,

@@ -52,8 +52,9 @@ import hashlib
 import os
 import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -216,14 +217,61 @@ class Unfused(Strict):
 
     @property
     def name(self) -> str:
-        return f"unfused[norm={self.unfused.norm},quant={self.unfused.quant}]"
+        return self.ref().label
+
+    def ref(self) -> "ProviderRef":
+        return ProviderRef(norm=self.unfused.norm, quant=self.unfused.quant)
 
 
-ProviderRef = Union[ProviderName, Unfused]
+#: What a kernel stage's ``providers`` list holds: a provider's name, or an unfused composition.
+ProviderChoice = Union[ProviderName, Unfused]
 
 
-def provider_name(p: ProviderRef) -> str:
-    return p if isinstance(p, str) else p.name
+@dataclass(frozen=True)
+class ProviderRef:
+    """Which provider a kernel case runs: a registry name, or an unfused composition.
+
+    Exactly one form: ``ProviderRef(name="torch_naive")``, or
+    ``ProviderRef(norm="torch_naive", quant="torch_compile")`` for the suite's
+    ``unfused: {norm: .., quant: ..}`` (``kernels/providers/unfused.py``). ``label`` renders
+    it for fingerprints and records (``unfused[norm=A,quant=B]``); nothing parses a label
+    back: cases carry the ref itself (``normbench.expand.Case.ref``).
+
+    Raises:
+        ValueError: neither or both forms, or a composition missing a part.
+    """
+
+    name: str | None = None
+    norm: str | None = None
+    quant: str | None = None
+
+    def __post_init__(self) -> None:
+        composed = self.norm is not None or self.quant is not None
+        if (self.name is None) == (not composed) or (composed and (self.norm is None or self.quant is None)):
+            raise ValueError(f"ProviderRef: a name, or both norm and quant (got {self!r})")
+
+    @property
+    def is_unfused(self) -> bool:
+        return self.name is None
+
+    @property
+    def label(self) -> str:
+        """``name``, or ``unfused[norm=A,quant=B]``."""
+        return self.name if self.name is not None else f"unfused[norm={self.norm},quant={self.quant}]"
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The registry providers it runs: ``(name,)`` or ``(norm, quant)``."""
+        return (self.name,) if self.name is not None else (self.norm, self.quant)  # type: ignore[return-value]
+
+    @classmethod
+    def of(cls, p: ProviderChoice) -> "ProviderRef":
+        """The ref of one entry of a stage's ``providers``."""
+        return cls(name=p) if isinstance(p, str) else p.ref()
+
+
+def provider_name(p: ProviderChoice) -> str:
+    return ProviderRef.of(p).label
 
 
 class Timing(Strict):
@@ -231,13 +279,15 @@ class Timing(Strict):
 
     Attributes:
         mode: ``auto`` = CUDA-graph replay on GPU (events + L2 flush when the
-            callable cannot be captured), ``torch.utils.benchmark`` on CPU;
+            callable cannot be captured), timed blocks of calls on CPU;
             ``graph``/``events`` force a GPU method.
-        warmup: calls before timing (compilation, autotuning, caches).
-        repetitions: samples kept per case.
+        warmup: calls before timing (compilation, autotuning, caches), on every device.
+        repetitions: samples kept per case, on every device (CPU: blocks of calls,
+            ``normbench.timing.time_cpu``).
         rotate_bytes: GPU: input sets are rotated until they span at least this
             many bytes (default: 2x the device's L2), so no call hits a warm L2.
-        min_run_time_s: CPU: ``blocked_autorange``'s budget per case.
+        min_run_time_s: CPU: the time budget of a case's ``repetitions`` blocks
+            together (each block gets ``min_run_time_s / repetitions``, at least one call).
     """
 
     mode: Literal["auto", "graph", "events"] = "auto"
@@ -266,8 +316,22 @@ Rule = dict[str, Any]  # axis or "provider" -> value or list of values
 
 
 class StageBase(Strict):
+    """Fields and per-kind facts every stage has. Each kind's expansion and run live in its
+    module under ``normbench.stages`` (registered by its ``kind`` literal); the facts the
+    suite's own checks need are class attributes here, so no check branches on ``kind``.
+
+    Class attributes:
+        server_need: why this kind needs the suite-level ``server``, or None.
+    """
+
+    server_need: ClassVar[str | None] = None
+
     name: SafeName | None = None
     description: str = ""
+
+    def default_name(self, index: int) -> str:
+        """The stage's name when it has no ``name``: ``<kind>-<index>``."""
+        return f"{getattr(self, 'kind', 'stage')}-{index}"
 
 
 class KernelStage(StageBase):
@@ -275,7 +339,7 @@ class KernelStage(StageBase):
 
     kind: Literal["kernel"]
     op: str = Field(json_schema_extra={"enum": sorted(OPS)})
-    providers: list[ProviderRef] = Field(min_length=1)
+    providers: list[ProviderChoice] = Field(min_length=1)
     sweep: Sweep
     timing: Timing = Timing()
     tolerance: dict[Dtype, ToleranceSpec] = {}
@@ -292,7 +356,7 @@ class KernelStage(StageBase):
 
     @field_validator("providers")
     @classmethod
-    def _known_providers(cls, v: list[ProviderRef]) -> list[ProviderRef]:
+    def _known_providers(cls, v: list[ProviderChoice]) -> list[ProviderChoice]:
         names = [provider_name(p) for p in v]
         for p in v:
             if isinstance(p, str) and p not in PROVIDERS:
@@ -334,6 +398,10 @@ class KernelStage(StageBase):
                 ops = ", ".join(UNFUSED_OPS[:-1]) + " and " + UNFUSED_OPS[-1]
                 raise ValueError(f"providers: unfused compositions apply to {ops}, not {self.op}")
         return self
+
+    def default_name(self, index: int) -> str:
+        """A kernel stage is named after its op."""
+        return self.op
 
     def tolerance_for(self, dtype: str) -> dict[str, float]:
         """Suite-wide defaults, then the op's own defaults, then this stage's ``tolerance``."""
@@ -382,6 +450,8 @@ class ThroughputStage(E2EStageBase):
             1000; guidellm ``max_requests``).
     """
 
+    server_need: ClassVar[str | None] = "a throughput stage needs a suite-level 'server'"
+
     kind: Literal["throughput"]
     client: Literal["guidellm", "vllm_bench_serve"]
     profile: Literal["concurrent", "synchronous", "throughput", "constant", "poisson"] = "concurrent"
@@ -417,6 +487,8 @@ class ThroughputStage(E2EStageBase):
 class LatencyStage(E2EStageBase):
     """``vllm bench latency`` (an offline engine per variant, no server)."""
 
+    server_need: ClassVar[str | None] = "a latency stage needs a suite-level 'server' (its model)"
+
     kind: Literal["latency"]
     input_len: OneOrMany(PositiveInt) = [512, 2048, 8192]
     output_len: PositiveInt = 1
@@ -444,6 +516,8 @@ class StartupStage(StageBase):
         repeats: starts measured per variant; variants interleave (A B B A ...).
     """
 
+    server_need: ClassVar[str | None] = "a startup stage needs a suite-level 'server'"
+
     kind: Literal["startup"]
     variants: list[str] | None = None
     repeats: PositiveInt = Field(default=1, le=MAX_REPEATS)
@@ -466,6 +540,8 @@ class AccuracyStage(E2EStageBase):
             relative paths start at the working directory; ``${NAME}`` and
             ``${NAME:-default}`` are read from the environment, as in ``server.model``.
     """
+
+    server_need: ClassVar[str | None] = "a accuracy stage needs a suite-level 'server'"
 
     kind: Literal["accuracy"]
     task: Literal["gsm8k"] = "gsm8k"
@@ -573,16 +649,13 @@ class Suite(Strict):
             if name in seen:
                 raise ValueError(f"stages[{i}].name: '{name}' is used by an earlier stage")
             seen.add(name)
-            if st.kind in E2E_KINDS:
-                if st.kind != "latency" and self.server is None:
-                    raise ValueError(f"stages[{i}]: a {st.kind} stage needs a suite-level 'server'")
-                if st.kind == "latency" and self.server is None:
-                    raise ValueError(f"stages[{i}]: a latency stage needs a suite-level 'server' (its model)")
-                for v in st.variants or []:
-                    if v not in self.variants:
-                        raise ValueError(
-                            f"stages[{i}].variants: unknown variant '{v}' (variants: {', '.join(self.variants) or 'none'})"
-                        )
+            if st.server_need is not None and self.server is None:
+                raise ValueError(f"stages[{i}]: {st.server_need}")
+            for v in getattr(st, "variants", None) or []:
+                if v not in self.variants:
+                    raise ValueError(
+                        f"stages[{i}].variants: unknown variant '{v}' (variants: {', '.join(self.variants) or 'none'})"
+                    )
         return self
 
 
@@ -613,9 +686,7 @@ def suite_json_schema() -> str:
 
 def stage_name(stage: Any, index: int) -> str:
     """A stage's name: its ``name`` or ``<op or kind>`` (``-<index>`` if needed is the user's job)."""
-    if stage.name:
-        return stage.name
-    return stage.op if stage.kind == "kernel" else f"{stage.kind}-{index}"
+    return stage.name or stage.default_name(index)
 
 
 # --------------------------------------------------------------------------- loading

@@ -44,8 +44,12 @@ MIN_EAGER_US = 0.5
 #: ``time_cuda`` given ``bytes_per_call`` then refuses graph mode (``"auto"`` falls back
 #: to events + L2 flush). Raising the cap to cover 2 x L2 for every call (65536 sets for a
 #: 4 kB call) changes how the smallest cases are timed: a change to measure on the GPU
-#: first (the kernel runner does not pass ``bytes_per_call`` yet).
+#: first. The kernel runner passes ``bytes_per_call`` and ``rotate_bytes``, so on a GPU
+#: such a case is timed with events under ``mode: auto`` (its record's ``timing.fallback``
+#: says why) and FAILED under ``mode: graph``.
 MAX_INPUT_SETS = 2048
+#: CPU: most calls in one timed block (``time_cpu`` with ``repetitions``).
+MAX_CPU_CALLS_PER_BLOCK = 1 << 20
 #: What ``l2_bytes`` assumes when the device reports no L2 size.
 DEFAULT_L2_BYTES = 50 * 2**20
 MODES = ("auto", "graph", "events")
@@ -134,21 +138,62 @@ def time_cpu(
     timer: Callable[[], float] = timeit.default_timer,
     warmup: int = 1,
     *,
+    repetitions: int | None = None,
     bytes_per_call: int | None = None,
 ) -> TimingResult:
     """Time ``fn`` on the CPU with ``torch.utils.benchmark`` (samples: us per call, one per block).
 
-    ``bytes_per_call`` (the op's bytes-moved model) is only recorded: the CPU
-    path times one input set, with no L2 rotation.
+    Args:
+        fn: the call to time.
+        min_run_time_s: the time budget (s) for all samples together.
+        timer: the clock (tests pass a fake).
+        warmup: calls before timing (the suite's ``timing.warmup``).
+        repetitions: samples to keep (the suite's ``timing.repetitions``): the
+            calls per block are sized so that ``repetitions`` blocks take about
+            ``min_run_time_s`` (at least one call each), then exactly
+            ``repetitions`` blocks are timed (one thread, like
+            ``blocked_autorange``). None: ``blocked_autorange`` chooses the
+            block count within ``min_run_time_s``.
+        bytes_per_call: the op's bytes-moved model, only recorded: the CPU path
+            times one input set, with no L2 rotation.
+
+    Raises:
+        ValueError: ``repetitions`` < 1 or ``warmup`` < 0.
     """
     from torch.utils import benchmark
 
+    if warmup < 0 or (repetitions is not None and repetitions < 1):
+        raise ValueError(f"time_cpu: warmup >= 0 and repetitions >= 1 (got {warmup}, {repetitions})")
     for _ in range(warmup):
         fn()
     t = benchmark.Timer(stmt="fn()", globals={"fn": fn}, timer=timer, num_threads=1)
-    m = t.blocked_autorange(min_run_time=min_run_time_s)
-    return TimingResult([x * 1e6 for x in m.times], "cpu", calls_per_sample=m.number_per_run,
-                        bytes_per_call=bytes_per_call)
+    if repetitions is None:
+        m = t.blocked_autorange(min_run_time=min_run_time_s)
+        return TimingResult([x * 1e6 for x in m.times], "cpu", calls_per_sample=m.number_per_run,
+                            bytes_per_call=bytes_per_call)
+    import torch
+
+    def block(n: int) -> float:
+        t0 = timer()
+        for _ in range(n):
+            fn()
+        return timer() - t0
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as blocked_autorange's Timer(num_threads=1)
+    try:
+        block_s = min_run_time_s / repetitions
+        number = 1
+        while True:  # calls per block: grow until one block lasts block_s
+            took = block(number)
+            if took >= block_s or number >= MAX_CPU_CALLS_PER_BLOCK:
+                break
+            grow = 10 if took <= 0 else max(2, min(10, math.ceil(block_s / took)))
+            number = min(number * grow, MAX_CPU_CALLS_PER_BLOCK)
+        samples = [block(number) / number * 1e6 for _ in range(repetitions)]
+    finally:
+        torch.set_num_threads(threads)
+    return TimingResult(samples, "cpu", calls_per_sample=number, bytes_per_call=bytes_per_call)
 
 
 def l2_bytes(device: Any = None) -> int:
@@ -271,9 +316,9 @@ def time_cuda(
         warmup: calls before timing (at least 2 before a capture, 1 before events).
         mode: ``"auto"`` (graph, else events), ``"graph"`` or ``"events"``.
         bytes_per_call: the bytes one call moves (the op's model); with it the
-            rotation is checked: graph replay is used only when
-            ``len(fns) * bytes_per_call >= rotate_bytes`` (else a replay would
-            read a warm L2), and the result records ``bytes_rotated``.
+            rotation is checked against ``rotate_bytes``: ``"graph"`` refuses a
+            shorter rotation, ``"auto"`` replays anyway and notes it (the record's
+            ``bytes_rotated`` and ``l2_bytes`` show it too).
         rotate_bytes: the span the rotation must reach (default 2 x L2).
         backend: the device (default ``CudaBackend()``; tests pass a fake).
 
@@ -301,14 +346,20 @@ def time_cuda(
 
     if mode == "events":
         return done(_time_events(fns, repetitions, warmup, b))
+    short = None
     if rotated is not None and rotated < target:
-        why = (f"{len(fns)} input sets x {bytes_per_call} B = {rotated} B rotated, less than the "
-               f"{target} B needed for cold-L2 replays")
+        short = (f"{len(fns)} input sets x {bytes_per_call} B = {rotated} B rotated, less than the "
+                 f"{target} B needed for cold-L2 replays")
         if mode == "graph":
-            raise RuntimeError(f"CUDA graph timing refused: {why}")
-        return done(_fallback(fns, repetitions, warmup, b, f"{why}; timed with events + L2 flush"))
+            raise RuntimeError(f"CUDA graph timing refused: {short}")
     try:
-        return done(_time_graph(fns, repetitions, warmup, b))
+        res = _time_graph(fns, repetitions, warmup, b)
+        if short is not None:
+            # "auto" keeps graph replay (the method of every committed record) and says so; switching
+            # such small calls to events + flush adds the launch overhead graphs remove, a change to
+            # measure on the GPU before making (MAX_INPUT_SETS).
+            res.notes.append(f"{short}: replays may read a partly warm L2")
+        return done(res)
     except Exception as e:  # capture can fail for host syncs, allocations, ...
         if mode == "graph":
             raise RuntimeError(f"CUDA graph capture failed: {e}") from e

@@ -251,7 +251,7 @@ def kernel_units(cases: Sequence[Case]) -> list[WorkUnit]:
             nbytes = OPS[c.op].bytes_moved(c.param_dict) if c.op in OPS else 0
         except Exception:  # noqa: BLE001 - a cost guess must never stop a run
             nbytes = 0
-        affinity = (c.stage_index, c.op, tuple((k, v) for k, v in c.params if k != "num_tokens"))
+        affinity = (c.stage, c.op, tuple((k, v) for k, v in c.params if k != "num_tokens"))
         units.append(WorkUnit("kernel", tuple(group), len(group) * (1.0 + nbytes / 2**26), affinity))
     return sorted(units, key=lambda u: -u.cost)
 

@@ -23,11 +23,11 @@ def run(cases: list[Case], ctx: Any) -> None:
     from normbench.registry import load
     from normbench.runners import RUNNERS
 
-    kernel_stages: dict[int, list[Case]] = defaultdict(list)
+    kernel_stages: dict[str, list[Case]] = defaultdict(list)  # stage name -> its cases, in plan order
     e2e: list[Case] = []
     for c in cases:
-        (kernel_stages[c.stage_index] if c.kind == "kernel" else e2e).append(c)
-    for _, stage_cases in sorted(kernel_stages.items()):
+        (kernel_stages[c.stage] if c.kind == "kernel" else e2e).append(c)
+    for stage_cases in kernel_stages.values():
         load(RUNNERS["kernel"])(stage_cases, ctx)
     if e2e:
         load(RUNNERS["e2e"])(e2e, ctx)

@@ -33,7 +33,9 @@ class RunContext:
     """What a runner may use.
 
     Attributes:
-        suite: the validated suite.
+        suite: the validated suite (runners read its ``server`` and ``variants``;
+            a case carries its stage's settings, ``Case.settings``, so no runner
+            reads ``suite.stages``).
         caps: what this machine offers.
         environment: the run's environment fingerprint (``normbench.env``);
             ``environment["peak_bandwidth_gbps"]`` is the measured copy bandwidth.

@@ -81,7 +81,7 @@ from typing import Any
 from normbench.engines import engine_for, jsonable
 from normbench.engines import vllm as vllm_engine
 from normbench.errors import NormbenchError
-from normbench.expand import Case
+from normbench.expand import Case, E2ESettings
 from normbench.runners import RunContext, Stopwatch, base_record
 from normbench.runners import accuracy as acc
 from normbench.runners import latency as lat
@@ -98,10 +98,10 @@ from normbench.runners.server import (
     sigterm_as_interrupt,
     tool_command,
 )
+from normbench.stages import kind_of
 from normbench.store import CaseRecord, Metric, utc_now
 from normbench.suite import Variant
 
-SERVER_KINDS = ("startup", "throughput", "accuracy")
 #: Clients with no natural end get this long before they are stopped (s).
 CLIENT_TIMEOUT_S = 4 * 3600.0
 #: guidellm with max_seconds: its duration plus this much for start-up, tokenizing and the report.
@@ -169,6 +169,17 @@ class _Env:
             return str(path)
 
 
+def client_of(case: Case) -> Any:
+    """The validated stage model an end-to-end case carries (``Case.settings.client``).
+
+    Raises:
+        NormbenchError: the case carries none (cases from ``normbench.expand`` always do).
+    """
+    if not isinstance(case.settings, E2ESettings):
+        raise NormbenchError(f"end-to-end case {case.case_id} carries no E2ESettings (expand() fills them)")
+    return case.settings.client
+
+
 # --------------------------------------------------------------------------- preflight
 def preflight(cases: list[Case], ctx: RunContext) -> None:
     """Everything that can be wrong before a server starts.
@@ -196,27 +207,13 @@ def preflight(cases: list[Case], ctx: RunContext) -> None:
     except NormbenchError as e:
         problems.append(f"server.model: {e}")
     variants = {v: ctx.suite.variants.get(v, Variant()) for v in sorted({c.variant or "default" for c in cases})}
-    stages = {c.stage_index: ctx.suite.stages[c.stage_index] for c in cases}
-    problems += engine.preflight(spec, variants, any(st.kind == "latency" for st in stages.values()), ctx.status)
-    for i, st in stages.items():
-        if st.kind == "throughput" and st.client == "vllm_bench_serve" and not vllm_engine.installed():
-            problems.append(f"stages[{i}].client: vllm_bench_serve runs `vllm bench serve`: pip install vllm")
-    if any(st.kind == "throughput" and st.client == "guidellm" for st in stages.values()):
-        try:
-            tp.check_guidellm_version(tp.guidellm_version())
-        except NormbenchError as e:
-            problems.append(str(e))
-    if any(st.kind == "accuracy" for st in stages.values()):
-        try:
-            acc.gsm8k_yaml()
-        except NormbenchError as e:
-            problems.append(str(e))
-        for i, st in stages.items():
-            if st.kind == "accuracy" and st.data_files is not None:
-                try:
-                    acc.resolve_data_files(st.data_files)
-                except NormbenchError as e:
-                    problems.append(f"stages[{i}]: {e}")
+    stages = {c.stage: client_of(c) for c in cases}
+    offline = any(not kind_of(st.kind).serves for st in stages.values())  # engines started by the client itself
+    problems += engine.preflight(spec, variants, offline, ctx.status)
+    for name, st in stages.items():
+        for line in kind_of(st.kind).preflight(name, st):
+            if line not in problems:  # a tool missing for two stages is said once
+                problems.append(line)
     if problems:
         raise NormbenchError("cannot run the end-to-end stages:\n  " + "\n  ".join(problems))
 
@@ -232,7 +229,7 @@ def plan(cases: list[Case]) -> list[tuple[str, int, str | None, list[Case]]]:
     """
     steps: list[tuple[str, int, str | None, list[Case]]] = []
     for r in sorted({c.repeat for c in cases}):
-        served = [c for c in cases if c.repeat == r and c.kind in SERVER_KINDS]
+        served = [c for c in cases if c.repeat == r and kind_of(c.kind).serves]
         order: list[str | None] = []
         for c in served:
             if c.variant not in order:
@@ -240,7 +237,7 @@ def plan(cases: list[Case]) -> list[tuple[str, int, str | None, list[Case]]]:
         for v in order:
             steps.append(("server", r, v, [c for c in served if c.variant == v]))
         for c in cases:
-            if c.repeat == r and c.kind == "latency":
+            if c.repeat == r and not kind_of(c.kind).serves:
                 steps.append(("latency", r, c.variant, [c]))
     return steps
 
@@ -248,7 +245,7 @@ def plan(cases: list[Case]) -> list[tuple[str, int, str | None, list[Case]]]:
 # --------------------------------------------------------------------------- run
 def run(cases: list[Case], ctx: RunContext) -> None:
     """Run all end-to-end cases (see the module docstring). Re-raises ``KeyboardInterrupt``."""
-    cases = [c for c in cases if c.skip is None and c.kind in (*SERVER_KINDS, "latency")]
+    cases = [c for c in cases if c.skip is None and kind_of(c.kind).runner == "e2e"]
     if not cases:
         return
     if not ctx.extra.get("preflight_done"):
@@ -256,11 +253,13 @@ def run(cases: list[Case], ctx: RunContext) -> None:
     _release_gpu_memory()
     env = _Env(ctx)
     with sigterm_as_interrupt():
-        for kind, r, variant, group in plan(cases):
-            if kind == "server":
+        for step, r, variant, group in plan(cases):
+            if step == "server":
                 _run_server_step(env, r, variant, group)
             else:
-                _record(env, group[0], _guard(env, group[0], lambda c=group[0]: _latency_case(env, c)))
+                c = group[0]
+                v = env.variant(c.variant)
+                _record(env, c, _guard(env, c, lambda c=c, v=v: kind_of(c.kind).run(env, c, None, v)))
 
 
 def _release_gpu_memory() -> None:
@@ -321,7 +320,7 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
         cold_start=env.spec.cold_start,
         engine=env.engine,
     )
-    group = sorted(group, key=lambda c: c.kind != "startup")  # a start is recorded before anything else
+    group = sorted(group, key=lambda c: kind_of(c.kind).server_order)  # a start is recorded before anything else
 
     def base_art() -> dict[str, str]:
         return {"server_log": env.rel(log)} if log.exists() else {}
@@ -361,8 +360,7 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
                                             server=server.info()))
                 continue
             env.ctx.status(f"{vname}: {c.stage} ({c.kind}, repeat {repeat})")
-            fn = {"startup": _startup_case, "throughput": _throughput_case, "accuracy": _accuracy_case}[c.kind]
-            rec = _guard(env, c, lambda c=c, fn=fn: fn(env, c, server, variant))
+            rec = _guard(env, c, lambda c=c: kind_of(c.kind).run(env, c, server, variant))
             _record(env, c, rec)
             if not server.alive():
                 code = server.process.poll() if server.process else None
@@ -431,7 +429,7 @@ def _tool_failure(env: _Env, what: str, res, client_log: str, server: Server | N
 
 
 def _throughput_case(env: _Env, case: Case, server: Server, variant: Variant) -> CaseRecord:
-    stage = env.ctx.suite.stages[case.stage_index]
+    stage = client_of(case)
     slug = _slug(f"{case.stage}-{case.variant or 'default'}-r{case.repeat}")
     started, watch = utc_now(), Stopwatch()
     client_log = env.logs / f"{slug}-{stage.client}.log"
@@ -477,7 +475,7 @@ def _throughput_case(env: _Env, case: Case, server: Server, variant: Variant) ->
 
 
 def _accuracy_case(env: _Env, case: Case, server: Server, variant: Variant) -> CaseRecord:
-    stage = env.ctx.suite.stages[case.stage_index]
+    stage = client_of(case)
     slug = _slug(f"{case.stage}-{case.variant or 'default'}-r{case.repeat}")
     started, watch = utc_now(), Stopwatch()
     out_dir = env.logs / f"{slug}-lm_eval"
@@ -504,7 +502,7 @@ def _accuracy_case(env: _Env, case: Case, server: Server, variant: Variant) -> C
 
 
 def _latency_case(env: _Env, case: Case) -> CaseRecord:
-    stage = env.ctx.suite.stages[case.stage_index]
+    stage = client_of(case)
     variant = env.variant(case.variant)
     input_len = case.param_dict["input_len"]
     slug = _slug(f"{case.stage}-{case.variant or 'default'}-in{input_len}-r{case.repeat}")

@@ -26,12 +26,13 @@ import itertools
 import traceback
 from typing import Any
 
-from normbench.expand import Case
+from normbench.expand import Case, KernelSettings
+from normbench.errors import NormbenchError
 from normbench.ops import OPS
 from normbench.registry import PROVIDERS, UNFUSED_TARGET, load
 from normbench.runners import RunContext, Stopwatch, base_record
 from normbench.store import Metric
-from normbench.suite import KernelStage
+from normbench.suite import ProviderRef
 
 
 def point_seed(stage_seed: int, case: Case) -> int:
@@ -45,25 +46,35 @@ def _clone_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Providers:
-    """Provider objects by name, loaded once per run."""
+    """Provider objects by ``ProviderRef``, loaded once per run."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[ProviderRef, Any] = {}
 
-    def get(self, name: str) -> Any:
-        if name not in self._cache:
-            if name.startswith("unfused["):
-                parts = dict(kv.split("=") for kv in name[len("unfused["):-1].split(","))
-                self._cache[name] = load(UNFUSED_TARGET)(parts["norm"], parts["quant"])
+    def get(self, ref: ProviderRef) -> Any:
+        if ref not in self._cache:
+            if ref.is_unfused:
+                self._cache[ref] = load(UNFUSED_TARGET)(ref.norm, ref.quant)
             else:
-                self._cache[name] = load(PROVIDERS[name].target)
-        return self._cache[name]
+                self._cache[ref] = load(PROVIDERS[ref.name].target)
+        return self._cache[ref]
 
 
-def _tolerance(stage: KernelStage, dtype: str):
+def settings_of(case: Case) -> KernelSettings:
+    """The case's ``KernelSettings``.
+
+    Raises:
+        NormbenchError: the case carries none (cases from ``normbench.expand`` always do).
+    """
+    if not isinstance(case.settings, KernelSettings):
+        raise NormbenchError(f"kernel case {case.case_id} carries no KernelSettings (expand() fills them)")
+    return case.settings
+
+
+def _tolerance(settings: KernelSettings):
     from normbench.kernels.base import Tolerance
 
-    return Tolerance(**stage.tolerance_for(dtype))
+    return Tolerance(**settings.tolerance_dict)
 
 
 def _memory_skip(torch: Any, device: Any, op: str, params: dict[str, Any]) -> str | None:
@@ -79,7 +90,11 @@ def _memory_skip(torch: Any, device: Any, op: str, params: dict[str, Any]) -> st
 
 
 def run(cases: list[Case], ctx: RunContext) -> None:
-    """Measure kernel cases (all of one stage) and hand each record to ``ctx.record``."""
+    """Measure kernel cases and hand each record to ``ctx.record``.
+
+    Each case carries its provider (``Case.ref``) and its stage's settings
+    (``Case.settings``: seed, tolerance, timing); ``ctx.suite`` is not read.
+    """
     _StageRunner(cases, ctx).run(cases)
 
 
@@ -91,13 +106,15 @@ class _StageRunner:
 
         self.torch = torch
         self.ctx = ctx
-        self.stage = ctx.suite.stages[cases[0].stage_index]
-        assert isinstance(self.stage, KernelStage)
         self.device = torch.device("cuda" if ctx.caps.device == "cuda" else "cpu")
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.peak = ctx.environment.get("peak_bandwidth_gbps")
         self.providers = _Providers()
-        self.rotate = self.stage.timing.rotate_bytes or (2 * l2_bytes() if self.device.type == "cuda" else 0)
+        self.l2 = l2_bytes() if self.device.type == "cuda" else 0
+
+    def rotate(self, settings: KernelSettings) -> int:
+        """Bytes the rotated input sets span: the stage's ``rotate_bytes``, else 2 x L2 (GPU; 0 on the CPU)."""
+        return settings.rotate_bytes or 2 * self.l2
 
     def run(self, cases: list[Case]) -> None:
         from normbench.kernels.providers._family import family_of
@@ -106,7 +123,7 @@ class _StageRunner:
             group = list(group_iter)
             op, params = group[0].op, group[0].param_dict
             assert op is not None
-            seed = point_seed(self.stage.seed, group[0])
+            seed = point_seed(settings_of(group[0]).seed, group[0])
             family = family_of(op)
             self.ctx.status(f"{op} {params['num_tokens']}x{params['hidden_size']} {params['dtype']}: inputs + reference")
             skip = _memory_skip(self.torch, self.device, op, params)
@@ -132,14 +149,18 @@ class _StageRunner:
             if self.device.type == "cuda":
                 self.torch.cuda.empty_cache()
 
-    def measure(self, case: Case, family: Any, inputs: dict, ref: Any, seed: int):
+    def measure(self, case: Case, family: Any, inputs: dict, ref_out: Any, seed: int):
         from normbench.kernels.providers._family import Unsupported
         from normbench.timing import input_sets_needed, time_cpu, time_cuda
 
-        torch, device, timing_opts = self.torch, self.device, self.stage.timing
+        torch, device = self.torch, self.device
         op, params = case.op, case.param_dict
         try:
-            provider = self.providers.get(case.provider)
+            settings = settings_of(case)
+            ref = case.provider_ref
+            if ref is None:
+                raise NormbenchError(f"kernel case {case.case_id} names no provider")
+            provider = self.providers.get(ref)
             reason = provider.unavailable() or provider.unsupported(op, params, device)
             if reason:
                 return base_record(case, "SKIPPED", reason, seed=seed)
@@ -149,19 +170,22 @@ class _StageRunner:
             out = fn(trial)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            check = family.check(op, params, inputs, out, ref, _tolerance(self.stage, params["dtype"]))
+            check = family.check(op, params, inputs, out, ref_out, _tolerance(settings))
             del trial, out
             if not check.ok:
                 return base_record(case, "INCORRECT", check.message, seed=seed, correctness=check.metrics)
             nbytes = OPS[op].bytes_moved(params)
             if device.type == "cuda":
-                sets = [_clone_inputs(inputs) for _ in range(input_sets_needed(nbytes, self.rotate))]
+                rotate = self.rotate(settings)
+                sets = [_clone_inputs(inputs) for _ in range(input_sets_needed(nbytes, rotate))]
                 fns = [(lambda s=s: fn(s)) for s in sets]
-                timing = time_cuda(fns, timing_opts.repetitions, timing_opts.warmup, timing_opts.mode)
+                timing = time_cuda(fns, settings.repetitions, settings.warmup, settings.mode,
+                                   bytes_per_call=nbytes, rotate_bytes=rotate)
                 del sets, fns
             else:
                 data = _clone_inputs(inputs)
-                timing = time_cpu(lambda: fn(data), timing_opts.min_run_time_s)
+                timing = time_cpu(lambda: fn(data), settings.min_run_time_s, warmup=settings.warmup,
+                                  repetitions=settings.repetitions, bytes_per_call=nbytes)
         except Unsupported as e:
             return base_record(case, "SKIPPED", str(e), seed=seed)
         except Exception as e:  # any provider failure is that case's FAILED, not the run's end
@@ -187,10 +211,5 @@ def _ok_record(case: Case, seed: int, timing: Any, nbytes: int, peak: float | No
     if peak:
         metrics["pct_peak"] = Metric(value=100.0 * gbps / peak, unit="%", higher_is_better=True, derived_from="time_us")
     rec = base_record(case, "OK", "; ".join(timing.notes) or None, seed=seed, metrics=metrics, correctness=correctness)
-    rec.timing = {  # type: ignore[attr-defined]  (CaseRecord allows extra fields)
-        "method": timing.method,
-        "calls_per_sample": timing.calls_per_sample,
-        "input_sets": timing.input_sets,
-        "bytes_per_call": nbytes,
-    }
+    rec.timing = timing.as_record()
     return rec

@@ -637,6 +637,7 @@ def _quant_provider():
 def stub_parts(monkeypatch):
     import normbench.registry as reg
 
+    q.IMPLS  # noqa: B018 - assemble the real table (it loads every provider's target) before the stubs join
     entry = reg.ProviderEntry("stub_a", "stub:norm", ("rms_norm",), (), "", "")
     monkeypatch.setitem(reg.PROVIDERS, "stub_a", entry)
     monkeypatch.setitem(reg.PROVIDERS, "stub_b", reg.ProviderEntry("stub_b", "stub:quant", (), (), "", ""))

@@ -287,7 +287,7 @@ OPTIONS: list[tuple[str, list[str], str]] = [
      "results directory {f}/runs: cannot use it: Not a directory"),
     ("--results-dir of 300", ["run", "{f}", "--results-dir", LONG],
      f"results directory {LONG}: cannot use it: File name too long"),
-    ("--resume of 300", ["run", "--resume", LONG], f"--resume {'a' * 57}...: no such run (File name too long)"),
+    ("--resume of 300", ["run", "--resume", LONG], f"no run '{'a' * 77}...': File name too long"),
     ("suite ref of 300", ["run", LONG], f"unknown suite '{'a' * 57}...'. Known: e2e_cpu, fp8_fusion, fused_add_rmsnorm, "
      "nvfp4, quant, rmsnorm, rmsnorm_quant, rmsnorm_static_quant, smoke"),
 ]

@@ -239,3 +239,16 @@ def test_resume_completes_a_run_rebuilt_from_its_journal(tmp_path: Path) -> None
     assert back.status == "complete" and back.recovered_from is None and (d / "run.json").is_file()
     assert [c.case_id for c in back.cases] == [c.case_id for c in done.cases]
     assert back.cases[0] == done.cases[0] and not (d / store.JOURNAL_FILE).exists()
+
+
+@pytest.mark.parametrize("command", ["show", "compare", "export", "noise"])
+def test_a_reference_the_file_system_refuses_is_a_one_line_error(command, tmp_path):
+    """A 300-character run reference (longer than a file name may be) is 'no run', not an OSError."""
+    from normbench.cli import app
+    from typer.testing import CliRunner
+
+    ref = "r" * 300
+    args = [command, ref] + (["latest"] if command == "compare" else []) + ["--results-dir", str(tmp_path)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "no run 'rrrr" in res.output and "File name too long" in res.output and "Traceback" not in res.output

@@ -247,7 +247,7 @@ def test_the_fake_l2_tells_a_warm_rotation_from_a_cold_one() -> None:
     assert res.samples_us == [pytest.approx((8 + res.calls_per_sample * 2.0) / res.calls_per_sample)] * 3
 
 
-def test_a_rotation_clamped_short_of_2x_l2_is_not_timed_with_a_graph(monkeypatch) -> None:
+def test_a_rotation_clamped_short_of_2x_l2_is_refused_in_graph_mode(monkeypatch) -> None:
     monkeypatch.setattr(timing, "MAX_INPUT_SETS", 16)
     nbytes = 1_000
     n_sets = input_sets_needed(nbytes, 2 * L2)
@@ -258,12 +258,6 @@ def test_a_rotation_clamped_short_of_2x_l2_is_not_timed_with_a_graph(monkeypatch
         time_cuda(gpu.fns(n_sets, nbytes), repetitions=3, warmup=2, mode="graph", bytes_per_call=nbytes,
                   backend=gpu)
     assert gpu.replays == 0
-    res = time_cuda(gpu.fns(n_sets, nbytes), repetitions=3, warmup=2, bytes_per_call=nbytes, backend=gpu)
-    assert res.method == "cuda_events" and gpu.replays == 0
-    assert res.fallback is not None and "less than the 2097152 B" in res.fallback
-    assert res.notes == [res.fallback]
-    assert res.samples_us == [pytest.approx(15.0)] * 3  # flushed: 5 us gap + 10 us cold, every sample
-    assert res.as_record()["fallback"] == res.fallback
 
 
 def test_a_callable_that_cannot_be_captured_is_timed_with_events_and_flushes() -> None:
@@ -310,14 +304,19 @@ def test_l2_size_comes_from_the_device_properties(monkeypatch) -> None:
     assert l2_bytes() == 50 * 2**20
 
 
-def test_a_call_too_small_for_the_cap_is_timed_with_events_and_says_why() -> None:
-    """Below 2 x L2 / MAX_INPUT_SETS bytes a call cannot rotate over 2 x L2: never a warm graph."""
+def test_a_call_too_small_for_the_cap_replays_and_says_the_l2_may_be_warm() -> None:
+    """Below 2 x L2 / MAX_INPUT_SETS bytes a call cannot rotate over 2 x L2: "auto" keeps graph
+    replay (as every committed record was timed) and notes it; "graph" refuses."""
     gpu = FakeGpu(L2)
     nbytes = 2 * L2 // timing.MAX_INPUT_SETS - 1
     n_sets = input_sets_needed(nbytes, 2 * L2)
     assert n_sets == timing.MAX_INPUT_SETS and n_sets * nbytes < 2 * L2
     res = time_cuda(gpu.fns(n_sets, nbytes), repetitions=3, warmup=1, bytes_per_call=nbytes, backend=gpu)
-    assert res.method == "cuda_events" and res.fallback, res
+    assert res.method == "cuda_graph" and res.fallback is None
+    assert res.bytes_rotated == n_sets * nbytes and res.l2_bytes == L2
+    assert any("may read a partly warm L2" in n for n in res.notes), res.notes
+    with pytest.raises(RuntimeError, match="CUDA graph timing refused"):
+        time_cuda(gpu.fns(n_sets, nbytes), repetitions=3, warmup=1, mode="graph", bytes_per_call=nbytes, backend=gpu)
 
 
 def test_cpu_timing_records_its_method_and_bytes() -> None:

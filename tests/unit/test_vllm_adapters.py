@@ -349,11 +349,13 @@ def _measure(op: str, params: dict):
     """The kernel runner's per-case path (``_StageRunner.measure``) on the CPU."""
     from normbench.runners import kernel as runner_mod
 
+    from normbench.expand import KernelSettings
+
     runner = object.__new__(runner_mod._StageRunner)
     runner.torch, runner.device, runner.ctx = torch, CPU, SimpleNamespace(debug=False)
-    runner.stage = SimpleNamespace(timing=None, tolerance_for=lambda dtype: dict(DEFAULT_TOLERANCE[dtype]))
-    runner.providers, runner.rotate, runner.peak = runner_mod._Providers(), 0, None
-    case = Case("s", 0, "kernel", op, "vllm", None, tuple(sorted(params.items())))
+    runner.providers, runner.l2, runner.peak = runner_mod._Providers(), 0, None
+    settings = KernelSettings(seed=SEED, tolerance=tuple(DEFAULT_TOLERANCE[params["dtype"]].items()))
+    case = Case("s", 0, "kernel", op, "vllm", None, tuple(sorted(params.items())), settings=settings)
     family = family_of(op)
     inputs = family.make_inputs(op, params, CPU, SEED)
     return runner.measure(case, family, inputs, family.reference(op, params, inputs), SEED)
