@@ -29,6 +29,9 @@ def test_wheel_installs_kernels_and_suites(tmp_path: Path) -> None:
     assert "normbench/kernels/_triton.py" in names and "normbench/kernels/tuned/__init__.py" in names
     assert "normbench/kernels/providers/triton.py" in names and "normbench/kernels/providers/vllm.py" in names
     assert "normbench/suites/smoke.yaml" in names
+    for module in ("__init__", "match", "noise", "gates", "evidence"):
+        assert f"normbench/compare/{module}.py" in names, "normbench.compare is a package"
+    assert "normbench/compare.py" not in names, "the single-file compare module left over (a stale build/?)"
     assert not any(n.startswith(("kernels/", "suites/", "tests/")) for n in names)
 
     target = tmp_path / "site"
