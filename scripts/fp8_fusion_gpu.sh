@@ -21,7 +21,9 @@
 # Environment knobs: NB_LAYERS (4), NB_STEP_SECONDS (540), NORMBENCH_MODEL_DIR
 # (/tmp/nb-model/llama3-8b-fp8), OUTDIR (/tmp/nbout; keep it: --resume finds the run there),
 # NB_E2E_REPEATS (2: every end-to-end stage's repeats; a copy of the suite with another value
-# is run from $OUTDIR). Note: with 2 repeats a side no end-to-end row can be `faster`/`slower`
+# is run from $OUTDIR), NB_LATENCY_INPUT_LENS (e.g. "2048": the latency stage's input lengths,
+# same copy), NB_RUN_FILTERS (space-separated `normbench run --filter`s, e.g.
+# "variant=default,plus_rms_norm_fused stage=startup,guidellm,serve,gsm8k,latency"). Note: with 2 repeats a side no end-to-end row can be `faster`/`slower`
 # (Mann-Whitney's smallest two-sided p at 2 vs 2 is 0.33; normbench/stats.py: 4 a side to
 # resolve a change at 95%): 2 repeats give spreads and "within noise", 4 can give verdicts.
 set -u
@@ -106,12 +108,15 @@ if [ "$RESUME" = 0 ]; then
   fi
   du -sh "$NORMBENCH_MODEL_DIR"
   SUITE=suites/fp8_fusion.yaml
-  if [ "${NB_E2E_REPEATS:-2}" != 2 ]; then
+  if [ "${NB_E2E_REPEATS:-2}" != 2 ] || [ -n "${NB_LATENCY_INPUT_LENS:-}" ]; then
     SUITE=$OUTDIR/fp8_fusion.yaml
-    sed "s/^    repeats: 2\$/    repeats: ${NB_E2E_REPEATS}/" suites/fp8_fusion.yaml > "$SUITE"
-    grep -c "repeats: ${NB_E2E_REPEATS}" "$SUITE"
+    sed -e "s/^    repeats: 2\$/    repeats: ${NB_E2E_REPEATS:-2}/" \
+        -e "s/^    input_len: \[512, 2048, 8192\]\$/    input_len: [${NB_LATENCY_INPUT_LENS:-512, 2048, 8192}]/" \
+        suites/fp8_fusion.yaml > "$SUITE"
+    grep -E "^    (repeats|input_len):" "$SUITE" | sort | uniq -c
   fi
   RUN_ARGS=(run "$SUITE" --repeat 2)
+  for f in ${NB_RUN_FILTERS:-}; do RUN_ARGS+=(--filter "$f"); done
 else
   last=$(ls -d "$RUNS"/fp8_fusion-2* 2>/dev/null | tail -1)
   [ -n "$last" ] || { echo "--resume: no fp8_fusion run under $RUNS"; exit 2; }

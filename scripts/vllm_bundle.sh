@@ -70,6 +70,21 @@ PY
   mv "$tmp/x" "$tree_xz"; rm -rf "$tmp"
 fi
 
+# 1b. Serving imports vllm.vllm_flash_attn (models/llama.py -> layers/attention -> fa_utils), which refuses
+# to import without a flash-attention extension: the serve set carries FA3 (Hopper; 146 MiB, 11 MB xz).
+extra_xz=()
+if [ $SERVE = 1 ]; then
+  fa3_xz=$CACHE/vllm-$PIN-fa3.tar.xz
+  if [ ! -s "$fa3_xz" ]; then
+    whl=$(ls "$CACHE"/wheels/vllm-"$PIN"-*.whl | head -1)
+    tmp=$(mktemp -d "$CACHE/fa3.XXXXXX")
+    (cd "$tmp" && unzip -q "$whl" vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so &&
+     tar --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - vllm | xz -T0 -6 > x) && mv "$tmp/x" "$fa3_xz"
+    rm -rf "$tmp"
+  fi
+  extra_xz=("$fa3_xz")
+fi
+
 # 2. The wheels the image lacks.
 set_name=kernels; roots=(pydantic pyzmq)
 if [ $SERVE = 1 ]; then
@@ -79,23 +94,26 @@ if [ $SERVE = 1 ]; then
                        grep -v 'extra ==' | sed 's/;.*//')
   roots+=("guidellm" "lm-eval[api]")
 fi
+# xgrammar (structured output, imported by the server) needs apache-tvm-ffi; the kernels set does not.
+TVM_SKIP=apache-tvm-ffi; [ $SERVE = 1 ] && TVM_SKIP=""
 wdir=$CACHE/set-$set_name
 # Never carried: the image has torch and friends; the rest are GPU libraries vLLM imports only on other paths
 # (FlashInfer/CUTLASS/quack travel with ../shared/tools/device-peers when a suite wants them) or not on Hopper.
 python3 scripts/wheel_closure.py --out "$wdir" --skip torch torchaudio torchvision torchcodec PyNvVideoCodec \
-  flashinfer-python flashinfer-cubin apache-tvm-ffi tilelang nvidia-cudnn-frontend fastsafetensors \
+  flashinfer-python flashinfer-cubin $TVM_SKIP tilelang nvidia-cudnn-frontend fastsafetensors \
   nvidia-cutlass-dsl quack-kernels tokenspeed-mla humming-kernels numba vllm -- "${roots[@]}" >&2
 
 # 3. One payload (tar of the tree archive + wheels), split into parts.
 rm -rf "$OUTDIR"; mkdir -p "$OUTDIR"
 payload=$CACHE/payload-$set_name.tar
 closure=$(python3 scripts/wheel_closure.py --out "$wdir" --skip torch torchaudio torchvision torchcodec \
-  PyNvVideoCodec flashinfer-python flashinfer-cubin apache-tvm-ffi tilelang nvidia-cudnn-frontend fastsafetensors \
+  PyNvVideoCodec flashinfer-python flashinfer-cubin $TVM_SKIP tilelang nvidia-cudnn-frontend fastsafetensors \
   nvidia-cutlass-dsl quack-kernels tokenspeed-mla humming-kernels numba vllm -- "${roots[@]}" | awk 'NF==3{print $3}')
 stage=$(mktemp -d "$CACHE/stage.XXXXXX"); mkdir -p "$stage/wheels"
 ln -s "$tree_xz" "$stage/vllm-tree.tar.xz"
+for x in ${extra_xz[@]+"${extra_xz[@]}"}; do ln -s "$x" "$stage/vllm-extra-$(basename "$x")"; done
 for w in $closure; do ln -s "$wdir/$w" "$stage/wheels/$w"; done
-tar -C "$stage" -chf "$payload" vllm-tree.tar.xz wheels; rm -rf "$stage"
+(cd "$stage" && tar -chf "$payload" vllm-tree.tar.xz $(ls | grep '^vllm-extra-' || true) wheels); rm -rf "$stage"
 size=$(stat -c %s "$payload")
 IFS=',' read -ra caps <<< "${PARTS:-}"
 offset=0 n=0

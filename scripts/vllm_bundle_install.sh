@@ -32,6 +32,10 @@ for ((k = 1; k <= nparts; k++)); do cat "$STASH/piece.$k"; done > "$STASH/payloa
 [ "$(sha256sum "$STASH/payload.tar" | cut -d' ' -f1)" = "$sum" ] || { echo "vllm-bundle: payload checksum mismatch" >&2; exit 4; }
 tar -C "$STASH/x" -xf "$STASH/payload.tar" && xz -dc "$STASH/x/vllm-tree.tar.xz" | tar -C "$SITE" -xf - \
   || { echo "vllm-bundle: unpack failed" >&2; exit 4; }
+for x in "$STASH"/x/vllm-extra-*.tar.xz; do  # e.g. the FA3 extension of the serve set
+  [ -f "$x" ] || continue
+  xz -dc "$x" | tar -C "$SITE" -xf - || { echo "vllm-bundle: unpack of $(basename "$x") failed" >&2; exit 4; }
+done
 if ls "$STASH"/x/wheels/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
     "$STASH"/x/wheels/*.whl >&2 || { echo "vllm-bundle: wheel install failed" >&2; exit 4; }

@@ -9,10 +9,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before any family module is imported
+# TRITON_INTERPRET=1 without a GPU: tests/conftest.py sets it before any family module imports.
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

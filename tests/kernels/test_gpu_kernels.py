@@ -357,6 +357,8 @@ class PoisonedAllocations:
 
     def __init__(self, device: torch.device, large_bytes: int, small_bytes: int = 8 << 20):
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # use_mem_pool wants an index
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.large_bytes = max(int(large_bytes), 2 << 20)
         self.small_bytes = small_bytes
         self.mode = "pool" if self.device.type == "cuda" else "off"

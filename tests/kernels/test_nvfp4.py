@@ -9,12 +9,10 @@ allowed at a rate below 1e-4.
 
 from __future__ import annotations
 
-import os
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+# TRITON_INTERPRET=1 without a GPU: tests/conftest.py sets it before any family module imports.
 
 import pytest  # noqa: E402
 

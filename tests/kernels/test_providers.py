@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 from pathlib import Path
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before any family module is imported
+# TRITON_INTERPRET=1 without a GPU: tests/conftest.py sets it before any family module imports.
 
 import pytest  # noqa: E402
 

@@ -7,12 +7,10 @@ kernels were already imported in compiled mode and a GPU is present, the same te
 the GPU.
 """
 
-import os
 
 import torch
 
-if not torch.cuda.is_available():  # on a GPU the kernels compile (and -m gpu tests need them compiled)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+# TRITON_INTERPRET=1 without a GPU: tests/conftest.py sets it before any family module imports.
 
 import pytest  # noqa: E402
 

@@ -8,9 +8,8 @@ validation, registry, suite). The Triton kernels run under ``TRITON_INTERPRET=1`
 CPU (conftest.py), or compiled where a GPU is present.
 """
 
-import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# TRITON_INTERPRET=1 without a GPU: tests/conftest.py sets it before any family module imports.
 
 from pathlib import Path  # noqa: E402
 

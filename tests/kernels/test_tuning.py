@@ -10,11 +10,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import os
 import pickle
 from pathlib import Path
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before any family module is imported
+# TRITON_INTERPRET=1 without a GPU: tests/conftest.py sets it before any family module imports.
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
