@@ -6,17 +6,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=docs/results/${1:?gpu folder, e.g. h200}
 runs=$dir/runs
-latest() { ls -d "$runs"/"$1"-* 2>/dev/null | sort | tail -1; }
+latest() { ls -d "$runs"/"$1"-* 2>/dev/null | sort | tail -1 || true; }
 out=$dir/REPORT.md
 {
-  echo "# normbench results: $(python3 -c "import sys; from normbench.store import load_run; print(load_run(sys.argv[1]).environment.get('gpu.name'))" "$(latest rmsnorm)")"
+  first=$(ls -d "$runs"/*/ | head -1)
+  echo "# normbench results: $(python3 -c "import sys; from normbench.store import load_run; print(load_run(sys.argv[1]).environment.get('gpu.name'))" "$first")"
   echo
   echo "Every table below is printed by normbench from the run records in \`runs/\` (\`normbench show RUN --format markdown\`,"
   echo "\`normbench compare A B --format markdown\`). Regenerate with \`bash scripts/make_report.sh ${1}\`."
   echo
-  for suite in rmsnorm fused_add_rmsnorm rmsnorm_quant quant nvfp4; do
+  # Where our kernels stand: triton against the fastest other provider, per op and token band.
+  mapfile -t kernel_runs < <(for suite in rmsnorm fused_add_rmsnorm rmsnorm_quant rmsnorm_static_quant quant nvfp4; do
+    latest "$suite"; done)
+  if [ ${#kernel_runs[@]} -gt 0 ]; then
+    echo "## Standing: \`triton\` against every other provider"
+    echo
+    normbench standing "${kernel_runs[@]}"
+    echo
+  fi
+  for suite in rmsnorm fused_add_rmsnorm rmsnorm_quant rmsnorm_static_quant quant nvfp4 fp8_fusion; do
     r=$(latest "$suite") || true
-    [ -n "$r" ] && normbench show "$r" --format markdown && echo
+    if [ -n "$r" ]; then normbench show "$r" --format markdown; echo; fi
   done
   if [ -n "$(latest aa-1)" ] && [ -n "$(latest aa-2)" ]; then
     echo "## A/A: the same code twice (expect within noise)"
@@ -28,7 +38,7 @@ out=$dir/REPORT.md
     normbench compare "$(latest aa-1)" "$(latest ab-slowed)" --format markdown
     echo
   fi
-  for prev in "$runs"/rmsnorm-*; do
+  for prev in $(ls -d "$runs"/rmsnorm-* 2>/dev/null); do
     [ "$prev" = "$(latest rmsnorm)" ] && continue
     echo "## Before and after the kernel change: \`$(basename "$prev")\` vs \`$(basename "$(latest rmsnorm)")\`"
     echo
@@ -36,5 +46,5 @@ out=$dir/REPORT.md
     echo
   done
 } > "$out"
-normbench plot "$(latest rmsnorm)" --out "$dir/plots" >/dev/null
+[ -n "$(latest rmsnorm)" ] && normbench plot "$(latest rmsnorm)" --out "$dir/plots" >/dev/null
 echo "wrote $out and $dir/plots/"
