@@ -39,15 +39,14 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 MIN_REPLAY_US = 200.0
 #: The eager call time is floored at this (us) when sizing a replay: events resolve about this.
 MIN_EAGER_US = 0.5
-#: Most input sets to rotate over (the measured H200 records used this cap). Calls
-#: smaller than 2 x L2 / 2048 (about 60 kB on an H100) rotate over less than 2 x L2;
-#: ``time_cuda`` given ``bytes_per_call`` then refuses graph mode (``"auto"`` falls back
-#: to events + L2 flush). Raising the cap to cover 2 x L2 for every call (65536 sets for a
-#: 4 kB call) changes how the smallest cases are timed: a change to measure on the GPU
-#: first. The kernel runner passes ``bytes_per_call`` and ``rotate_bytes``, so on a GPU
-#: such a case is timed with events under ``mode: auto`` (its record's ``timing.fallback``
-#: says why) and FAILED under ``mode: graph``.
-MAX_INPUT_SETS = 2048
+#: Most input sets to rotate over. ``input_sets_needed`` asks for ceil(2 x L2 / bytes per call), so
+#: the rotation spans about 2 x L2 (100 MiB on an H100, 120 MiB on an H200) whatever the call's
+#: size, and this cap binds only below 2 x L2 / 65536 bytes per call (1.6 kB on an H100; the
+#: smallest bundled case, a 1 x 1024 quantization, moves 3 kB). A call it leaves short is timed with
+#: events + L2 flush under ``"auto"`` and refused under ``"graph"`` (issue 14: no graph replay over
+#: a rotation below 2 x L2). Until 2026-12 the cap was 2048: records before then replayed calls
+#: under 50-60 kB over a partly warm L2 (their ``timing.bytes_rotated`` shows it).
+MAX_INPUT_SETS = 65536
 #: CPU: most calls in one timed block (``time_cpu`` with ``repetitions``).
 MAX_CPU_CALLS_PER_BLOCK = 1 << 20
 #: What ``l2_bytes`` assumes when the device reports no L2 size.
@@ -317,8 +316,9 @@ def time_cuda(
         mode: ``"auto"`` (graph, else events), ``"graph"`` or ``"events"``.
         bytes_per_call: the bytes one call moves (the op's model); with it the
             rotation is checked against ``rotate_bytes``: ``"graph"`` refuses a
-            shorter rotation, ``"auto"`` replays anyway and notes it (the record's
-            ``bytes_rotated`` and ``l2_bytes`` show it too).
+            shorter rotation, ``"auto"`` times it with events + L2 flush and says
+            why in ``fallback`` (the record's ``bytes_rotated`` and ``l2_bytes``
+            show it too).
         rotate_bytes: the span the rotation must reach (default 2 x L2).
         backend: the device (default ``CudaBackend()``; tests pass a fake).
 
@@ -346,20 +346,14 @@ def time_cuda(
 
     if mode == "events":
         return done(_time_events(fns, repetitions, warmup, b))
-    short = None
     if rotated is not None and rotated < target:
         short = (f"{len(fns)} input sets x {bytes_per_call} B = {rotated} B rotated, less than the "
                  f"{target} B needed for cold-L2 replays")
         if mode == "graph":
             raise RuntimeError(f"CUDA graph timing refused: {short}")
+        return done(_fallback(fns, repetitions, warmup, b, f"{short}; timed with events + L2 flush"))
     try:
-        res = _time_graph(fns, repetitions, warmup, b)
-        if short is not None:
-            # "auto" keeps graph replay (the method of every committed record) and says so; switching
-            # such small calls to events + flush adds the launch overhead graphs remove, a change to
-            # measure on the GPU before making (MAX_INPUT_SETS).
-            res.notes.append(f"{short}: replays may read a partly warm L2")
-        return done(res)
+        return done(_time_graph(fns, repetitions, warmup, b))
     except Exception as e:  # capture can fail for host syncs, allocations, ...
         if mode == "graph":
             raise RuntimeError(f"CUDA graph capture failed: {e}") from e

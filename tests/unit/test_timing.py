@@ -61,7 +61,7 @@ def test_summary_median_and_spread() -> None:
 def test_input_sets_cover_the_rotation_bytes() -> None:
     assert input_sets_needed(16 * 2**20, 100 * 2**20) == 7
     assert input_sets_needed(2**31, 100 * 2**20) == 1
-    assert input_sets_needed(100, 100 * 2**20) == timing.MAX_INPUT_SETS == 2048  # capped
+    assert input_sets_needed(100, 100 * 2**20) == timing.MAX_INPUT_SETS == 65536  # capped
     assert input_sets_needed(0, 10) == 1
 
 
@@ -304,17 +304,19 @@ def test_l2_size_comes_from_the_device_properties(monkeypatch) -> None:
     assert l2_bytes() == 50 * 2**20
 
 
-def test_a_call_too_small_for_the_cap_replays_and_says_the_l2_may_be_warm() -> None:
-    """Below 2 x L2 / MAX_INPUT_SETS bytes a call cannot rotate over 2 x L2: "auto" keeps graph
-    replay (as every committed record was timed) and notes it; "graph" refuses."""
+def test_a_call_too_small_for_the_cap_is_timed_with_events_and_flushes() -> None:
+    """Below 2 x L2 / MAX_INPUT_SETS bytes a call cannot rotate over 2 x L2: "auto" times it
+    with events + L2 flush (never a graph over a warm L2) and says why; "graph" refuses."""
     gpu = FakeGpu(L2)
     nbytes = 2 * L2 // timing.MAX_INPUT_SETS - 1
     n_sets = input_sets_needed(nbytes, 2 * L2)
     assert n_sets == timing.MAX_INPUT_SETS and n_sets * nbytes < 2 * L2
     res = time_cuda(gpu.fns(n_sets, nbytes), repetitions=3, warmup=1, bytes_per_call=nbytes, backend=gpu)
-    assert res.method == "cuda_graph" and res.fallback is None
+    assert res.method == "cuda_events" and gpu.replays == 0 and gpu.flush_sizes == [2 * L2]
+    assert res.fallback is not None and res.fallback.endswith("timed with events + L2 flush")
+    assert f"{n_sets} input sets x {nbytes} B" in res.fallback
     assert res.bytes_rotated == n_sets * nbytes and res.l2_bytes == L2
-    assert any("may read a partly warm L2" in n for n in res.notes), res.notes
+    assert res.samples_us == [pytest.approx(15.0)] * 3  # cold calls with their launch gap
     with pytest.raises(RuntimeError, match="CUDA graph timing refused"):
         time_cuda(gpu.fns(n_sets, nbytes), repetitions=3, warmup=1, mode="graph", bytes_per_call=nbytes, backend=gpu)
 
@@ -364,3 +366,30 @@ def test_cuda_backend_falls_back_to_events_when_a_call_syncs_the_host() -> None:
     assert len(res.samples_us) == 5 and all(s > 0.0 for s in res.samples_us)
     with pytest.raises(RuntimeError, match="CUDA graph capture failed"):
         time_cuda(fns, repetitions=5, warmup=2, mode="graph")
+
+
+@pytest.mark.parametrize("l2", [50 * 2**20, 60 * 2**20], ids=["H100-50MiB", "H200-60MiB"])
+def test_every_bundled_kernel_case_rotates_over_2x_l2_in_graph_mode(l2: int) -> None:
+    """Issue 14's working-set rule on the real plans: for every kernel case of every bundled suite,
+    the input sets the runner makes (``input_sets_needed`` of the op's bytes model) span at least
+    2 x L2, so no case is replayed from a graph over a warm L2. Fails when a suite gains a case
+    too small for ``MAX_INPUT_SETS`` (it would then be timed with events instead)."""
+    from pathlib import Path
+
+    from normbench.expand import Capabilities, expand
+    from normbench.ops import OPS
+    from normbench.suite import load_suite
+
+    suites = sorted(Path(__file__).resolve().parents[2].joinpath("suites").glob("*.yaml"))
+    assert len(suites) >= 8
+    checked, smallest = 0, None
+    for path in suites:
+        for case in expand(load_suite(path).suite, Capabilities("cpu")):
+            if case.kind != "kernel":
+                continue
+            nbytes = OPS[case.op].bytes_moved(case.param_dict)
+            n_sets = input_sets_needed(nbytes, 2 * l2)
+            assert n_sets * nbytes >= 2 * l2, (path.name, case.case_id, nbytes, n_sets)
+            checked += 1
+            smallest = nbytes if smallest is None else min(smallest, nbytes)
+    assert checked > 1000 and smallest is not None and smallest < 2 * l2 // 2048  # the old cap's blind spot
