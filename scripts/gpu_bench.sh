@@ -32,7 +32,7 @@ step() {  # step SECONDS NAME CMD...
 }
 
 setup() {
-  if [ -d .whl ]; then
+  if [ -d .whl ]; then  # scripts/gpu_wheels.sh: normbench's own dependencies the image lacks
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   fi
   if [ -d .raybundle ]; then  # scripts/ray_bundle.sh: pruned Ray + the dependencies the image lacks
@@ -45,7 +45,9 @@ setup() {
   export PATH=/tmp/nbsite/bin:$PATH
   [ -f /tmp/peers-site/env.sh ] && . /tmp/peers-site/env.sh
   [ -f /tmp/vllm-site/env.sh ] && . /tmp/vllm-site/env.sh  # scripts/vllm_bundle.sh
-  python3 -c "import normbench.kernels.rmsnorm, pydantic; print('normbench ok, pydantic', pydantic.VERSION)"
+  python3 -c "import normbench.cli, normbench.kernels.rmsnorm, pydantic; print('normbench ok, pydantic', pydantic.VERSION)" || {
+    echo "normbench does not import here: carry its missing wheels (bash scripts/gpu_wheels.sh; carry .whl)" \
+         "or install the vLLM bundle first (scripts/vllm_bundle.sh carries pydantic)"; exit 3; }
 }
 
 NB=(python3 -m normbench.cli)
