@@ -3,6 +3,11 @@
 #
 #   bash scripts/fp8_fusion_gpu.sh            # make the model (if absent), start the run
 #   bash scripts/fp8_fusion_gpu.sh --resume   # a later call on the same warm machine: go on
+#   bash scripts/fp8_fusion_gpu.sh --resume-from .e2erun/fp8_fusion_run.tgz
+#                                             # another machine or session: unpack the run an earlier
+#                                             # call sent back (carry the folder; git-exclude it), remake
+#                                             # the model (seeded: the same weights on the same device
+#                                             # kind) and go on
 #
 # The caller makes vLLM importable (PYTHONPATH, or /tmp/vllm-site/env.sh from the vLLM
 # bundle); guidellm and lm-eval must import too (normbench's preflight says which is missing).
@@ -28,11 +33,12 @@
 # resolve a change at 95%): 2 repeats give spreads and "within noise", 4 can give verdicts.
 set -u
 export PYTHONUNBUFFERED=1 COLUMNS=${COLUMNS:-160}
-RESUME=0
-for a in "$@"; do
-  case "$a" in
-    --resume) RESUME=1 ;;
-    *) echo "usage: $0 [--resume]"; exit 2 ;;
+RESUME=0 FROM=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --resume) RESUME=1; shift ;;
+    --resume-from) RESUME=1; FROM=${2:?--resume-from needs the .tgz an earlier call sent back}; shift 2 ;;
+    *) echo "usage: $0 [--resume | --resume-from RUN.tgz]"; exit 2 ;;
   esac
 done
 LAYERS=${NB_LAYERS:-4}
@@ -98,7 +104,12 @@ EOF
 }
 
 setup
-if [ "$RESUME" = 0 ]; then
+if [ -n "$FROM" ]; then
+  tar -C "$RUNS" -xzf "$FROM" || { echo "--resume-from: cannot unpack $FROM"; exit 2; }
+  # the record may be compressed for the trip; --resume needs the plain run.json back
+  for z in "$RUNS"/fp8_fusion-2*/run.json.xz; do [ -f "$z" ] && xz -d "$z"; done
+fi
+if [ "$RESUME" = 0 ] || [ -n "$FROM" ]; then  # a fresh machine: the model first
   if model_ok; then
     echo "=== model: $NORMBENCH_MODEL_DIR already has $LAYERS FP8-static layers"
   else
@@ -107,6 +118,8 @@ if [ "$RESUME" = 0 ]; then
       --out "$NORMBENCH_MODEL_DIR" --gsm8k "$NORMBENCH_MODEL_DIR/gsm8k.jsonl" --overwrite || exit 4
   fi
   du -sh "$NORMBENCH_MODEL_DIR"
+fi
+if [ "$RESUME" = 0 ]; then
   SUITE=suites/fp8_fusion.yaml
   if [ "${NB_E2E_REPEATS:-2}" != 2 ] || [ -n "${NB_LATENCY_INPUT_LENS:-}" ]; then
     SUITE=$OUTDIR/fp8_fusion.yaml
