@@ -11,7 +11,11 @@ Keys (flat, dotted names; ``compare`` reads them to list differences):
 * ``git.commit`` / ``git.dirty``: the measured code (this checkout);
 * ``peak_bandwidth_gbps``: a device-to-device copy of 1 GiB (CPU: 256 MiB),
   bytes read + written over the median time, measured once per run on the same
-  device. ``% of peak`` is taken against it.
+  device. ``% of peak`` is taken against it;
+* ``clocks.lock``, ``clocks.locked_sm_mhz``, ``clocks.lock_note``, ``clocks.lock_reset``:
+  only with ``normbench run --lock-clocks``, what it did (``normbench.conditions.ClockLock``).
+  The GPU's clocks, power and throttle reasons themselves are on the case records
+  (``conditions``), read where each case ran.
 """
 
 from __future__ import annotations

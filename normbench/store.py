@@ -43,7 +43,10 @@ schema version 2``). Kind-specific case fields (``timing``, ``server``, ``items`
 extra field; reading one, a field version 2 does not declare (or a declared one
 whose version-1 value does not fit its type) is kept in ``v1_extras`` under its
 dotted path instead of being refused, and a resumed version-1 run is written
-back as version 2 with them.
+back as version 2 with them. Version 2 grows only by optional fields (the
+compatible kind of change: e.g. ``conditions``, a kernel case's clocks and
+throttle reasons): a record written before a field existed reads as it always
+did; one that sets it is refused, naming the field, by a normbench older than it.
 
 The results directory is ``--results-dir``, else ``$NORMBENCH_RESULTS_DIR``,
 else ``./runs``.
@@ -159,6 +162,60 @@ class CaseTiming(TypedDict):
     """Why ``mode: auto`` timed with events instead of a graph (capture failed, rotation short of 2 x L2)."""
 
 
+class ClockSnapshot(TypedDict, total=False):
+    """Kernel stages: the GPU's state at one moment, from NVML (``normbench.conditions.Snapshot``).
+    A field the GPU or driver does not report is left out and named in ``unread``."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    at: str
+    """UTC time of the reading (ISO 8601, milliseconds)."""
+    pci_bus_id: str
+    """The GPU read, by its PCI bus id as NVML writes it (``00000000:18:00.0``)."""
+    sm_clock_mhz: int
+    """Current SM clock (MHz)."""
+    mem_clock_mhz: int
+    """Current memory clock (MHz)."""
+    app_sm_clock_mhz: int
+    """Applications clock of the graphics domain (MHz): the target work runs at when nothing holds it back."""
+    app_mem_clock_mhz: int
+    """Applications clock of the memory (MHz)."""
+    power_w: float
+    """Power draw (W)."""
+    power_limit_w: float
+    """The enforced power limit (W)."""
+    temperature_c: int
+    """GPU core temperature (°C)."""
+    throttle_reasons: list[str]
+    """NVML's clocks-event (throttle) reasons, decoded (``normbench.conditions.REASON_BITS``); empty: none."""
+    thermal_or_power_throttled: bool
+    """A power or thermal reason is among them (``gpu_idle`` and clock settings are not throttling)."""
+    unread: dict[str, str]
+    """Field -> NVML's error, for each field that could not be read."""
+
+
+class CaseConditions(TypedDict, total=False):
+    """Kernel cases on a GPU: the measurement conditions (``normbench.conditions``): a sample taken right after
+    the case's timed samples, and on the first and last case of a kernel stage, the stage's state before and
+    after it."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    throttle_reasons: list[str]
+    """Throttle reasons NVML reported right after the timed samples (decoded; empty: none)."""
+    thermal_or_power_throttled: bool
+    """Power or thermal throttling was reported then: ``compare`` does not compare the case unless
+    ``--allow-throttled``."""
+    sm_clock_mhz: int
+    """The SM clock right after the timed samples (MHz)."""
+    unread: dict[str, str]
+    """Field -> NVML's error, for what the sample could not read."""
+    stage_before: ClockSnapshot
+    """First case of a kernel stage (a parallel worker's unit): the GPU before the stage."""
+    stage_after: ClockSnapshot
+    """Last case of a kernel stage (a parallel worker's unit): the GPU after the stage."""
+    unavailable: str
+    """First case of a kernel stage on a GPU whose NVML could not be read: why (no pynvml, no driver)."""
+
+
 class DeviceInfo(TypedDict, total=False):
     """Parallel executors: the worker that ran the case (``normbench.executors.worker``)."""
 
@@ -229,10 +286,58 @@ class ItemResult(TypedDict, total=False):
     """Exact match under the ``flexible-extract`` filter."""
 
 
+class ProfileKernel(TypedDict, total=False):
+    """Profiled kernel cases: one kernel the case's callable launched (``normbench.profile``)."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    name: str
+    """The kernel's name as the profiler reported it (ncu: demangled; torch on a CPU: the aten op)."""
+    time_us: float | None
+    """Its duration in us: ncu ``gpu__time_duration.sum`` of one launch; torch: its self time per profiled call."""
+    calls: int
+    """torch: how often it ran per profiled call of the case's callable (ncu: one row per launch)."""
+    dram_pct: float | None
+    """ncu: ``dram__throughput.avg.pct_of_peak_sustained_elapsed``, % of the DRAM peak."""
+    occupancy_pct: float | None
+    """ncu: achieved occupancy, ``sm__warps_active.avg.pct_of_peak_sustained_active`` (%)."""
+    registers: int | None
+    """ncu: ``launch__registers_per_thread``."""
+    block: str | None
+    """ncu: the launch's block size, as ncu prints it (``(256, 1, 1)``)."""
+    grid: str | None
+    """ncu: the launch's grid size."""
+
+
+class CaseProfile(TypedDict, total=False):
+    """Kernel cases run with ``--profile``: what the profiler saw, taken after timing (``normbench.profile``)."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    tool: Literal["ncu", "torch"]
+    """``ncu`` (Nsight Compute) or ``torch`` (``torch.profiler``)."""
+    tool_version: str | None
+    """The profiler's version (ncu's ``--version`` line; torch's version)."""
+    device: str | None
+    """The device profiled (its model name, or ``cpu``)."""
+    warmup: int
+    """Calls of the case's callable before the profiled ones (compilation, autotuning), not profiled."""
+    launches: int
+    """Calls of the case's callable profiled."""
+    settings: dict[str, Any]
+    """How it was profiled: ncu's ``clock_control``, ``set``, ``metrics``, ``range``; torch's ``activities``."""
+    command: list[str]
+    """ncu: the command line that profiled it."""
+    kernels: list[ProfileKernel]
+    """Every kernel profiled, in launch order (ncu) or by time, most first (torch)."""
+    error: str | None
+    """Why profiling failed (then ``kernels`` is empty); the case's timing stands."""
+    duration_s: float | None
+    """Wall time of the profiling, in seconds."""
+
+
 #: Case fields written only where they apply (absent when None or empty).
 _CASE_OPTIONAL = (
-    "timing", "device_info", "requested_config", "effective_config", "config_note", "server", "tool",
-    "attempts", "requests", "items", "task", "latencies_ms", "v1_extras",
+    "timing", "conditions", "device_info", "requested_config", "effective_config", "config_note", "server", "tool",
+    "attempts", "requests", "items", "task", "latencies_ms", "profile", "v1_extras",
 )
 
 
@@ -286,6 +391,9 @@ class CaseRecord(BaseModel):
     compile time), None with a note where unknowable; see ``normbench.engines.vllm.parse_fusion_evidence``."""
     timing: CaseTiming | None = None
     """Kernel cases: how the samples were taken."""
+    conditions: CaseConditions | None = None
+    """Kernel cases on a GPU: clocks, power, temperature and throttle reasons around the samples and the stage
+    (``normbench.conditions``); absent in records before it, and on a CPU."""
     device_info: DeviceInfo | None = None
     """Cases run by a parallel executor: the worker that ran it."""
     requested_config: dict[str, Any] | None = None
@@ -308,6 +416,9 @@ class CaseRecord(BaseModel):
     """Accuracy cases: the lm-eval task run."""
     latencies_ms: list[float] | None = None
     """Latency cases: every timed iteration, in ms."""
+    profile: CaseProfile | None = None
+    """Kernel cases run with ``--profile ncu|torch``: the profiler's view of its kernels (``normbench.profile``);
+    its files (ncu report, trace) are in ``artifacts``."""
     v1_extras: dict[str, Any] = {}
     """Read from a version-1 record: its fields this schema does not declare, or whose values do not fit it, by
     dotted path (kept, not used). Never set by a run."""

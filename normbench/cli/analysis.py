@@ -128,14 +128,44 @@ def show_run(run_ref: str, fmt: str, output: Optional[str], results_dir: Optiona
     name = f"{record.run_id}.{EXTENSIONS[fmt]}"
     if fmt == "markdown":
         text = run_markdown(record)
+        lines = conditions_lines(record)
+        if lines:
+            text += "\n**Measurement conditions** (NVML; before → after each stage):\n\n"
+            text += "".join(f"- {'⚠ ' if warn else ''}{line}\n" for line, warn in lines)
         if output is not None:
             _emit(text, output, name)
         else:
             console().print(text, markup=False, highlight=False, soft_wrap=True)
     elif output is not None:
-        _emit(_rich_text(render_run, record), output, name)
+        _emit(_rich_text(lambda r, c: (render_run(r, c), print_conditions(r, c)), record), output, name)
     else:
         render_run(record, console())
+        print_conditions(record, console())
+
+
+def conditions_lines(record) -> list[tuple[str, bool]]:
+    """The run's measurement conditions in words (``normbench.conditions.show_lines``), cases labelled
+    as the tables label them; empty for a run that recorded none (a CPU run)."""
+    from normbench.conditions import show_lines
+    from normbench.report import varying_axes
+    from normbench.report.labels import case_label
+
+    varying = varying_axes(c.params for c in record.cases if c.kind == "kernel")
+
+    def label(c) -> str:
+        if "num_tokens" in c.params and "hidden_size" in c.params:
+            return f"{c.provider} {case_label(c.params, varying)}"
+        return c.case_id
+
+    return show_lines(record, label)
+
+
+def print_conditions(record, out: Console) -> None:
+    """``conditions_lines`` under a run's tables (``show``, and the end of ``run``): warnings in yellow."""
+    from rich.text import Text
+
+    for line, warn in conditions_lines(record):
+        out.print(Text(f"{'⚠ ' if warn else ''}{line}", style="yellow" if warn else "dim"))
 
 
 # --------------------------------------------------------------------------- compare
@@ -154,6 +184,11 @@ def compare(
     min_effect: str = typer.Option("2%", "--min-effect", help="Smallest relative change that counts (2% or 0.02)."),
     confidence: str = typer.Option("0.95", "--confidence", help="Interval level and 1 - significance level."),
     strict: bool = typer.Option(False, "--strict", help="Refuse to compare runs measured on different GPUs."),
+    allow_throttled: bool = typer.Option(
+        False, "--allow-throttled",
+        help="Compare kernel cases sampled while the GPU reported power or thermal throttling (NVML); by default "
+             "they are listed as `throttled`, not compared.",
+    ),
     fail_on: Optional[list[str]] = typer.Option(
         None, "--fail-on",
         help="Exit 1 on a significant regression beyond a threshold: `median:+5%` (every metric) or per metric, "
@@ -179,7 +214,7 @@ def compare(
     options = cmpmod.CompareOptions(
         confidence=parse_fraction(confidence, "--confidence", percent_default=False),
         min_effect=parse_fraction(min_effect, "--min-effect", percent_default=True),
-        resamples=resamples, seed=seed, strict=strict,
+        resamples=resamples, seed=seed, strict=strict, allow_throttled=allow_throttled,
     )
     records = [_load(r, results_dir) for r in runs]
     if variants or (len(records) == 1 and baseline_variant):
@@ -198,6 +233,9 @@ def compare(
         if baseline_variant:
             raise NormbenchError("--baseline-variant applies to --variants (one run)")
         result = cmpmod.compare(records[0], records[1:], options)
+        from normbench.profile.summary import attach_profiles
+
+        attach_profiles(result, records[0], records[1:])  # cases run with --profile: shown beside their deltas
 
     default_name = (f"variants-{records[0].run_id}" if result.mode == "variants"
                     else f"compare-{records[-1].run_id}") + f".{EXTENSIONS[fmt]}"
@@ -220,6 +258,10 @@ def compare(
                 err.print(f"[bold red]regression[/] ({f.gate.text}): {what}: {f.why}", soft_wrap=True)
             raise typer.Exit(1)
         err.print(f"[green]--fail-on: no significant regression beyond {', '.join(g.text for g in gates)}[/]")
+        throttled = len({(r.candidate, r.key) for r in result.rows if r.status == cmpmod.THROTTLED})
+        if throttled:
+            err.print(f"[yellow]--fail-on: {throttled} throttled case{'s' if throttled != 1 else ''} not gated "
+                      "(no verdict; --allow-throttled compares them)[/]")
 
 
 def _params_short(params: dict) -> str:

@@ -329,6 +329,16 @@ def run(
         False, "--retry-failed", help="With --resume: run the FAILED cases again too (a record is replaced when its "
         "case runs again).",
     ),
+    lock_clocks: bool = typer.Option(
+        False, "--lock-clocks", help="Lock the SM clock of the run's GPUs to their base clock (NVML; needs root) for "
+        "the run and reset it afterwards; where that is not permitted, the refusal is recorded and the run goes on.",
+    ),
+    profile: Optional[str] = typer.Option(
+        None, "--profile", help="After timing, profile the selected kernel cases that came out OK: `ncu` (Nsight "
+        "Compute: DRAM throughput, achieved occupancy, registers per kernel) or `torch` (torch.profiler trace; no "
+        "ncu needed). More than 50 cases need --filter. `show` and `compare` print the profiles.",
+        show_default=False,
+    ),
 ) -> None:
     """Run a suite: check every case for correctness, time it, store the run, print tables.
 
@@ -340,9 +350,12 @@ def run(
     * `normbench run rmsnorm --repeat 3` then `normbench noise latest` for the noise floor.
     * `normbench run --resume latest` completes a run stopped by Ctrl-C or a crash
       (`--retry-failed`: and runs its FAILED cases again).
+    * `normbench run rmsnorm --profile ncu --filter provider=triton,vllm --filter num_tokens=1024` adds
+      Nsight Compute's view of each case (after timing; `--profile torch` needs no ncu).
     * `normbench run rmsnorm --gpus all` shards the sweep over this host's GPUs;
       `--executor ray [--ray-address auto]` over a Ray cluster. End-to-end
       variants then run in parallel, each on its own GPUs and port.
+    * `normbench run rmsnorm --lock-clocks` (as root) times at the GPU's base clock.
 
     Exit code 1 when a case FAILED or was INCORRECT; finished cases survive Ctrl-C.
     """
@@ -361,6 +374,9 @@ def run(
                                      f"leave {flag} out, or start a new run")
     elif name is not None and name_problem(name):
         raise NormbenchError(f"--name: {name_problem(name)}")
+    from normbench.profile import check_tool
+
+    profile = check_tool(profile)  # --profile ncu without ncu: one line, before anything runs
     exec_options = resolve_options(executor, gpus, ray_address, accelerator_type)
     base = store.results_dir(results_dir)
     if not dry_run:
@@ -372,6 +388,7 @@ def run(
         loaded = _load(suite or DEFAULT_SUITE, suites_dir)
         repeat = repeat or 1
     check_size(loaded, repeat, max_cases)  # before any worker starts
+    clock_lock = _clock_lock(exec_options) if lock_clocks and not dry_run else None  # before workers measure
     prestarted = None
     if exec_options.executor == "local" and not dry_run and any(st.kind == "kernel" for st in loaded.suite.stages):
         from normbench.executors import local
@@ -380,10 +397,29 @@ def run(
         prestarted = local.prestart(exec_options.devices, base)
     try:
         _run(loaded, filter, repeat, dry_run, name, run_dir, retry_failed, base, progress, exec_options, prestarted,
-             max_cases)
+             max_cases, clock_lock=clock_lock, profile=profile)
     finally:
+        if clock_lock is not None:
+            clock_lock.release()  # idempotent: _run resets it before the record is written; this covers errors
         if prestarted is not None:
             prestarted.close()
+
+
+def _clock_lock(exec_options: Any) -> Any:
+    """``--lock-clocks``: lock the SM clock of the GPUs this host runs on (``normbench.conditions.ClockLock``:
+    serial, device 0; ``--gpus``: those GPUs), printing what was done or why not. Never raises."""
+    from normbench.conditions import ClockLock
+
+    devices = [d.index for d in exec_options.devices if not d.fake]
+    if exec_options.executor == "ray":
+        lock = ClockLock(unavailable="not with --executor ray (its workers' GPUs may be on other hosts)")
+    elif exec_options.executor == "local" and not devices:
+        lock = ClockLock(unavailable="no CUDA GPU among --gpus")
+    else:
+        lock = ClockLock(devices or (0,))
+    lock.acquire()
+    err_console().print(Text(lock.message(), style="green" if lock.status == "locked" else "yellow"))
+    return lock
 
 
 def _check_results_dir(base: Path) -> None:
@@ -511,13 +547,20 @@ def _latest_of(suite_name: str, base: Path) -> Path:
 
 def _run(loaded: Any, filter: list[str], repeat: int, dry_run: bool, name: Optional[str], resume_dir: Optional[Path],
          retry_failed: bool, base: Path, progress: bool, exec_options: Any, prestarted: Any,
-         max_cases: int = 200_000) -> None:
-    """``run`` once the suite is loaded (and any workers are starting): every remaining check, then the run."""
+         max_cases: int = 200_000, clock_lock: Any = None, profile: Optional[str] = None) -> None:
+    """``run`` once the suite is loaded (and any workers are starting): every remaining check, then the run.
+
+    ``clock_lock``: the ``--lock-clocks`` lock (``normbench.conditions.ClockLock``), recorded in the run's
+    environment (``clocks.*``) and reset before the record is written. ``profile``: ``--profile``'s tool, whose
+    pass (``normbench.profile``) follows the timed cases."""
     from normbench import store
     from normbench.expand import Capabilities
 
     caps = Capabilities.detect()
     cases = _plan(loaded, caps, repeat, max_cases, filter)
+    from normbench.profile import check_plan
+
+    check_plan(profile, cases, filter)  # more than 50 cases to profile and no --filter: refused
     if dry_run:
         _print_plan(loaded, cases, caps, list_cases=True)
         return
@@ -548,18 +591,28 @@ def _run(loaded: Any, filter: list[str], repeat: int, dry_run: bool, name: Optio
                                   planned=len(cases), options={"filters": list(filter), "repeat": repeat})
         pending = cases
     out.print(f"run {writer.record.run_id} -> {writer.dir}")
+    if clock_lock is not None:
+        writer.record.environment.update(clock_lock.environment())
 
     previous_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     status = "interrupted"
     try:
         _execute(pending, loaded.suite, caps, writer, progress, exec_options, prestarted, order=cases)
+        if profile:
+            _profile_pass(profile, cases, writer, caps)
         status = "complete"
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+        if clock_lock is not None:
+            clock_lock.release()
+            writer.record.environment.update(clock_lock.environment())
         record = writer.finish(status)  # type: ignore[arg-type]
     render_run(record, out)
+    from normbench.cli.analysis import print_conditions
+
+    print_conditions(record, out)
     if status == "interrupted":
         err_console().print(
             f"interrupted: {len(record.cases)} cases kept in {writer.dir}; "
@@ -611,6 +664,27 @@ def _execute(cases: list, suite: Any, caps: Any, writer: Any, show_progress: boo
         finally:  # parallel workers record as they finish: list the cases as a serial run would
             writer.record.cases = plan_order(writer.record.cases, order or cases)
             _device_bandwidth_summary(writer.record)
+
+
+def _profile_pass(tool: str, cases: list, writer: Any, caps: Any) -> None:
+    """``--profile``: profile the run's OK selected kernel cases after timing (``normbench.profile.run_pass``),
+    a status line per case and a line per failure on stderr."""
+    from normbench.profile import run_pass
+
+    err = err_console()
+
+    def status(line: str) -> None:
+        err.print(Text(line, style="dim"), soft_wrap=True)
+
+    def done(case: Any, rec: Any) -> None:
+        why = (rec.profile or {}).get("error")
+        if why:
+            err.print(Text(f"profile failed: {case.case_id}: {why.splitlines()[0][:200]}", style="yellow"),
+                      soft_wrap=True)
+
+    if run_pass(tool, cases, writer, caps.gpu_name, status, done) == 0:
+        err.print(Text(f"--profile {tool}: nothing to profile (no selected kernel case is OK, or all have a profile)",
+                       style="yellow"))
 
 
 def _device_bandwidth_summary(record: Any) -> None:

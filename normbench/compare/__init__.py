@@ -45,8 +45,20 @@ Fusion evidence (``compare_variants`` only): per variant, what its server
     CPU platform, a compile-cache load, no pass debug lines) is shown with its
     reason and never flagged.
 
+Throttling: a kernel case whose record says it was sampled under power or
+    thermal throttling (``conditions.thermal_or_power_throttled``, read from
+    NVML right after its samples: ``normbench.conditions``) on either side is a
+    row of status ``THROTTLED`` ("not comparable: throttled"): both medians
+    shown, no delta or verdict, not gated, counted apart in the summary
+    (``Summary.throttled``). ``CompareOptions(allow_throttled=True)``
+    (``--allow-throttled``) compares it anyway, with a note. A throttled GPU
+    runs slower for reasons that are not the code's (NVIDIA/nvbench #193 drops
+    such samples for the same reason).
+
 Environment differences (GPU, driver, CUDA, package versions, git commit,
-    anything else in ``RunRecord.environment``) are listed, asv/pyperf style;
+    anything else in ``RunRecord.environment``, and the measurement conditions
+    each run recorded: ``--lock-clocks`` state, the median SM clock its cases
+    were sampled at, throttled cases, power limit) are listed, asv/pyperf style;
     ``strict=True`` refuses runs on different GPUs (``IncomparableError``);
     when a run's cases ran on several GPU models (a heterogeneous Ray
     cluster: each case's ``device_info.name``), it instead keeps them apart:
@@ -57,22 +69,25 @@ Gating (``parse_fail_on`` / ``check_gates``): ``median:+5%`` or per metric
     (``time_us:+5%``, ``output_throughput:-3%``) fails only for a row whose
     verdict is a regression (significant and at least ``min_effect``) *and*
     whose change is beyond the threshold, and for a case that was OK in the
-    baseline and is INCORRECT or FAILED in the candidate. Noise never fails.
+    baseline and is INCORRECT or FAILED in the candidate. Noise never fails,
+    nor does a throttled case (it has no verdict).
 
 Errors: ``IncomparableError`` (``--strict``), ``NormbenchError`` for bad gate
 specs, unknown gated metrics, unknown variants.
 """
 
-from normbench.compare.environment import env_differences, env_get, flatten, important_env_keys
+from normbench.compare.environment import env_differences, env_get, flatten, important_env_keys, with_conditions
 from normbench.compare.evidence import FLAG_SAME, FLAG_ZERO, VariantEvidence
 from normbench.compare.gates import check_gates, parse_fail_on
 from normbench.compare.match import compare, compare_variants, run_variants
-from normbench.compare.model import COMPARED, NOT_OK, ONLY_BASE, ONLY_CAND, CompareOptions, Comparison, Row
+from normbench.compare.model import (
+    COMPARED, NOT_OK, ONLY_BASE, ONLY_CAND, THROTTLED, CompareOptions, Comparison, Row,
+)
 from normbench.compare.noise import NoiseReport, noise
 
 __all__ = [
-    "COMPARED", "FLAG_SAME", "FLAG_ZERO", "NOT_OK", "ONLY_BASE", "ONLY_CAND",
+    "COMPARED", "FLAG_SAME", "FLAG_ZERO", "NOT_OK", "ONLY_BASE", "ONLY_CAND", "THROTTLED",
     "CompareOptions", "Comparison", "NoiseReport", "Row", "VariantEvidence",
     "check_gates", "compare", "compare_variants", "env_differences", "env_get", "flatten",
-    "important_env_keys", "noise", "parse_fail_on", "run_variants",
+    "important_env_keys", "noise", "parse_fail_on", "run_variants", "with_conditions",
 ]

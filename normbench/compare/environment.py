@@ -1,23 +1,38 @@
 """Environment differences between runs (see ``normbench.compare``): flattened keys, the
-important ones first. Pure: no torch."""
+important ones first, and the measurement conditions each run recorded (``with_conditions``:
+the ``--lock-clocks`` state, the SM clock its cases ran at, throttled cases, power limit).
+Pure: no torch, no NVML."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from normbench.compare.model import EnvDiff
+from normbench.conditions import run_summary
 
 
 def important_env_keys() -> tuple[str, ...]:
-    """Environment keys shown first, in this order: the device, the footer's packages
+    """Environment keys shown first, in this order: the device, its clocks (``--lock-clocks`` and the
+    conditions the cases recorded, ``with_conditions``), the footer's packages
     (``normbench.env.footer_packages``, derived from the provider registry), git, bandwidth."""
     from normbench.env import footer_packages
 
     return (
-        "gpu.name", "gpu.sm", "gpu.sm_count", "driver", "cuda", "torch.cuda",
+        "gpu.name", "gpu.sm", "gpu.sm_count",
+        "clocks.lock", "clocks.locked_sm_mhz", "clocks.lock_note", "clocks.lock_reset",
+        "conditions.sm_clock_mhz", "conditions.throttled_cases", "conditions.power_limit_w",
+        "driver", "cuda", "torch.cuda",
         *(f"packages.{p}" for p in footer_packages()), "git.commit", "git.dirty",
         "peak_bandwidth_gbps", "device", "cpu", "host",
     )
+
+
+def with_conditions(run: Any) -> dict[str, Any]:
+    """A run's environment plus the summary of the conditions its cases recorded
+    (``normbench.conditions.run_summary``: ``conditions.sm_clock_mhz``, ``conditions.throttled_cases``,
+    ``conditions.power_limit_w``), so that runs measured at different clocks, power limits or lock
+    states show it among their environment differences."""
+    return {**run.environment, **run_summary(run)}
 
 
 def flatten(env: dict[str, Any], prefix: str = "") -> dict[str, Any]:

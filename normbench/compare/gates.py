@@ -85,7 +85,8 @@ def check_gates(cmp: Comparison, gates: Sequence[Gate]) -> list[GateFailure]:
     at the comparison's confidence and at least ``min_effect``) and its change
     is beyond the threshold in the gated direction. A case OK in the baseline
     and INCORRECT or FAILED in the candidate fails a gate that covers one of its
-    metrics. ``within noise`` and ``n=1, no verdict`` never fail.
+    metrics. ``within noise``, ``n=1, no verdict`` and throttled cases (status
+    ``THROTTLED``: no verdict) never fail.
 
     Raises:
         NormbenchError: a gate names a metric no row has (with did-you-mean), or

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from normbench import stats
-from normbench.compare.environment import env_differences, gpu_name
+from normbench.compare.environment import env_differences, gpu_name, with_conditions
 from normbench.compare.evidence import variant_evidence
 from normbench.compare.model import (
     METRIC_ONLY_BASE,
@@ -20,11 +20,13 @@ from normbench.compare.model import (
     ONLY_CAND,
     PRIMARY_KERNEL_METRIC,
     SEVERITY,
+    THROTTLED,
     CompareOptions,
     Comparison,
     Row,
     Side,
 )
+from normbench.conditions import case_throttle_reasons, case_throttled
 from normbench.errors import IncomparableError, NormbenchError
 from normbench.store import CaseRecord, Metric, RunRecord
 
@@ -81,6 +83,13 @@ class _Group:
         if len(meds) < 2 or min(meds) <= 0:
             return None
         return max(meds) / min(meds) - 1.0
+
+    def throttled(self) -> tuple[int, int, list[str]]:
+        """``(k, n, reasons)``: k of the n OK repeats were sampled under power or thermal throttling
+        (``normbench.conditions``), with their reasons."""
+        hit = [c for c in self.ok if case_throttled(c)]
+        reasons = list(dict.fromkeys(r for c in hit for r in case_throttle_reasons(c)))
+        return len(hit), len(self.ok), reasons
 
     def items(self) -> list[dict[str, Any]] | None:
         for c in sorted(self.ok, key=lambda c: c.repeat):
@@ -274,6 +283,30 @@ def _status_row(ident: dict[str, Any], bg: _Group | None, cg: _Group | None) -> 
     return row
 
 
+def _throttle_note(base: tuple[int, int, list[str]], cand: tuple[int, int, list[str]]) -> tuple[str, str] | None:
+    """``(side, text)`` when either side was throttled: side ``baseline``, ``candidate`` or ``both``;
+    text ``candidate: throttled (sw_power_cap)`` / ``baseline: 1 of 3 repeats throttled (...)``."""
+    parts = []
+    for name, (k, n, reasons) in (("baseline", base), ("candidate", cand)):
+        if k:
+            what = "throttled" if n == 1 else f"{k} of {n} repeats throttled"
+            parts.append(f"{name}: {what} ({', '.join(reasons) or 'thermal or power'})")
+    if not parts:
+        return None
+    side = "both" if base[0] and cand[0] else ("baseline" if base[0] else "candidate")
+    return side, "; ".join(parts)
+
+
+def _throttled_row(ident: dict[str, Any], bg: _Group, cg: _Group, side: str, text: str) -> Row:
+    """A case OK on both sides but sampled under throttling: both medians shown, no delta, no verdict."""
+    row = Row(**ident, status=THROTTLED, base_status="OK", cand_status="OK", reason=text)
+    row.extra["throttled"] = side
+    row.extra["metrics"] = sorted(set(bg.metrics()) | set(cg.metrics()))
+    _side_values(row, bg, True)
+    _side_values(row, cg, False)
+    return row
+
+
 def _side_values(row: Row, g: _Group, is_base: bool) -> None:
     """Show the primary value of the side that has one (kernel: time_us)."""
     ms = g.metrics()
@@ -307,6 +340,11 @@ def _compare_groups(
         if bst != "OK" or cst != "OK":
             rows.append(_status_row(ident, bg, cg))
             continue
+        throttle = _throttle_note(bg.throttled(), cg.throttled())
+        if throttle and not opts.allow_throttled:
+            rows.append(_throttled_row(ident, bg, cg, *throttle))
+            continue
+        tnote = f"compared though throttled (--allow-throttled): {throttle[1]}" if throttle else None
         bms, cms = bg.metrics(), cg.metrics()
         case_rows = []
         for name in dict.fromkeys([*bms, *cms]):
@@ -322,7 +360,7 @@ def _compare_groups(
                 r = _derived_values(name, bg, cg, bms[name], ident)  # judged through its source below
             else:
                 r = _compare_metric(name, bg, cg, bms[name], opts, ident)
-            note = "; ".join(n for n in (bnote and f"baseline: {bnote}", cnote and f"candidate: {cnote}") if n)
+            note = "; ".join(n for n in (bnote and f"baseline: {bnote}", cnote and f"candidate: {cnote}", tnote) if n)
             if note:
                 r.note = note if not r.note else f"{r.note}; {note}"
             case_rows.append(r)
@@ -399,7 +437,7 @@ def compare(baseline: RunRecord, candidates: Sequence[RunRecord], options: Compa
     if split:
         for r in rows:
             r.params = {**r.params, "gpu": r.key.rsplit(" @ ", 1)[1]}
-    diffs = env_differences(baseline.environment, {s.label: s.environment for s in sides})
+    diffs = env_differences(with_conditions(baseline), {s.label: with_conditions(r) for s, r in zip(sides, candidates)})
     return Comparison("runs", base_side, sides, rows, diffs, opts, _stage_kinds([baseline, *candidates]))
 
 

@@ -22,6 +22,9 @@ COMPARED = "compared"
 ONLY_BASE = "only in baseline"
 ONLY_CAND = "only in candidate"
 NOT_OK = "not comparable"
+#: OK on both sides, but sampled under power or thermal throttling on one side or both
+#: (``normbench.conditions``): not compared unless ``CompareOptions.allow_throttled``.
+THROTTLED = "not comparable: throttled"
 METRIC_ONLY_BASE = "metric only in baseline"
 METRIC_ONLY_CAND = "metric only in candidate"
 
@@ -43,6 +46,12 @@ class CompareOptions:
             (``max / min - 1`` of the per-repeat medians, the larger of the two
             runs): a delta smaller than the drift between identical repeats is
             within noise however many samples make its interval narrow.
+        allow_throttled: compare kernel cases sampled under power or thermal
+            throttling (their records' ``conditions.thermal_or_power_throttled``;
+            a case with several repeats counts as throttled when any OK repeat
+            is) like any other, with a note; by default such a case is a row
+            of status ``THROTTLED``: no verdict, left out of gates and of the
+            verdict counts (``Summary.throttled`` counts it).
     """
 
     confidence: float = stats.DEFAULT_CONFIDENCE
@@ -52,6 +61,7 @@ class CompareOptions:
     strict: bool = False
     mcnemar_method: str = "exact"
     repeat_floor: bool = True
+    allow_throttled: bool = False
 
 
 @dataclass
@@ -77,7 +87,9 @@ class Row:
     (the interval of ``delta_pct`` at ``confidence``); ``speedup`` > 1 is an
     improvement whatever the metric's direction. ``verdict`` is a
     ``stats.Verdict`` value for compared rows and None otherwise; ``status``
-    then says why (``only in baseline``, ``not comparable`` with both statuses).
+    then says why (``only in baseline``, ``not comparable`` with both statuses,
+    ``THROTTLED`` with ``extra["throttled"]`` naming the side: ``baseline``,
+    ``candidate`` or ``both``).
     """
 
     candidate: str
@@ -122,8 +134,13 @@ class Row:
     def status_text(self, short: bool = False) -> str:
         """What a table shows in place of a verdict for rows that were not compared.
 
-        ``short`` (narrow tables): ``INCORRECT (cand)``, ``only in base``.
+        ``short`` (narrow tables): ``INCORRECT (cand)``, ``only in base``, ``throttled (cand)``.
         """
+        if self.status == THROTTLED:
+            side = self.extra.get("throttled", "both")
+            if short:
+                return f"throttled ({_SHORT_SIDE.get(side, 'both')})"
+            return f"not comparable: throttled in {'both' if side == 'both' else side}"
         if self.status == NOT_OK:
             b, c = self.base_status, self.cand_status
             if b == c:
@@ -136,6 +153,9 @@ class Row:
         if short:
             return self.status.replace("baseline", "base").replace("candidate", "cand")
         return self.status
+
+
+_SHORT_SIDE = {"baseline": "base", "candidate": "cand"}
 
 
 @dataclass
@@ -154,6 +174,7 @@ class Summary:
     metric: str | None
     compared: int
     not_compared: int
+    throttled: int = 0
 
     def line(self) -> str:
         words = {stats.Verdict.N1.value: "with n=1 (no verdict)", stats.Verdict.UNDEFINED.value: "without a verdict"}
@@ -164,6 +185,8 @@ class Summary:
             text += f" · geometric-mean speedup {self.geomean_speedup:.3f}× ({self.compared} cases)"
         if self.not_compared:
             text += f" · {self.not_compared} not compared"
+        if self.throttled:
+            text += f" · {self.throttled} throttled, not compared (--allow-throttled)"
         return text
 
 
@@ -210,21 +233,23 @@ class Comparison:
         counts: dict[str, int] = {}
         for r in judged:
             counts[r.verdict or ""] = counts.get(r.verdict or "", 0) + 1
-        keys_not = {r.key for r in rows if not r.compared}
+        keys_not = {r.key for r in rows if not r.compared and r.status != THROTTLED}
+        throttled = {r.key for r in rows if r.status == THROTTLED}
         geo = stats.geometric_mean([r.speedup for r in judged]) if primary else float("nan")
-        return Summary(counts, geo, primary, len(judged), len(keys_not))
+        return Summary(counts, geo, primary, len(judged), len(keys_not), len(throttled))
 
     def overall(self, candidate: str) -> Summary:
         """Counts over every stage (primary metrics of kernel stages, all e2e metrics)."""
         counts: dict[str, int] = {}
-        compared = not_compared = 0
+        compared = not_compared = throttled = 0
         for st in self.stages():
             s = self.summary(candidate, st)
             for k, v in s.counts.items():
                 counts[k] = counts.get(k, 0) + v
             compared += s.compared
             not_compared += s.not_compared
-        return Summary(counts, float("nan"), None, compared, not_compared)
+            throttled += s.throttled
+        return Summary(counts, float("nan"), None, compared, not_compared, throttled)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: sides, options, rows, environment differences and summaries."""

@@ -17,8 +17,9 @@ fusions, patterns replaced per pass, engine starts), and a flagged variant
 passes and counts as the baseline) is marked ``⚠`` in every table row.
 
 Cases that could not be compared (only in one run, INCORRECT/FAILED/SKIPPED
-on a side) are rows with their status; cases SKIPPED in both runs are counted
-under the table with their reasons. Every stage ends with its summary line
+on a side, sampled under power or thermal throttling: ``throttled (cand)``,
+with both medians and the reasons under the table) are rows with their status;
+cases SKIPPED in both runs are counted under the table with their reasons. Every stage ends with its summary line
 (``k faster, m slower, n within noise; geometric-mean speedup``), and the
 output ends with the environment differences and how verdicts were reached.
 
@@ -49,6 +50,7 @@ from normbench.report.labels import e2e_label as e2e_point_label
 from normbench.compare import (
     COMPARED,
     NOT_OK,
+    THROTTLED,
     Comparison,
     NoiseReport,
     Row,
@@ -307,13 +309,15 @@ def _row_notes(view: _StageView, long: bool = False) -> list[str]:
     """One line per shown row with a reason (why not compared) or a note (repeat spread, failed repeats)."""
     lines: list[str] = []
     for r in view.table_rows():
-        text = r.reason if r.status == NOT_OK else r.note
+        text = r.reason if r.status in (NOT_OK, THROTTLED) else r.note
         if not text:
             continue
         who = r.provider or r.variant or "-"
         where = kernel_case_label(r.params, view.varying) if view.kind == "kernel" else e2e_point_label(r.params, view.varying)
         head = " ".join(x for x in (who, where, r.metric if view.kind != "kernel" else "") if x)
         status = f"{r.status_text()}: " if long and r.status == NOT_OK else ""
+        if long and r.status == THROTTLED:
+            status = "throttled, not compared: "
         if view.multi:
             head = f"{_cand_short(view.cmp, r.candidate)}: {head}"
         lines.append(f"{head}: {status}{text}")
@@ -350,7 +354,8 @@ QUIET_COLUMNS = {"GB/s base→cand"}
 
 def _verdict_cell(r: Row) -> Text:
     vt = verdict_text(r, short=True)
-    return Text(vt, style=VERDICT_STYLE.get(vt, STATUS_STYLE.get(vt, "bold red" if r.status == NOT_OK else "")))
+    fallback = "bold red" if r.status == NOT_OK else "yellow" if r.status == THROTTLED else ""
+    return Text(vt, style=VERDICT_STYLE.get(vt, STATUS_STYLE.get(vt, fallback)))
 
 
 def _rich_kernel(view: _StageView, width: int) -> list[Any]:
@@ -488,7 +493,18 @@ def _options_line(cmp: Comparison) -> str:
         f"a change counts when both agree and it is at least {o.min_effect:.0%} (--min-effect)"
         f"{' and the spread between repeats of its case' if o.repeat_floor else ''}. "
         f"gsm8k: McNemar ({o.mcnemar_method}) on paired items. Derived metrics (GB/s) follow their source."
+        + _throttle_sentence(cmp)
     )
+
+
+def _throttle_sentence(cmp: Comparison) -> str:
+    """How throttled cases were treated, when there were any (else nothing: the line stays as it was)."""
+    if any(r.status == THROTTLED for r in cmp.rows):
+        return (" Throttled: NVML reported power or thermal throttling right after the case's samples; "
+                "not compared (--allow-throttled compares them).")
+    if cmp.options.allow_throttled and any("--allow-throttled" in (r.note or "") for r in cmp.rows):
+        return " Throttled cases compared (--allow-throttled): see their notes."
+    return ""
 
 
 def rich_renderables(cmp: Comparison, width: int = 100) -> list[Any]:
@@ -506,6 +522,11 @@ def rich_renderables(cmp: Comparison, width: int = 100) -> list[Any]:
         if not view.rows:
             continue
         out += _rich_kernel(view, width) if view.kind == "kernel" else _rich_e2e(view, width)
+        if view.kind == "kernel":  # cases run with --profile: why a kernel is where it is (normbench.profile)
+            from normbench.profile.render import profile_renderables
+
+            out += profile_renderables(view.table_rows(), lambda r: kernel_case_label(r.params, view.varying), width,
+                                       view.multi, lambda r: _cand_short(view.cmp, r.candidate))
         for c in cmp.candidates:
             line = cmp.summary(c.label, stage).line()
             prefix = f"{_cand_short(cmp, c.label)}: " if len(cmp.candidates) > 1 else ""
@@ -622,6 +643,10 @@ def _md_stage(view: _StageView) -> list[str]:
         body.append(cells)
     out += _md_table(header, align, body)
     out.append("")
+    if kernel:  # cases run with --profile (normbench.profile)
+        from normbench.profile.render import profile_markdown
+
+        out += profile_markdown(rows, lambda r: kernel_case_label(r.params, view.varying), view.multi)
     if len(cmp.candidates) == 1:
         out += [f"**Summary**: {cmp.summary(cmp.candidates[0].label, view.stage).line()}", ""]
     else:
@@ -655,6 +680,8 @@ def _versions(env: dict[str, Any]) -> str:
     bw = env_get(env, "peak_bandwidth_gbps")
     if isinstance(bw, (int, float)):
         parts.append(f"copy bandwidth {bw:,.0f} GB/s")
+    if env_get(env, "clocks.lock") == "locked":
+        parts.append(f"SM clock locked at {fmt_env(env_get(env, 'clocks.locked_sm_mhz'))} MHz")
     return " · ".join(parts)
 
 

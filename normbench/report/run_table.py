@@ -8,6 +8,12 @@ SKIPPED / INCORRECT / FAILED; their reasons are listed under the table, grouped.
 End-to-end stage: one row per variant (and input length), one column per
 metric, with the delta against the suite's baseline variant.
 
+Profiled kernel cases (``normbench run --profile ncu|torch``) get a second table under
+their stage's: per case, the profiled kernels' summed duration, DRAM throughput (% of
+peak) and achieved occupancy (each weighted by kernel duration), registers per thread
+(the most of its kernels) and the kernels' short names (``profile_grid``); a profile
+without ncu's counters (torch) shows no counter columns.
+
 Pure: takes a ``RunRecord``; no torch.
 """
 
@@ -23,8 +29,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from normbench.profile.summary import fmt_pct, fmt_regs, names_text, summarize
+from normbench.profile.summary import fmt_us as fmt_profile_us
 from normbench.report import varying_axes
-from normbench.report.fit import Column, fit_chunks
+from normbench.report.fit import Column, fit_chunks, fit_table
 from normbench.report.labels import case_label, e2e_label, params_text
 from normbench.store import CaseRecord, RunRecord
 
@@ -174,6 +182,73 @@ def e2e_grid(stage: str, cases: list[CaseRecord], baseline: str | None) -> Grid:
     return Grid(title, headers, rows, notes, right_align_from=2 if with_point else 1)
 
 
+def _profile_notes(profiles: list[dict[str, Any]]) -> list[str]:
+    """How the stage's cases were profiled, one line per tool, and what the columns mean."""
+    lines = []
+    seen: set[str] = set()
+    for p in profiles:
+        tool = p.get("tool")
+        if tool in seen or p.get("error"):
+            continue
+        seen.add(str(tool))
+        calls = f"{p.get('launches', 1)} call(s) after {p.get('warmup', 0)} warm-up call(s)"
+        if tool == "ncu":
+            st = p.get("settings") or {}
+            lines.append(f"ncu --set {st.get('set', '?')} --clock-control {st.get('clock_control', '?')} "
+                         f"({p.get('tool_version') or 'version unknown'}): {calls}, caches flushed; DRAM % = DRAM "
+                         "throughput, % of peak; occ % = achieved occupancy; both weighted by kernel duration; "
+                         "regs = registers per thread, the most of the case's kernels")
+        else:
+            acts = "+".join((p.get("settings") or {}).get("activities", []))
+            lines.append(f"torch.profiler ({acts}; torch {p.get('tool_version') or '?'}): {calls}; kernel us = "
+                         "self time of its kernels (on a CPU: its aten ops) per call; trace: the case's torch_trace")
+    return lines
+
+
+def profile_grid(stage: str, cases: list[CaseRecord]) -> Grid | None:
+    """The profiled cases of one kernel stage: provider, case, kernel us, [DRAM %, occ %, regs,] kernels.
+
+    The counter columns appear only when some profile has them (ncu). A profile that failed
+    is a row saying so; notes say how the cases were profiled. None when no case has a profile.
+    """
+    profiled = [c for c in cases if c.profile]
+    if not profiled:
+        return None
+    axes = varying_axes(c.params for c in cases)
+    summaries = [(c, summarize(c.profile)) for c in profiled]
+    counters = any(s is not None and (s.dram_pct is not None or s.occupancy_pct is not None or s.registers is not None)
+                   for _, s in summaries)
+    headers = ["provider", "case", "kernel us", *(["DRAM %", "occ %", "regs"] if counters else []), "kernels"]
+    rows: list[list[Cell]] = []
+    for c, s in summaries:
+        assert s is not None
+        row = [Cell(c.provider or "-"), Cell(case_label(c.params, axes))]
+        if s.error:
+            row += [Cell("-")] * (len(headers) - 3) + [Cell(f"profile failed: {_first_line(s.error)[:120]}",
+                                                            STATUS_STYLE["FAILED"])]
+        else:
+            row.append(Cell(fmt_profile_us(s.time_us)))
+            if counters:
+                row += [Cell(fmt_pct(s.dram_pct)), Cell(fmt_pct(s.occupancy_pct)), Cell(fmt_regs(s.registers))]
+            row.append(Cell(names_text(s.names) or "-"))
+        rows.append(row)
+    tools = ", ".join(dict.fromkeys(s.tool for _, s in summaries if s is not None))
+    op = cases[0].op or ""
+    title = (op if stage == op else f"{stage}: {op}") + f", profile ({tools})"
+    return Grid(title, headers, rows, _profile_notes([c.profile for c in profiled if c.profile]), right_align_from=2)
+
+
+def profile_renderables(grid: Grid, width: int) -> list[Any]:
+    """The profile grid within ``width``: provider and case whole, kernel names wrapping
+    (``normbench.report.fit``: stacked per case when even that is too wide)."""
+    cols = [Column(h, "right" if 2 <= i < len(grid.headers) - 1 else "left", key=i < 2, wrap=i == len(grid.headers) - 1)
+            for i, h in enumerate(grid.headers)]
+    rows = [[Text(c.text, style=c.style) for c in row] for row in grid.rows]
+    from normbench.report.compare_render import TABLE_STYLE  # the compact style: more columns fit
+
+    return fit_table(cols, rows, width, title=grid.title, **TABLE_STYLE).renderables
+
+
 def stage_grids(record: RunRecord) -> list[Grid]:
     baseline = record.suite.spec.get("baseline")
     return [
@@ -211,13 +286,25 @@ def grid_renderables(grid: Grid, width: int) -> list[Any]:
                       header_style="bold").renderables
 
 
+def profile_grids(record: RunRecord) -> list[Grid | None]:
+    """Per stage, in ``stage_grids``' order: its ``profile_grid`` (None for a stage without profiles)."""
+    return [profile_grid(stage, cases) if cases[0].kind == "kernel" else None
+            for stage, cases in _stages(record).items()]
+
+
 def render_run(record: RunRecord, console: Console) -> None:
-    """Print every stage's table of ``record`` fitted to the console's width, then a one-line summary."""
-    for grid in stage_grids(record):
+    """Print every stage's table of ``record`` fitted to the console's width (and its profile
+    table, where cases were profiled), then a one-line summary."""
+    for grid, prof in zip(stage_grids(record), profile_grids(record)):
         for r in grid_renderables(grid, console.width):
             console.print(r)
         for line in grid.notes:
             console.print(Text("  " + line, style="dim"))
+        if prof is not None:
+            for r in profile_renderables(prof, console.width):
+                console.print(r)
+            for line in prof.notes:
+                console.print(Text("  " + line, style="dim"))
         console.print()
     console.print(summary_line(record))
 
@@ -240,7 +327,7 @@ def run_markdown(record: RunRecord) -> str:
     if env.get("git.commit"):
         facts.append(f"commit {env['git.commit'][:10]}{' (dirty)' if env.get('git.dirty') else ''}")
     out += ["; ".join(facts) + ".", "", f"`{' '.join(record.command)}`", ""]
-    for grid in stage_grids(record):
+    for grid, prof in zip(stage_grids(record), profile_grids(record)):
         out += [f"### {grid.title}", ""]
         out.append("| " + " | ".join(grid.headers) + " |")
         out.append("|" + "|".join("---" if i < grid.right_align_from else "--:" for i in range(len(grid.headers))) + "|")
@@ -250,6 +337,12 @@ def run_markdown(record: RunRecord) -> str:
         if grid.notes:
             out += ["", *(f"- {n}" for n in grid.notes)]
         out.append("")
+        if prof is not None:
+            out += [f"#### {prof.title}", "", "| " + " | ".join(prof.headers) + " |",
+                    "|" + "|".join("---" if i < 2 or i == len(prof.headers) - 1 else "--:"
+                                   for i in range(len(prof.headers))) + "|"]
+            out += ["| " + " | ".join(c.text.replace("|", "\\|") for c in row) + " |" for row in prof.rows]
+            out += ["", *(f"- {n}" for n in prof.notes), ""]
     out.append(summary_line(record).plain)
     return "\n".join(out) + "\n"
 

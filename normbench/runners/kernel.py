@@ -14,6 +14,13 @@ For each sweep point (cases arrive grouped by point, see ``normbench.expand``):
    bytes-moved model / time, ``pct_peak`` = gbps / the run's measured copy
    bandwidth.
 
+On a GPU the measurement conditions go on the records (``normbench.conditions``):
+the throttle reasons and SM clock read right after each case's timed samples, and
+the GPU's state (clocks, power, temperature, reasons) before the stage on the first
+case it records and after it on the last. A "stage" is one call of ``run``: the
+whole stage in a serial run, one sweep point in a parallel worker, which reads its
+own GPU.
+
 A provider that is unavailable or cannot run the case is SKIPPED with its
 reason; an exception while building or running it is FAILED with the error;
 neither stops the run.
@@ -26,6 +33,7 @@ import itertools
 import traceback
 from typing import Any
 
+from normbench import conditions
 from normbench.expand import Case, KernelSettings
 from normbench.errors import NormbenchError
 from normbench.ops import OPS
@@ -111,6 +119,8 @@ class _StageRunner:
         self.peak = ctx.environment.get("peak_bandwidth_gbps")
         self.providers = _Providers()
         self.l2 = l2_bytes() if self.device.type == "cuda" else 0
+        self.probe = conditions.stage_probe(self.device.type,
+                                            torch.cuda.current_device() if self.device.type == "cuda" else 0)
 
     def rotate(self, settings: KernelSettings) -> int:
         """Bytes the rotated input sets span: the stage's ``rotate_bytes``, else 2 x L2 (GPU; 0 on the CPU)."""
@@ -119,6 +129,8 @@ class _StageRunner:
     def run(self, cases: list[Case]) -> None:
         from normbench.kernels.providers._family import family_of
 
+        self.probe.start()  # the GPU before the stage
+        recorded = 0
         for _, group_iter in itertools.groupby(cases, key=Case.shape_key):
             group = list(group_iter)
             op, params = group[0].op, group[0].param_dict
@@ -144,6 +156,10 @@ class _StageRunner:
                     rec = self.measure(case, family, inputs, ref, seed)
                 rec.duration_s = round(clock.elapsed(), 3)
                 rec.device = self.device_name
+                recorded += 1
+                stage = self.probe.fields(first=recorded == 1, last=recorded == len(cases))
+                if stage:
+                    rec.conditions = {**(rec.conditions or {}), **stage}
                 self.ctx.record(case, rec)
             del inputs, ref
             if self.device.type == "cuda":
@@ -186,6 +202,7 @@ class _StageRunner:
                 data = _clone_inputs(inputs)
                 timing = time_cpu(lambda: fn(data), settings.min_run_time_s, warmup=settings.warmup,
                                   repetitions=settings.repetitions, bytes_per_call=nbytes)
+            sample = self.probe.sample()  # right after the samples: throttled while they were taken?
         except Unsupported as e:
             return base_record(case, "SKIPPED", str(e), seed=seed)
         except Exception as e:  # any provider failure is that case's FAILED, not the run's end
@@ -193,10 +210,11 @@ class _StageRunner:
             if self.ctx.debug:
                 msg += "\n" + traceback.format_exc()
             return base_record(case, "FAILED", msg[:2000], seed=seed)
-        return _ok_record(case, seed, timing, nbytes, self.peak, check.metrics)
+        return _ok_record(case, seed, timing, nbytes, self.peak, check.metrics, sample)
 
 
-def _ok_record(case: Case, seed: int, timing: Any, nbytes: int, peak: float | None, correctness: dict):
+def _ok_record(case: Case, seed: int, timing: Any, nbytes: int, peak: float | None, correctness: dict,
+               sample: conditions.CaseSample | None = None):
     from normbench.timing import summarize
 
     stats = summarize(timing.samples_us)
@@ -212,4 +230,6 @@ def _ok_record(case: Case, seed: int, timing: Any, nbytes: int, peak: float | No
         metrics["pct_peak"] = Metric(value=100.0 * gbps / peak, unit="%", higher_is_better=True, derived_from="time_us")
     rec = base_record(case, "OK", "; ".join(timing.notes) or None, seed=seed, metrics=metrics, correctness=correctness)
     rec.timing = timing.as_record()
+    if sample is not None and sample.as_record():
+        rec.conditions = sample.as_record()
     return rec

@@ -45,10 +45,10 @@ def test_the_committed_records_are_found() -> None:
 
 
 @pytest.mark.parametrize("rel", COMMITTED)
-def test_every_committed_record_loads_as_version_1_and_shows(rel: str) -> None:
+def test_every_committed_record_loads_and_shows(rel: str) -> None:
     path = ROOT / rel
     record = store.load_run(path)
-    assert record.schema_version == 1 and record.cases
+    assert record.schema_version in (1, 2) and record.cases
     # version 2 declares everything version 1 stored: nothing was set aside
     assert record.v1_extras == {} and all(c.v1_extras == {} for c in record.cases)
     # ... so the record is a valid version-2 record as it stands
@@ -85,7 +85,7 @@ def test_version_1_extras_read_from_committed_records_are_typed() -> None:
 # --------------------------------------------------------------------------- declared fields
 def _typed_dicts() -> list[Any]:
     return [store.CaseTiming, store.DeviceInfo, store.ServerInfo, store.ToolInfo, store.RequestCounts,
-            store.ItemResult]
+            store.ItemResult, store.ClockSnapshot, store.CaseConditions]
 
 
 def test_every_field_has_a_type_and_a_docstring_line() -> None:
@@ -116,6 +116,51 @@ def test_timing_records_fit_the_declared_timing() -> None:
     case = _case(timing=res.as_record())
     back = store.CaseRecord.model_validate_json(case.model_dump_json())
     assert back.timing == res.as_record()
+
+
+def _conditions() -> dict[str, Any]:
+    """A kernel case's ``conditions`` as the runner writes it (``normbench.conditions``): the sample after its
+    samples and the stage's snapshots, one with a field the GPU did not report."""
+    from normbench.conditions import CaseSample, Snapshot
+
+    snap = Snapshot(at="2026-01-01T00:00:00.000Z", pci_bus_id="00000000:18:00.0", sm_clock_mhz=1980,
+                    mem_clock_mhz=2619, app_sm_clock_mhz=1755, app_mem_clock_mhz=2619, power_w=412.3,
+                    power_limit_w=700.0, temperature_c=47, reasons_mask=0x5, unread={"fan": "Not Supported"})
+    return {**CaseSample(0x4, 1980).as_record(), "stage_before": snap.as_record(), "stage_after": snap.as_record()}
+
+
+def test_conditions_records_fit_the_declared_conditions() -> None:
+    cond = _conditions()
+    assert set(cond) | {"stage_before", "stage_after"} <= set(store.CaseConditions.__annotations__)
+    assert set(cond["stage_before"]) == set(store.ClockSnapshot.__annotations__)  # every snapshot field is declared
+    back = store.CaseRecord.model_validate_json(_case(conditions=cond).model_dump_json())
+    assert back.conditions == cond and back.conditions["thermal_or_power_throttled"] is True
+    assert "conditions" not in json.loads(_case().model_dump_json())  # written only where set
+
+
+def test_a_record_with_conditions_validates_against_the_json_schema(tmp_path: Path) -> None:
+    """The record schema as JSON Schema (``RunRecord.model_json_schema()``) describes the conditions fields:
+    a written record validates, and a misspelt or mistyped conditions field does not."""
+    import jsonschema
+
+    schema = store.RunRecord.model_json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    suite = store.SuiteSnapshot(name="n", path="p", sha256="0", spec={})
+    w = store.create_run(tmp_path, "n", suite, {"clocks.lock": "locked", "clocks.locked_sm_mhz": 1755}, ["nb"], 1)
+    w.add(_case(conditions=_conditions()))
+    w.finish("complete")
+    data = json.loads((w.dir / store.RUN_FILE).read_text())
+    assert data["cases"][0]["conditions"]["stage_after"]["throttle_reasons"] == ["gpu_idle", "sw_power_cap"]
+    assert list(validator.iter_errors(data)) == []
+    for damage in ({"sm_clock_mhz": "fast"}, {"stage_before": {"at": "t", "sm_clock": 1}},
+                   {"thermal_or_power_throttled": "yes"}, {"throttle_reasons": "sw_power_cap"}):
+        bad = json.loads(json.dumps(data))
+        bad["cases"][0]["conditions"].update(damage)
+        assert list(validator.iter_errors(bad)), damage
+    old = json.loads(json.dumps(data))
+    del old["cases"][0]["conditions"]  # a record from before the field: valid, and it loads
+    assert list(validator.iter_errors(old)) == []
 
 
 # --------------------------------------------------------------------------- writing refuses unknown fields
