@@ -9,6 +9,7 @@ Keys (flat, dotted names; ``compare`` reads them to list differences):
   without importing them): every provider's distributions, declared once in
   ``normbench.registry``, and the ``TOOLS``;
 * ``git.commit`` / ``git.dirty``: the measured code (this checkout);
+* ``cold_l2_check.*`` (serial GPU runs): the rotation cross-check, ``cold_l2_check`` below;
 * ``peak_bandwidth_gbps``: a device-to-device copy of 1 GiB (CPU: 256 MiB),
   bytes read + written over the median time, measured once per run on the same
   device. ``% of peak`` is taken against it;
@@ -171,4 +172,19 @@ def collect(device: str, measure_bandwidth: bool = True) -> dict[str, Any]:
         )
     if measure_bandwidth:
         env.update(measure_copy_bandwidth(device))
+        if device == "cuda":
+            env.update(cold_l2_check())
     return env
+
+
+def cold_l2_check() -> dict[str, Any]:
+    """``cold_l2_check.*``: graph replay over a 2 x L2 rotation against events + L2 flush on one
+    probe (``normbench.timing.cuda_rotation_crosscheck``), once per run; ``cold_l2_check.error``
+    when it could not run (the run goes on)."""
+    from normbench.timing import cuda_rotation_crosscheck
+
+    try:
+        res = cuda_rotation_crosscheck()
+    except Exception as e:  # a failed check is recorded, never the run's end
+        return {"cold_l2_check.error": f"{type(e).__name__}: {e}"[:300]}
+    return {f"cold_l2_check.{k}": v for k, v in res.items()}

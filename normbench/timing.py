@@ -418,3 +418,75 @@ def _time_events(fns: Sequence[Callable[[], Any]], repetitions: int, warmup: int
     b.synchronize()
     samples = [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
     return TimingResult(samples, "cuda_events", calls_per_sample=1, input_sets=n_sets)
+
+
+# --------------------------------------------------------------------------- the rotation cross-check
+#: The cross-check's probe: a device copy of this many bytes (twice that moved per call), a
+#: working set inside the L2 of an H100 (50 MiB) or H200 (60 MiB), so that graph replays over a
+#: rotation that failed to evict the L2 would read it warm and come out markedly faster.
+CROSSCHECK_COPY_BYTES = 24 * 2**20
+#: CUDA event timing resolution (us): added to the noise floor relative to the median.
+EVENT_RESOLUTION_US = 0.5
+
+
+def rotation_crosscheck(
+    fns_for: Callable[[int], Sequence[Callable[[], Any]]],
+    bytes_per_call: int,
+    repetitions: int = 30,
+    warmup: int = 5,
+    backend: GpuBackend | None = None,
+) -> dict[str, Any]:
+    """Times one probe both ways: graph replay over input sets spanning 2 x L2, and single calls
+    between CUDA events after an L2 flush (cold by construction, ``triton.testing.do_bench``'s method).
+
+    Agreement within the noise floor says the rotation keeps graph replays cold on this device
+    (issue 14's "cold-L2 honesty"; triton #8384: no L2 flush under CUDA graphs). The noise floor is
+    the larger relative p20-p80 spread of the two timings plus the event resolution relative to
+    the graph median. Events time one call with its event overhead, so ``ratio`` sits at or a little
+    above 1 when the rotation works; a ratio well above 1 (graph much faster) means warm replays.
+
+    Args:
+        fns_for: ``fns_for(n)`` gives ``n`` callables, one per input set, each running the probe.
+        bytes_per_call: the bytes one call moves.
+        repetitions, warmup: per method, as ``time_cuda``.
+        backend: the device (default ``CudaBackend()``).
+
+    Returns:
+        ``{"graph_us", "events_us"`` (medians, us per call), ``"ratio"`` (events / graph),
+        ``"noise_floor"`` (relative), ``"agree"``, ``"input_sets"``, ``"calls_per_replay"``,
+        ``"bytes_rotated"``, ``"l2_bytes"}``.
+    """
+    b = backend if backend is not None else CudaBackend()
+    l2 = b.l2_bytes()
+    n_sets = input_sets_needed(bytes_per_call, 2 * l2)
+    fns = fns_for(n_sets)
+    graph = time_cuda(fns, repetitions, warmup, "graph", bytes_per_call=bytes_per_call, backend=b)
+    events = time_cuda(fns, repetitions, warmup, "events", bytes_per_call=bytes_per_call, backend=b)
+    g, e = summarize(graph.samples_us), summarize(events.samples_us)
+
+    def spread(s: dict[str, float]) -> float:
+        return (s["p80"] - s["p20"]) / s["median"] if s["median"] > 0 else math.inf
+
+    noise = max(spread(g), spread(e)) + EVENT_RESOLUTION_US / g["median"]
+    ratio = e["median"] / g["median"]
+    return {"graph_us": round(g["median"], 3), "events_us": round(e["median"], 3), "ratio": round(ratio, 4),
+            "noise_floor": round(noise, 4), "agree": abs(ratio - 1.0) <= noise, "input_sets": n_sets,
+            "calls_per_replay": graph.calls_per_sample, "bytes_rotated": n_sets * bytes_per_call, "l2_bytes": l2}
+
+
+def cuda_rotation_crosscheck() -> dict[str, Any]:
+    """``rotation_crosscheck`` on the current CUDA device with a ``CROSSCHECK_COPY_BYTES`` copy
+    (``dst.copy_(src)``, float32); the result also names the probe. Run once per run, at the
+    environment's measurement (``normbench.env.collect``)."""
+    import torch
+
+    n = CROSSCHECK_COPY_BYTES // 4
+
+    def fns_for(n_sets: int) -> list[Callable[[], Any]]:
+        pairs = [(torch.rand(n, device="cuda"), torch.empty(n, device="cuda")) for _ in range(n_sets)]
+        return [(lambda s=s, d=d: d.copy_(s)) for s, d in pairs]
+
+    res = rotation_crosscheck(fns_for, 2 * CROSSCHECK_COPY_BYTES)
+    res["probe"] = f"device copy_ of {CROSSCHECK_COPY_BYTES >> 20} MiB ({2 * CROSSCHECK_COPY_BYTES >> 20} MiB per call)"
+    torch.cuda.empty_cache()
+    return res

@@ -347,6 +347,18 @@ def run_markdown(record: RunRecord) -> str:
     return "\n".join(out) + "\n"
 
 
+def cold_l2_fact(env: dict) -> str | None:
+    """The run's cold-L2 cross-check in one phrase (``normbench.env.cold_l2_check``), or None."""
+    if "cold_l2_check.error" in env:
+        return f"cold-L2 check failed: {env['cold_l2_check.error']}"
+    if "cold_l2_check.agree" not in env:
+        return None
+    verdict = "agree" if env["cold_l2_check.agree"] else "DISAGREE"
+    return (f"cold-L2 check: graph replay {env['cold_l2_check.graph_us']:.2f} vs events + flush "
+            f"{env['cold_l2_check.events_us']:.2f} us per call, {verdict} within "
+            f"{100 * env['cold_l2_check.noise_floor']:.1f}%")
+
+
 def summary_line(record: RunRecord) -> Text:
     counts: dict[str, int] = defaultdict(int)
     for c in record.cases:

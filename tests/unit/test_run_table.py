@@ -55,3 +55,29 @@ def test_fastest_provider_is_marked_and_skips_are_grouped() -> None:
             best = min(timed, key=lambda t: t[0])[1]
             assert best.style == "bold green"
             assert sum(1 for _, c in timed if c.style == "bold green") == 1
+
+
+def test_show_prints_the_runs_cold_l2_check(tmp_path) -> None:
+    """The environment's rotation cross-check (normbench.env.cold_l2_check) reaches `show`, rich and
+    Markdown, and a disagreement is a warning."""
+    from typer.testing import CliRunner
+
+    from normbench.cli import app
+
+    src = Path(__file__).resolve().parents[2] / "docs/results/h100/runs"
+    record = load_run(next(src.glob("quant-*")))
+    for agree, word in ((True, "agree"), (False, "DISAGREE")):
+        record.environment.update({"cold_l2_check.graph_us": 16.41, "cold_l2_check.events_us": 16.9,
+                                   "cold_l2_check.noise_floor": 0.035, "cold_l2_check.agree": agree})
+        path = tmp_path / f"r-{agree}" / "run.json"
+        path.parent.mkdir()
+        path.write_text(record.model_dump_json())
+        for fmt, ext in (("rich", "txt"), ("markdown", "md")):
+            target = tmp_path / f"show-{agree}.{ext}"
+            out = CliRunner().invoke(app, ["show", str(path.parent), "-f", fmt, "-o", str(target)])
+            assert out.exit_code == 0, out.output
+            text = target.read_text()
+            line = f"cold-L2 check: graph replay 16.41 vs events + flush 16.90 us per call, {word} within 3.5%"
+            assert line in text
+            if not agree and fmt == "markdown":
+                assert f"⚠ {line}" in text

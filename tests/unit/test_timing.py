@@ -393,3 +393,34 @@ def test_every_bundled_kernel_case_rotates_over_2x_l2_in_graph_mode(l2: int) -> 
             checked += 1
             smallest = nbytes if smallest is None else min(smallest, nbytes)
     assert checked > 1000 and smallest is not None and smallest < 2 * l2 // 2048  # the old cap's blind spot
+
+
+class _UnderreportingL2(FakeGpu):
+    """A device whose reported L2 is a quarter of its real one: a 2 x L2 rotation then stays in cache."""
+
+    def l2_bytes(self) -> int:
+        return self.l2 // 4
+
+
+def test_the_rotation_crosscheck_agrees_when_graph_replays_read_cold() -> None:
+    from normbench.timing import rotation_crosscheck
+
+    gpu = FakeGpu(L2, gap_us=0.0)  # the flush hides the launch gap, as on a GPU
+    res = rotation_crosscheck(lambda n: gpu.fns(n, 300_000), 300_000, repetitions=5, warmup=2, backend=gpu)
+    assert res["input_sets"] == 7 and res["bytes_rotated"] == 2_100_000 >= 2 * L2 and res["l2_bytes"] == L2
+    calls = res["calls_per_replay"]
+    assert calls % 7 == 0  # whole rotations
+    assert res["events_us"] == pytest.approx(10.0) and res["graph_us"] == pytest.approx((8 + calls * 10) / calls, rel=1e-3)
+    # no spread in the fake: the noise floor is the event resolution over the graph median
+    assert res["noise_floor"] == pytest.approx(0.5 / res["graph_us"], rel=1e-3)
+    assert res["ratio"] == pytest.approx(10.0 / res["graph_us"], rel=1e-3) and res["agree"] is True
+
+
+def test_the_rotation_crosscheck_catches_warm_graph_replays() -> None:
+    from normbench.timing import rotation_crosscheck
+
+    gpu = _UnderreportingL2(L2, gap_us=0.0)
+    res = rotation_crosscheck(lambda n: gpu.fns(n, 100_000), 100_000, repetitions=5, warmup=2, backend=gpu)
+    assert res["bytes_rotated"] < L2  # what the device said was 2 x L2 fits in the real cache
+    assert res["graph_us"] < 3.0 < 9.0 < res["events_us"]  # replays hit L2; events are flushed
+    assert res["ratio"] > 3 and res["agree"] is False
