@@ -72,6 +72,7 @@ from pydantic import (
     model_validator,
 )
 
+from normbench.stages import KINDS
 from normbench.errors import SuiteError, UnknownNameError
 from normbench.ops import OPS
 from normbench.registry import PROVIDERS, UNFUSED_OPS, did_you_mean, op_info
@@ -892,7 +893,7 @@ def _format_loc(loc: tuple[Any, ...], root: yaml.Node | None) -> tuple[str, str]
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == item), None)
             if match is None:
-                if item in ("kernel", "throughput", "latency", "accuracy", "startup", "str", "Unfused") or "[" in str(item):
+                if item in KINDS or item in ("str", "Unfused") or "[" in str(item):
                     continue  # a union tag, not a key of the document
                 parts.append(f".{item}" if parts else str(item))
                 continue

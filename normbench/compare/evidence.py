@@ -11,8 +11,12 @@ from typing import Any
 from normbench.store import CaseRecord, RunRecord
 
 
-#: Records whose evidence is a server start's (a latency engine's is used only when a variant has none).
-SERVER_START_KINDS = ("startup", "throughput", "accuracy")
+def server_start_kinds() -> frozenset[str]:
+    """Kinds whose records carry a server start's evidence: the end-to-end kinds that serve
+    (``E2EKind.serves``; a latency engine's evidence is used only when a variant has none)."""
+    from normbench.stages import KINDS, kind_of
+
+    return frozenset(k for k in KINDS if getattr(kind_of(k), "serves", False))
 FLAG_ZERO = "fusion requested, 0 patterns replaced"
 FLAG_SAME = "same fusion passes and patterns replaced as the baseline: no fusion difference to measure"
 
@@ -61,12 +65,13 @@ def _norm_quant_total(fusion: dict[str, int]) -> int | None:
 def _evidence_of(cases: list[CaseRecord]) -> list[dict[str, Any]]:
     """One evidence dict per engine start, in repeat order (cases of one server start share it)."""
     seen: dict[tuple, dict[str, Any]] = {}
+    serving = server_start_kinds()
     for c in sorted(cases, key=lambda c: c.repeat):
         ev = c.evidence
         if not isinstance(ev, dict):
             continue
         server = c.server or {}
-        key = (c.repeat, server.get("pid"), ev.get("source")) if c.kind in SERVER_START_KINDS else (c.case_id,)
+        key = (c.repeat, server.get("pid"), ev.get("source")) if c.kind in serving else (c.case_id,)
         seen.setdefault(key, ev)
     return list(seen.values())
 
@@ -74,9 +79,10 @@ def _evidence_of(cases: list[CaseRecord]) -> list[dict[str, Any]]:
 def variant_evidence(run: RunRecord, variants: list[str], baseline: str) -> dict[str, VariantEvidence]:
     """Each variant's ``VariantEvidence`` (variants without any evidence are left out) with flags vs ``baseline``."""
     out: dict[str, VariantEvidence] = {}
+    serving = server_start_kinds()
     for v in variants:
         cases = [c for c in run.cases if c.variant == v]
-        evs, source = _evidence_of([c for c in cases if c.kind in SERVER_START_KINDS]), "server"
+        evs, source = _evidence_of([c for c in cases if c.kind in serving]), "server"
         if not evs:
             evs, source = _evidence_of([c for c in cases if c.kind == "latency"]), "latency"
         if not evs:

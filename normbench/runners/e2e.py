@@ -1,4 +1,4 @@
-"""The end-to-end runner: every throughput, accuracy and latency case of a suite.
+"""The end-to-end runner: every end-to-end case of a suite (startup, throughput, accuracy, latency, ...).
 
 ``run(cases, ctx)`` receives all end-to-end cases (expansion order; cases
 already marked ``skip`` are ignored) and:
@@ -14,10 +14,16 @@ already marked ``skip`` are ignored) and:
 2. **Per repeat**, in the variant order expansion gives that repeat (A B, then
    B A, ...): starts ONE server per variant (``normbench.runners.server.Server``
    with the engine; with ``server.cold_start`` on fresh, empty compile caches), records that
-   start (``startup`` cases), runs that variant's throughput and accuracy cases
-   in stage order against it, stops it. Then that repeat's latency cases run
-   ``vllm bench latency`` (an offline engine each, no server), in expansion order.
-3. Hands each finished ``CaseRecord`` to ``ctx.record`` at once.
+   start (``startup`` cases), runs that variant's cases of serving kinds
+   (throughput, accuracy) in stage order against it, stops it. Then that
+   repeat's cases of kinds whose client starts its own engine (latency: ``vllm
+   bench latency``, no server) run, in expansion order.
+3. Runs every case the same way (``run_case``): its kind
+   (``normbench.stages.<kind>``, an ``E2EKind``) says only what is its own, the
+   client's ``command``, its ``outputs`` and how to ``parse`` them; the client's
+   process, log, timeout and retries, the artifacts, the engine's start
+   (evidence, config check), the error paths and the record are this module's.
+4. Hands each finished ``CaseRecord`` to ``ctx.record`` at once.
 
 Run by a parallel executor's end-to-end lane (``normbench.executors.run_e2e_lanes``)
 it gets one variant's cases, on the lane's GPUs, and serves on the lane's
@@ -34,13 +40,14 @@ Ctrl-C and SIGTERM stop the running client and server (their whole process
 groups: SIGTERM, then SIGKILL after the grace period) and re-raise
 ``KeyboardInterrupt``; the case in flight is not recorded.
 
-Record fields (``CaseRecord``; extras allowed):
+Record fields (``CaseRecord``, which declares each):
 
-* ``metrics``: see ``throughput``, ``latency`` and ``accuracy`` modules; one
-  sample per metric (this repeat).
+* ``metrics``: see the kinds' client modules (``normbench.runners.throughput``,
+  ``latency``, ``accuracy``) and ``normbench.stages.startup``; one sample per
+  metric (this repeat).
 * ``artifacts``: paths relative to the run directory: ``server_log``
-  (``logs/<variant>-server.log``), ``client_log``, ``raw`` (the tool's JSON),
-  ``samples`` (lm-eval's per-document JSONL).
+  (``logs/<variant>-server.log``), ``client_log``, and the kind's outputs:
+  ``raw`` (the tool's JSON), ``samples`` (lm-eval's per-document JSONL).
 * ``effective_config``: the ``compilation_config`` the engine logged (enums by
   name), or None with ``config_note`` saying why it was not verified.
 * ``evidence``: what the engine that served (or, for latency, ran) the case did,
@@ -60,8 +67,9 @@ Record fields (``CaseRecord``; extras allowed):
 * ``server``: url, pid, startup_s, command (throughput / accuracy).
 * ``tool``: ``{"name": .., "version": ..}``.
 * ``requests``: ``{"completed": n, "failed": m}`` (throughput); ``attempts``:
-  client runs it took (guidellm is tried again once when it hangs past its
-  timeout, see ``GUIDELLM_RETRIES``).
+  client runs it took, for kinds that try a client again (``Command.retries``;
+  guidellm is tried again once when it hangs past its timeout, see
+  ``normbench.runners.throughput.GUIDELLM_RETRIES``).
 * ``items``: accuracy only: ``[{"doc_id": 0, "strict": 0|1, "flexible": 0|1}, ...]``
   sorted by ``doc_id``: the per-document gsm8k results (exact match under
   lm-eval's strict-match and flexible-extract filters), for paired tests
@@ -72,8 +80,8 @@ Record fields (``CaseRecord``; extras allowed):
 from __future__ import annotations
 
 import os
-import re
 import traceback
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -83,38 +91,24 @@ from normbench.engines import vllm as vllm_engine
 from normbench.errors import NormbenchError
 from normbench.expand import Case, E2ESettings
 from normbench.runners import RunContext, Stopwatch, base_record
-from normbench.runners import accuracy as acc
-from normbench.runners import latency as lat
-from normbench.runners import throughput as tp
 from normbench.runners.server import (
     Server,
     ServerError,
+    ToolResult,
     expand_env,
-    load_json,
     looks_local,
     port_in_use,
     resolve_model,
     run_tool,
     sigterm_as_interrupt,
-    tool_command,
 )
 from normbench.stages import kind_of
-from normbench.store import CaseRecord, Metric, utc_now
+from normbench.stages.e2e import Command, slug
+from normbench.store import CaseRecord, utc_now
 from normbench.suite import Variant
 
-#: Clients with no natural end get this long before they are stopped (s).
+#: A client whose kind gives no timeout (``Command.timeout_s``) is stopped after this long (s).
 CLIENT_TIMEOUT_S = 4 * 3600.0
-#: guidellm with max_seconds: its duration plus this much for start-up, tokenizing and the report.
-GUIDELLM_SLACK_S = 300.0
-#: guidellm 0.8.1 can deadlock between its scheduler and worker processes on an overloaded
-#: machine (seen on 2 busy cores: workers wait on a sync event, the main process on their
-#: messages, forever). A run stopped by its timeout is tried again this many times; the
-#: record's ``attempts`` says how many it took.
-GUIDELLM_RETRIES = 1
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
 def _tool_version(dist: str) -> str | None:
@@ -151,6 +145,13 @@ class _Env:
 
     def variant(self, name: str | None) -> Variant:
         return self.ctx.suite.variants.get(name or "default", Variant())
+
+    def tool_version(self, tool: str) -> str | None:
+        """The version of the distribution ``tool``'s first word names (looked up once), else the engine's."""
+        dist = tool.split()[0]
+        if dist not in self.versions:
+            self.versions[dist] = _tool_version(dist)
+        return self.versions[dist] or self.versions.get(self.engine.name)
 
     def server_env(self, variant: Variant) -> dict[str, str]:
         """The environment of a variant's engines (the server and the offline latency tool).
@@ -220,12 +221,13 @@ def preflight(cases: list[Case], ctx: RunContext) -> None:
 
 # --------------------------------------------------------------------------- plan
 def plan(cases: list[Case]) -> list[tuple[str, int, str | None, list[Case]]]:
-    """Steps in run order: ``("server", repeat, variant, cases)`` and ``("latency", repeat, variant, [case])``.
+    """Steps in run order: ``("server", repeat, variant, cases)`` and ``("offline", repeat, variant, [case])``.
 
     Per repeat: one server step per variant, in the order that repeat's first
     server stage lists them (expansion interleaves A B / B A), holding the
-    variant's startup, throughput and accuracy cases in stage order; then the repeat's
-    latency cases, one step each, in expansion order.
+    variant's cases of kinds that serve (startup, throughput, accuracy) in stage
+    order; then the repeat's cases of kinds that start their own engine (latency),
+    one step each, in expansion order.
     """
     steps: list[tuple[str, int, str | None, list[Case]]] = []
     for r in sorted({c.repeat for c in cases}):
@@ -238,7 +240,7 @@ def plan(cases: list[Case]) -> list[tuple[str, int, str | None, list[Case]]]:
             steps.append(("server", r, v, [c for c in served if c.variant == v]))
         for c in cases:
             if c.repeat == r and not kind_of(c.kind).serves:
-                steps.append(("latency", r, c.variant, [c]))
+                steps.append(("offline", r, c.variant, [c]))
     return steps
 
 
@@ -259,7 +261,7 @@ def run(cases: list[Case], ctx: RunContext) -> None:
             else:
                 c = group[0]
                 v = env.variant(c.variant)
-                _record(env, c, _guard(env, c, lambda c=c, v=v: kind_of(c.kind).run(env, c, None, v)))
+                _record(env, c, _guard(env, c, lambda c=c, v=v: run_case(env, c, None, v)))
 
 
 def _release_gpu_memory() -> None:
@@ -276,7 +278,7 @@ def _record(env: _Env, case: Case, rec: CaseRecord) -> None:
 
 
 def _guard(env: _Env, case: Case, fn) -> CaseRecord:
-    """Run ``fn``; a bug or a tool's unreadable output fails this case only."""
+    """Run ``fn``; a kind's refusal (``NormbenchError``) or a bug fails this case only (``run_case`` keeps the rest)."""
     started = utc_now()
     try:
         return fn()
@@ -307,7 +309,7 @@ def _port(env: _Env) -> int | None:
 def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: list[Case]) -> None:
     variant = env.variant(variant_name)
     vname = variant_name or "default"
-    log = env.logs / f"{_slug(vname)}-server.log"
+    log = env.logs / f"{slug(vname)}-server.log"
     server = Server(
         model=env.model,
         name=env.served_name,
@@ -360,7 +362,7 @@ def _run_server_step(env: _Env, repeat: int, variant_name: str | None, group: li
                                             server=server.info()))
                 continue
             env.ctx.status(f"{vname}: {c.stage} ({c.kind}, repeat {repeat})")
-            rec = _guard(env, c, lambda c=c: kind_of(c.kind).run(env, c, server, variant))
+            rec = _guard(env, c, lambda c=c: run_case(env, c, server, variant))
             _record(env, c, rec)
             if not server.alive():
                 code = server.process.poll() if server.process else None
@@ -376,7 +378,7 @@ def _common(env: _Env, server: Server | None, variant: Variant, tool: str) -> di
     out: dict[str, Any] = {
         "device": env.device,
         "requested_config": variant.compilation_config,
-        "tool": {"name": tool, "version": env.versions.get(tool.split()[0]) or env.versions.get(env.engine.name)},
+        "tool": {"name": tool, "version": env.tool_version(tool)},
     }
     if server is not None:
         out["effective_config"] = jsonable(server.effective_config)
@@ -397,27 +399,166 @@ def _evidence(env: _Env, evidence: dict[str, Any] | None) -> dict[str, Any] | No
     return out
 
 
-def _startup_case(env: _Env, case: Case, server: Server, variant: Variant) -> CaseRecord:
-    """The start of ``server``: ``server_startup_s`` and, when logged, ``torch_compile_s`` (s, lower is better)."""
-    started = utc_now()
-    common = _common(env, server, variant, env.engine.display)
-    metrics = {}
-    if server.startup_s is not None:
-        metrics["server_startup_s"] = Metric(value=server.startup_s, unit="s", higher_is_better=False,
-                                             samples=[server.startup_s])
-    compile_s = (server.evidence or {}).get("torch_compile_s")
-    if compile_s is not None:
-        metrics["torch_compile_s"] = Metric(value=float(compile_s), unit="s", higher_is_better=False,
-                                            samples=[float(compile_s)])
-    art = {"server_log": env.rel(server.log_path)}
-    if not metrics:
-        return base_record(case, "FAILED", "the server started but its start-up time was not measured",
-                           started_at=started, artifacts=art, **common)
-    return base_record(case, "OK", started_at=started, metrics=metrics, artifacts=art, duration_s=server.startup_s,
-                       **common)
+# --------------------------------------------------------------------------- one case, any kind
+@dataclass
+class CaseRun:
+    """One end-to-end case as its kind's hooks (``normbench.stages.e2e``) see it.
+
+    Attributes:
+        env: what the run's cases share (engine, model, environments, versions, logs).
+        case: the case (``case.param_dict``: its point; ``stage``: its validated stage model).
+        variant: the suite variant it runs under.
+        server: the variant's running server, or None for a kind that does not serve
+            (its client starts the engine itself).
+    """
+
+    env: _Env
+    case: Case
+    variant: Variant
+    server: Server | None
+
+    @property
+    def stage(self) -> Any:
+        """The validated stage model (``ThroughputStage``, ...: the client's settings)."""
+        return client_of(self.case)
+
+    @property
+    def variant_name(self) -> str:
+        return self.case.variant or "default"
+
+    @property
+    def model(self) -> str:
+        """What the engine serves: a local folder (absolute) or a hub id; clients use it as the tokenizer."""
+        return self.env.model
+
+    @property
+    def engine(self) -> Any:
+        """The suite's serving engine (``normbench.engines.Engine``)."""
+        return self.env.engine
+
+    @property
+    def server_args(self) -> list[str]:
+        """The suite's ``server.args`` (a variant's own are ``variant.args``)."""
+        return list(self.env.spec.args)
+
+    @property
+    def versions(self) -> dict[str, str | None]:
+        """Installed versions of the clients and the engine, by distribution name."""
+        return self.env.versions
+
+    @property
+    def logs(self) -> Path:
+        """The run's ``logs/`` folder."""
+        return self.env.logs
+
+    def file(self, suffix: str) -> Path:
+        """``logs/<kind.file_stem(case)>-<suffix>``: where this case's files go."""
+        return self.env.logs / f"{kind_of(self.case.kind).file_stem(self.case)}-{suffix}"
+
+    def engine_env(self) -> dict[str, str]:
+        """The environment of this variant's engines (``_Env.server_env``), for a client that runs one."""
+        return self.env.server_env(self.variant)
 
 
-def _tool_failure(env: _Env, what: str, res, client_log: str, server: Server | None) -> str:
+def run_case(env: _Env, case: Case, server: Server | None, variant: Variant) -> CaseRecord:
+    """Run one end-to-end case of any kind and build its record.
+
+    The kind (``kind_of(case.kind)``) gives its ``command``, ``outputs`` and
+    ``parse``; everything else is here: the client runs in its own process group,
+    logged under a ``case <id>`` banner, stopped at its timeout or when the
+    server dies, tried again when it timed out and the kind allows
+    (``Command.retries``); a client that starts its own engine (a kind that does
+    not serve) has that engine's start read from its part of the log and checked
+    against the variant; the artifacts (``server_log``, ``client_log``, the
+    outputs) and the fields every end-to-end record has (``_common``) are
+    attached on every path.
+
+    A case FAILs, with the reason, when: the client exits non-zero, times out or
+    loses its server (``_tool_failure``, with both logs' last lines); an offline
+    engine's logged config contradicts the variant; an output is missing or
+    unreadable, or ``Parsed.failure`` (each with ``; log: <client log>``).
+
+    Raises:
+        NormbenchError: the kind's ``command`` refuses (``_guard`` records it FAILED).
+        KeyboardInterrupt: Ctrl-C or SIGTERM (the client is stopped first).
+    """
+    kind = kind_of(case.kind)
+    run = CaseRun(env, case, variant, server)
+    started, watch = utc_now(), Stopwatch()
+    cmd = kind.command(run)
+    art = {"server_log": env.rel(server.log_path)} if server is not None else {}
+    fields = _common(env, server, variant, cmd.tool if cmd is not None else env.engine.display)
+
+    def record(status: str, reason: str | None = None, **more: Any) -> CaseRecord:
+        return base_record(case, status, reason, started_at=started, artifacts=art,
+                           **{"duration_s": watch.elapsed(), **fields, **more})
+
+    log_note = ""
+    effective = None
+    if cmd is not None:
+        res, attempts = _run_client(env, run, cmd)
+        art["client_log"] = env.rel(cmd.log)
+        log_note = f"; log: {art['client_log']}"
+        if cmd.retries is not None:
+            fields["attempts"] = attempts
+        if not kind.serves:
+            effective = _read_offline_start(env, case, cmd.log, fields)
+        art.update({role: env.rel(path) for role, path in cmd.outputs.items() if path.exists()})
+        if not res.ok:
+            return record("FAILED", _tool_failure(env, cmd.tool, res, art["client_log"], server))
+        wrong = env.engine.mismatches(variant.compilation_config, effective) if effective else []
+        if wrong:
+            return record("FAILED", "the engine's logged compilation_config does not carry the requested values: "
+                          + "; ".join(wrong))
+    try:
+        outputs = kind.outputs(run, cmd) if cmd is not None else {}
+        art.update({role: env.rel(path) for role, path in outputs.items()})
+        parsed = kind.parse(run, outputs)
+    except NormbenchError as e:
+        return record("FAILED", f"{e}{log_note}")
+    if parsed.failure is not None:
+        return record("FAILED", parsed.failure + log_note, **parsed.fields)
+    return record("OK", metrics=parsed.metrics, **parsed.fields)
+
+
+def _run_client(env: _Env, run: CaseRun, cmd: Command) -> tuple[ToolResult, int]:
+    """Run ``cmd`` to its end: (how the last attempt ended, attempts)."""
+    timeout = cmd.timeout_s if cmd.timeout_s is not None else CLIENT_TIMEOUT_S
+    client_env = dict(cmd.env) if cmd.env is not None else env.client_env
+    if cmd.status:
+        env.ctx.status(cmd.status)
+    attempts = 0
+    while True:
+        attempts += 1
+        for path in cmd.outputs.values():
+            path.unlink(missing_ok=True)
+        res = run_tool(cmd.argv, cmd.log, client_env, timeout, server=run.server,
+                       banner=f"case {run.case.case_id}" + (f" (attempt {attempts})" if attempts > 1 else ""))
+        timed_out = res.stopped is not None and res.stopped.startswith("timeout")
+        if not timed_out or attempts > (cmd.retries or 0) or (run.server is not None and not run.server.alive()):
+            return res, attempts
+        env.ctx.status(f"{run.variant_name}: {cmd.tool} timed out after {timeout:g} s; trying again")
+
+
+def _read_offline_start(env: _Env, case: Case, log: Path, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The start of the engine a client ran itself, from the case's part of its log, into ``fields``.
+
+    Sets ``effective_config``, ``evidence`` (``source``: the client log) and, when the
+    log has no config line, ``config_note``; returns the engine's effective config as
+    it logged it (None: not found).
+    """
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    marker = f"==== normbench: case {case.case_id}"
+    text = text[text.rfind(marker):] if marker in text else text
+    effective, evidence = env.engine.read_start(text)
+    fields["effective_config"] = jsonable(effective)
+    fields["evidence"] = None if evidence is None else {"source": env.rel(log), **evidence}
+    if effective is None:
+        fields["config_note"] = "no engine config line found in the log; requested values not verified"
+    return effective
+
+
+def _tool_failure(env: _Env, what: str, res: ToolResult, client_log: str, server: Server | None) -> str:
     if res.stopped == "server died" or (server is not None and not server.alive()):
         code = server.process.poll() if server and server.process else None
         msg = (f"{env.engine.display} died (exit code {code}) while {what} ran; "
@@ -426,118 +567,3 @@ def _tool_failure(env: _Env, what: str, res, client_log: str, server: Server | N
         return msg + f"\n--- {what} (log: {client_log}) ---\n{res.log_tail}"
     why = res.stopped or f"exit code {res.returncode}"
     return f"{what} failed ({why}); log: {client_log}\n--- last 30 log lines ---\n{res.log_tail}"
-
-
-def _throughput_case(env: _Env, case: Case, server: Server, variant: Variant) -> CaseRecord:
-    stage = client_of(case)
-    slug = _slug(f"{case.stage}-{case.variant or 'default'}-r{case.repeat}")
-    started, watch = utc_now(), Stopwatch()
-    client_log = env.logs / f"{slug}-{stage.client}.log"
-    if stage.client == "guidellm":
-        tp.check_guidellm_version(env.versions["guidellm"])
-        raw = env.logs / f"{slug}-guidellm.json"
-        cmd = tp.guidellm_command(tool_command("guidellm"), stage, server.base_url, server.name, env.model, raw)
-        timeout = stage.max_seconds + GUIDELLM_SLACK_S if stage.max_seconds else CLIENT_TIMEOUT_S
-        tool, retries = "guidellm", GUIDELLM_RETRIES
-    else:
-        raw = env.logs / f"{slug}-vllm-bench-serve.json"
-        cmd = tp.vllm_bench_serve_command(tool_command("vllm"), stage, server.base_url, server.name, env.model,
-                                          env.logs, raw.name)
-        timeout, tool, retries = CLIENT_TIMEOUT_S, "vllm bench serve", 0
-    attempts = 0
-    while True:
-        attempts += 1
-        raw.unlink(missing_ok=True)
-        res = run_tool(cmd, client_log, env.client_env, timeout, server=server,
-                       banner=f"case {case.case_id}" + (f" (attempt {attempts})" if attempts > 1 else ""))
-        retry = res.stopped is not None and res.stopped.startswith("timeout") and server.alive()
-        if not retry or attempts > retries:
-            break
-        env.ctx.status(f"{case.variant}: {tool} timed out after {timeout:g} s; trying again")
-    art = {"server_log": env.rel(server.log_path), "client_log": env.rel(client_log)}
-    common = {**_common(env, server, variant, tool), "attempts": attempts}
-    if raw.exists():
-        art["raw"] = env.rel(raw)
-    if not res.ok:
-        return base_record(case, "FAILED", _tool_failure(env, tool, res, env.rel(client_log), server), started_at=started,
-                           artifacts=art, duration_s=watch.elapsed(), **common)
-    if not raw.exists():
-        return base_record(case, "FAILED", f"{tool} exited 0 but wrote no {raw.name}; log: {env.rel(client_log)}",
-                           started_at=started, artifacts=art, duration_s=watch.elapsed(), **common)
-    data = load_json(raw)
-    metrics, counts = (tp.parse_guidellm_report(data) if stage.client == "guidellm" else tp.parse_vllm_bench_serve(data))
-    if counts["completed"] == 0:
-        return base_record(case, "FAILED", f"{tool}: no request completed ({counts['failed']} failed); "
-                           f"log: {env.rel(client_log)}", started_at=started, artifacts=art,
-                           duration_s=watch.elapsed(), requests=counts, **common)
-    return base_record(case, "OK", started_at=started, metrics=metrics, artifacts=art, duration_s=watch.elapsed(),
-                       requests=counts, **common)
-
-
-def _accuracy_case(env: _Env, case: Case, server: Server, variant: Variant) -> CaseRecord:
-    stage = client_of(case)
-    slug = _slug(f"{case.stage}-{case.variant or 'default'}-r{case.repeat}")
-    started, watch = utc_now(), Stopwatch()
-    out_dir = env.logs / f"{slug}-lm_eval"
-    client_log = env.logs / f"{slug}-lm_eval.log"
-    include = None
-    task = stage.task
-    if stage.data_files is not None:
-        include = env.logs / f"{_slug(case.stage)}-{_slug(case.variant or 'default')}-lm_eval-task"
-        task = acc.write_task(include, acc.resolve_data_files(stage.data_files))
-    cmd = acc.lm_eval_command(tool_command("lm_eval"), stage, server.base_url, server.name, task, out_dir, include)
-    res = run_tool(cmd, client_log, env.client_env, CLIENT_TIMEOUT_S, server=server, banner=f"case {case.case_id}")
-    art = {"server_log": env.rel(server.log_path), "client_log": env.rel(client_log)}
-    common = _common(env, server, variant, "lm_eval")
-    if not res.ok:
-        return base_record(case, "FAILED", _tool_failure(env, "lm_eval", res, env.rel(client_log), server),
-                           started_at=started, artifacts=art, duration_s=watch.elapsed(), **common)
-    results_path, samples_path = acc.find_outputs(out_dir, task)
-    art["raw"] = env.rel(results_path)
-    if samples_path is not None:
-        art["samples"] = env.rel(samples_path)
-    metrics, items = acc.parse_lm_eval(load_json(results_path), acc.read_samples(samples_path), task)
-    return base_record(case, "OK", started_at=started, metrics=metrics, artifacts=art, duration_s=watch.elapsed(),
-                       items=items, task=task, **common)
-
-
-def _latency_case(env: _Env, case: Case) -> CaseRecord:
-    stage = client_of(case)
-    variant = env.variant(case.variant)
-    input_len = case.param_dict["input_len"]
-    slug = _slug(f"{case.stage}-{case.variant or 'default'}-in{input_len}-r{case.repeat}")
-    started, watch = utc_now(), Stopwatch()
-    raw = env.logs / f"{slug}-latency.json"
-    client_log = env.logs / f"{slug}-latency.log"
-    raw.unlink(missing_ok=True)
-    engine_args = env.engine.offline_args([*env.spec.args, *variant.args])
-    cmd = lat.latency_command(tool_command("vllm"), env.model, input_len, stage, variant.compilation_config,
-                              engine_args, raw)
-    env.ctx.status(f"{case.variant or 'default'}: vllm bench latency --input-len {input_len} (repeat {case.repeat})")
-    res = run_tool(cmd, client_log, env.server_env(variant), CLIENT_TIMEOUT_S, banner=f"case {case.case_id}")
-    art = {"client_log": env.rel(client_log)}
-    common = _common(env, None, variant, "vllm bench latency")
-    text = client_log.read_text(encoding="utf-8", errors="replace") if client_log.exists() else ""
-    marker = f"==== normbench: case {case.case_id}"
-    text = text[text.rfind(marker):] if marker in text else text
-    effective, evidence = env.engine.read_start(text)
-    common["effective_config"] = jsonable(effective)
-    common["evidence"] = None if evidence is None else {"source": env.rel(client_log), **evidence}
-    if effective is None:
-        common["config_note"] = "no engine config line found in the log; requested values not verified"
-    if raw.exists():
-        art["raw"] = env.rel(raw)
-    if not res.ok:
-        return base_record(case, "FAILED", _tool_failure(env, "vllm bench latency", res, env.rel(client_log), None),
-                           started_at=started, artifacts=art, duration_s=watch.elapsed(), **common)
-    wrong = env.engine.mismatches(variant.compilation_config, effective) if effective else []
-    if wrong:
-        return base_record(case, "FAILED", "the engine's logged compilation_config does not carry the requested "
-                           "values: " + "; ".join(wrong), started_at=started, artifacts=art,
-                           duration_s=watch.elapsed(), **common)
-    if not raw.exists():
-        return base_record(case, "FAILED", f"vllm bench latency exited 0 but wrote no {raw.name}",
-                           started_at=started, artifacts=art, duration_s=watch.elapsed(), **common)
-    metrics, iters = lat.parse_latency_json(load_json(raw))
-    return base_record(case, "OK", started_at=started, metrics=metrics, artifacts=art, duration_s=watch.elapsed(),
-                       latencies_ms=iters, **common)

@@ -47,6 +47,13 @@ from normbench.store import Metric
 GUIDELLM_MIN = (0, 7)
 GUIDELLM_REPORT_VERSION = 2
 SUPPORTED_GUIDELLM = "guidellm >= 0.7 (tested with 0.8.1)"
+#: guidellm with max_seconds: its duration plus this much for start-up, tokenizing and the report (s).
+GUIDELLM_SLACK_S = 300.0
+#: guidellm 0.8.1 can deadlock between its scheduler and worker processes on an overloaded
+#: machine (seen on 2 busy cores: workers wait on a sync event, the main process on their
+#: messages, forever). A run stopped by its timeout is tried again this many times; the
+#: record's ``attempts`` says how many it took.
+GUIDELLM_RETRIES = 1
 
 STAT_SUFFIXES = ("mean", "median", "p99")
 

@@ -10,7 +10,9 @@ never imports the end-to-end modules, nor the reverse). A kind's object:
   its case count before rules and skips, and what multiplies it (``check_size``);
 * ``runner``: the ``normbench.runners.RUNNERS`` group that runs its cases;
 * end-to-end kinds (``normbench.stages.e2e.E2EKind``) add ``serves`` (its cases
-  run against the variant's server), ``preflight`` and ``run``.
+  run against the variant's server), ``preflight`` and the three hooks the shared
+  runner (``normbench.runners.e2e.run_case``) calls: ``command``, ``outputs`` and
+  ``parse``.
 
 The pydantic union of stage models (``normbench.suite.Stage``) stays static: it
 gives positioned errors. A new kind is one model in ``suite.py``, one module here

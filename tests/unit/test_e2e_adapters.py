@@ -339,8 +339,8 @@ def test_plan_one_server_per_variant_and_repeat_interleaved():
     assert shape == [
         ("server", 0, "base", ["tp", "acc"]),
         ("server", 0, "fused", ["tp", "acc"]),
-        ("latency", 0, "base", ["lat"]), ("latency", 0, "base", ["lat"]),
-        ("latency", 0, "fused", ["lat"]), ("latency", 0, "fused", ["lat"]),
+        ("offline", 0, "base", ["lat"]), ("offline", 0, "base", ["lat"]),
+        ("offline", 0, "fused", ["lat"]), ("offline", 0, "fused", ["lat"]),
         ("server", 1, "fused", ["tp"]),  # repeat 1 reverses the order: A B, then B A
         ("server", 1, "base", ["tp"]),
     ]
@@ -411,7 +411,7 @@ def test_a_hung_guidellm_is_tried_again(tmp_path, monkeypatch):
         return srv.ToolResult(0, None, "", 1.0)
 
     monkeypatch.setattr(e2e, "run_tool", fake_run_tool)
-    rec = e2e._throughput_case(env, case, server, suite.variants["a"])
-    assert rec.status == "OK" and rec.attempts == 2 and calls == [4 + e2e.GUIDELLM_SLACK_S] * 2
+    rec = e2e.run_case(env, case, server, suite.variants["a"])
+    assert rec.status == "OK" and rec.attempts == 2 and calls == [4 + tp.GUIDELLM_SLACK_S] * 2
     assert rec.artifacts["raw"] == "logs/g-a-r0-guidellm.json"
     assert rec.metrics["request_throughput"].unit == "req/s"

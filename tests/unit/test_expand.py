@@ -162,3 +162,15 @@ stages:
     assert stage.tolerance_for("bfloat16")["mismatch_rate"] == 0.05  # the op's default
     assert stage.tolerance_for("float32")["mismatch_rate"] == 0.5  # the suite's override
     assert stage.tolerance_for("float32")["norm_rel"] == 1e-3
+
+
+def test_a_served_model_skip_names_the_model_as_the_run_would_resolve_it(monkeypatch) -> None:
+    """``${NAME:-default}`` in server.model is expanded in the skip reason (unset: the default)."""
+    suite = parse_suite(
+        "name: s\nserver: {model: '${NB_TEST_MODEL_DIR:-/tmp/nb-model/x}', requires: {cuda: true}}\n"
+        "variants: {a: {}}\nstages: [{kind: startup}]\n", "m.yaml"
+    )
+    monkeypatch.delenv("NB_TEST_MODEL_DIR", raising=False)
+    assert expand(suite, CPU)[0].skip == "/tmp/nb-model/x needs a CUDA GPU"
+    monkeypatch.setenv("NB_TEST_MODEL_DIR", "/data/m")
+    assert expand(suite, CPU)[0].skip == "/data/m needs a CUDA GPU"

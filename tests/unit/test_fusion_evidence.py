@@ -264,7 +264,7 @@ def test_startup_case_records_start_and_compile_time_with_the_evidence(tmp_path)
     env = e2e._Env(_ctx(tmp_path))
     case = next(c for c in expand(env.ctx.suite, Capabilities()) if c.kind == "startup" and c.variant == "a")
     s = _server(tmp_path, "vllm_serve_fp8_fused.log", startup_s=47.25)
-    rec = e2e._startup_case(env, case, s, env.variant("a"))
+    rec = e2e.run_case(env, case, s, env.variant("a"))
     assert rec.status == "OK"
     assert {k: (m.value, m.unit, m.higher_is_better, m.samples) for k, m in rec.metrics.items()} == {
         "server_startup_s": (47.25, "s", False, [47.25]), "torch_compile_s": (19.84, "s", False, [19.84])}
@@ -300,9 +300,9 @@ def test_plan_records_each_start_before_its_stages_abba(tmp_path):
     steps = e2e.plan(cases)
     assert [(k, r, v, [c.kind for c in g]) for k, r, v, g in steps] == [
         ("server", 0, "a", ["startup", "throughput"]), ("server", 0, "b", ["startup", "throughput"]),
-        ("latency", 0, "a", ["latency"]), ("latency", 0, "b", ["latency"]),
+        ("offline", 0, "a", ["latency"]), ("offline", 0, "b", ["latency"]),
         ("server", 1, "b", ["startup", "throughput"]), ("server", 1, "a", ["startup", "throughput"]),
-        ("latency", 1, "b", ["latency"]), ("latency", 1, "a", ["latency"]),
+        ("offline", 1, "b", ["latency"]), ("offline", 1, "a", ["latency"]),
     ]
 
 
