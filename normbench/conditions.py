@@ -105,8 +105,32 @@ def utc_now() -> str:
 
 
 # --------------------------------------------------------------------------- what is read
+class _ThrottleReasons:
+    """``reasons_mask`` (NVML's clocks-event reason bits, None: not read) in words, for the
+    readings that carry one (``Snapshot``, ``CaseSample``)."""
+
+    reasons_mask: int | None
+
+    @property
+    def throttle_reasons(self) -> tuple[str, ...]:
+        """The reasons decoded (``decode_reasons``); empty when none or not read."""
+        return decode_reasons(self.reasons_mask) if self.reasons_mask is not None else ()
+
+    @property
+    def thermal_or_power_throttled(self) -> bool:
+        """Power or thermal throttling reported (``THROTTLING``); idle and clock settings are not."""
+        return is_throttling(self.throttle_reasons)
+
+    def reason_fields(self) -> dict[str, Any]:
+        """``throttle_reasons`` and ``thermal_or_power_throttled`` for a record (none when not read)."""
+        if self.reasons_mask is None:
+            return {}
+        return {"throttle_reasons": list(self.throttle_reasons),
+                "thermal_or_power_throttled": self.thermal_or_power_throttled}
+
+
 @dataclass(frozen=True)
-class Snapshot:
+class Snapshot(_ThrottleReasons):
     """The GPU's state at one moment (before or after a kernel stage).
 
     Attributes:
@@ -134,16 +158,6 @@ class Snapshot:
     reasons_mask: int | None = None
     unread: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def throttle_reasons(self) -> tuple[str, ...]:
-        """The reasons decoded (``decode_reasons``); empty when none or not read."""
-        return decode_reasons(self.reasons_mask) if self.reasons_mask is not None else ()
-
-    @property
-    def thermal_or_power_throttled(self) -> bool:
-        """Power or thermal throttling reported (``THROTTLING``); idle and clock settings are not."""
-        return is_throttling(self.throttle_reasons)
-
     def as_record(self) -> dict[str, Any]:
         """The record form (``normbench.store.ClockSnapshot``): fields not read are left out."""
         out: dict[str, Any] = {"at": self.at}
@@ -152,16 +166,14 @@ class Snapshot:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
-        if self.reasons_mask is not None:
-            out["throttle_reasons"] = list(self.throttle_reasons)
-            out["thermal_or_power_throttled"] = self.thermal_or_power_throttled
+        out.update(self.reason_fields())
         if self.unread:
             out["unread"] = dict(self.unread)
         return out
 
 
 @dataclass(frozen=True)
-class CaseSample:
+class CaseSample(_ThrottleReasons):
     """What is read right after a case's timed samples: the throttle reasons and the SM clock.
 
     Attributes:
@@ -174,20 +186,10 @@ class CaseSample:
     sm_clock_mhz: int | None = None
     unread: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def throttle_reasons(self) -> tuple[str, ...]:
-        return decode_reasons(self.reasons_mask) if self.reasons_mask is not None else ()
-
-    @property
-    def thermal_or_power_throttled(self) -> bool:
-        return is_throttling(self.throttle_reasons)
-
     def as_record(self) -> dict[str, Any]:
         """The case's ``conditions`` fields (``normbench.store.CaseConditions``) this sample fills."""
         out: dict[str, Any] = {}
-        if self.reasons_mask is not None:
-            out["throttle_reasons"] = list(self.throttle_reasons)
-            out["thermal_or_power_throttled"] = self.thermal_or_power_throttled
+        out.update(self.reason_fields())
         if self.sm_clock_mhz is not None:
             out["sm_clock_mhz"] = self.sm_clock_mhz
         if self.unread:
