@@ -2,6 +2,7 @@
 marked ``gpu`` are deselected there (counted in the terminal summary, never passed or skipped)."""
 
 import os
+import signal
 
 import pytest
 import torch
@@ -9,6 +10,13 @@ import torch
 if not torch.cuda.is_available():
     # Read when @triton.jit decorates, so it must be set before normbench.kernels imports.
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# A shell that starts pytest in the background (``cmd &`` without job control, nohup, some CI
+# runners) hands it SIGINT ignored, and children inherit that: the Ctrl-C tests would then see no
+# KeyboardInterrupt and spawned runs would never stop. Give this process, and so every child it
+# starts, the ordinary Ctrl-C behaviour a terminal user has.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _GPU_DESELECTED = pytest.StashKey[int]()
 
