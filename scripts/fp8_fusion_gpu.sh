@@ -28,7 +28,10 @@
 # NB_E2E_REPEATS (2: every end-to-end stage's repeats; a copy of the suite with another value
 # is run from $OUTDIR), NB_LATENCY_INPUT_LENS (e.g. "2048": the latency stage's input lengths,
 # same copy), NB_RUN_FILTERS (space-separated `normbench run --filter`s, e.g.
-# "variant=default,plus_rms_norm_fused stage=startup,guidellm,serve,gsm8k,latency"). Note: with 2 repeats a side no end-to-end row can be `faster`/`slower`
+# "variant=default,plus_rms_norm_fused stage=startup,guidellm,serve,gsm8k,latency": a variant
+# filter drops the kernel stages, which have no variant), NB_VARIANTS (e.g. "default plus_rms_norm
+# plus_rms_norm_fused": a copy of the suite with only these variants; kernel stages kept),
+# NB_REPEAT (2: normbench run --repeat, the kernel stages' repeats). Note: with 2 repeats a side no end-to-end row can be `faster`/`slower`
 # (Mann-Whitney's smallest two-sided p at 2 vs 2 is 0.33; normbench/stats.py: 4 a side to
 # resolve a change at 95%): 2 repeats give spreads and "within noise", 4 can give verdicts.
 set -u
@@ -121,14 +124,29 @@ if [ "$RESUME" = 0 ] || [ -n "$FROM" ]; then  # a fresh machine: the model first
 fi
 if [ "$RESUME" = 0 ]; then
   SUITE=suites/fp8_fusion.yaml
-  if [ "${NB_E2E_REPEATS:-2}" != 2 ] || [ -n "${NB_LATENCY_INPUT_LENS:-}" ]; then
+  if [ "${NB_E2E_REPEATS:-2}" != 2 ] || [ -n "${NB_LATENCY_INPUT_LENS:-}" ] || [ -n "${NB_VARIANTS:-}" ]; then
     SUITE=$OUTDIR/fp8_fusion.yaml
     sed -e "s/^    repeats: 2\$/    repeats: ${NB_E2E_REPEATS:-2}/" \
         -e "s/^    input_len: \[512, 2048, 8192\]\$/    input_len: [${NB_LATENCY_INPUT_LENS:-512, 2048, 8192}]/" \
         suites/fp8_fusion.yaml > "$SUITE"
-    grep -E "^    (repeats|input_len):" "$SUITE" | sort | uniq -c
+    if [ -n "${NB_VARIANTS:-}" ]; then  # keep only these variants (and in stages' `variants:` lists)
+      python3 - "$SUITE" $NB_VARIANTS <<'EOF' || exit 2
+import sys, yaml
+path, keep = sys.argv[1], sys.argv[2:]
+suite = yaml.safe_load(open(path))
+unknown = set(keep) - set(suite["variants"])
+assert not unknown, f"NB_VARIANTS: no such variant {sorted(unknown)}; the suite's: {sorted(suite['variants'])}"
+suite["variants"] = {k: v for k, v in suite["variants"].items() if k in keep}
+for st in suite["stages"]:
+    if "variants" in st:
+        st["variants"] = [v for v in st["variants"] if v in keep]
+yaml.safe_dump(suite, open(path, "w"), sort_keys=False)
+print("variants:", ", ".join(suite["variants"]))
+EOF
+    fi
+    grep -E "^ *(repeats|input_len):" "$SUITE" | sort | uniq -c
   fi
-  RUN_ARGS=(run "$SUITE" --repeat 2)
+  RUN_ARGS=(run "$SUITE" --repeat "${NB_REPEAT:-2}")
   for f in ${NB_RUN_FILTERS:-}; do RUN_ARGS+=(--filter "$f"); done
 else
   last=$(ls -d "$RUNS"/fp8_fusion-2* 2>/dev/null | tail -1)

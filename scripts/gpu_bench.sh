@@ -4,7 +4,8 @@
 #   bash scripts/gpu_bench.sh MODE [MODE ...]
 #
 # Modes: probe (GPU facts + smoke suite), gputests (pytest -m gpu: kernels compiled on this GPU), tune:FAMILY (scripts/tune.py FAMILY; the table comes back as tuned/FAMILY.json), suites names (e.g.
-# `suite:rmsnorm`, `suite:quant:FILTER...`), aa (an A/A pair + an A/B pair with a
+# `suite:rmsnorm`, `suite:quant:FILTER...`, `suite:smoke:FILTER:--profile=ncu`: a part starting with
+# -- is a `normbench run` option), aa (an A/A pair + an A/B pair with a
 # deliberately slowed provider), crosscheck (do_bench vs normbench for torch.compile),
 # multigpu (suites/rmsnorm.yaml: 1 GPU cold, --gpus all, --executor ray if ray imports (carry
 # .raybundle from scripts/ray_bundle.sh), 1 GPU warm, --gpus all again; wall times in
@@ -82,9 +83,13 @@ for mode in "$@"; do
         --table "$OUTDIR/tuned/$fam.json" ${NB_TUNE_ARGS:-}
       ;;
     suite:*)
-      spec=${mode#suite:}; suite=${spec%%:*}; filters=()
-      if [ "$spec" != "$suite" ]; then IFS=':' read -ra parts <<< "${spec#*:}"; for f in "${parts[@]}"; do filters+=(--filter "$f"); done; fi
-      step "${NB_STEP_SECONDS:-540}" "suite_$suite" "${NB[@]}" run "$suite" --results-dir "$RUNS" --no-progress "${filters[@]}"
+      # suite:NAME[:FILTER|:--OPTION=VALUE ...], e.g. suite:smoke:provider=triton,vllm:--profile=ncu
+      spec=${mode#suite:}; suite=${spec%%:*}; args=()
+      if [ "$spec" != "$suite" ]; then
+        IFS=':' read -ra parts <<< "${spec#*:}"
+        for f in "${parts[@]}"; do case $f in --*) args+=("$f");; *) args+=(--filter "$f");; esac; done
+      fi
+      step "${NB_STEP_SECONDS:-540}" "suite_$suite" "${NB[@]}" run "$suite" --results-dir "$RUNS" --no-progress ${args[@]+"${args[@]}"}
       ;;
     aa)
       # The same code twice (A/A), then B with the triton provider slowed by an extra
