@@ -14,7 +14,8 @@ figure may come from a differently specialized compile (torch.compile makes the 
 dimension dynamic after the first shape, a fresh process compiles the first shape
 statically). Target: agreement within 5%.
 
-Usage: python3 scripts/crosscheck_do_bench.py [--suite rmsnorm ...] [--out FILE]
+Usage: python3 scripts/crosscheck_do_bench.py [--suite rmsnorm ...] [--provider P]
+       [--filter KEY=VALUE ...] [--out FILE]   (filters as ``normbench run --filter``)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from normbench.expand import Capabilities, expand
+from normbench.expand import Capabilities, apply_filters, expand
 from normbench.kernels.providers._family import family_of
 from normbench.ops import OPS
 from normbench.registry import PROVIDERS, load
@@ -40,6 +41,7 @@ def main() -> None:
     ap.add_argument("--suite", action="append", default=None, help="suite files or names (default: rmsnorm, fused_add_rmsnorm)")
     ap.add_argument("--provider", default="torch_compile")
     ap.add_argument("--min-tokens", type=int, default=1024)
+    ap.add_argument("--filter", action="append", default=[], help="as normbench run --filter (repeatable)")
     ap.add_argument("--out")
     args = ap.parse_args()
     suites = args.suite or ["rmsnorm", "fused_add_rmsnorm"]
@@ -52,16 +54,15 @@ def main() -> None:
         path = Path(name) if name.endswith(".yaml") else Path(__file__).resolve().parents[1] / "suites" / f"{name}.yaml"
         loaded = load_suite(path)
         seen = set()
-        for case in expand(loaded.suite, caps):
+        for case in apply_filters(expand(loaded.suite, caps), args.filter):
             if case.provider != args.provider or case.skip or case.param_dict["num_tokens"] < args.min_tokens:
                 continue
             if case.params in seen:
                 continue
             seen.add(case.params)
             params, op = case.param_dict, case.op
-            stage = loaded.suite.stages[case.stage_index]
             family = family_of(op)
-            inputs = family.make_inputs(op, params, device, point_seed(stage.seed, case))
+            inputs = family.make_inputs(op, params, device, point_seed(case.settings.seed, case))
             fn = provider.make(op, params)
             fn({k: v.clone() for k, v in inputs.items()})  # compile outside both timings
             sets = [{k: v.clone() for k, v in inputs.items()} for _ in range(input_sets_needed(OPS[op].bytes_moved(params), rotate))]

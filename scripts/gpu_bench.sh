@@ -101,7 +101,8 @@ for mode in "$@"; do
       step 200 ab_slowed python3 scripts/slowed_provider.py run rmsnorm --name ab-slowed --results-dir "$RUNS" --no-progress "${f[@]}"
       ;;
     crosscheck)
-      step 240 crosscheck python3 scripts/crosscheck_do_bench.py --out "$OUTDIR/crosscheck.json"
+      # NB_CROSSCHECK_ARGS, e.g. "--suite rmsnorm_quant --provider vllm --filter num_tokens=8192"
+      step 240 crosscheck python3 scripts/crosscheck_do_bench.py --out "$OUTDIR/crosscheck.json" ${NB_CROSSCHECK_ARGS:-}
       ;;
     multigpu)
       # Wall time of the same kernel sweep on 1 GPU, sharded over every GPU (--gpus all), and
