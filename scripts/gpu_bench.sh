@@ -44,8 +44,11 @@ setup() {
     || { echo "normbench install failed"; exit 3; }
   export PYTHONPATH=/tmp/nbsite:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   export PATH=/tmp/nbsite/bin:$PATH
-  [ -f /tmp/peers-site/env.sh ] && . /tmp/peers-site/env.sh
+  # vLLM's site first, the peers' in front of it: both carry apache-tvm-ffi, and the peers' CuTe-DSL
+  # (FlashInfer, quack) fails with another version's ("make_kwargs_wrapper() got an unexpected keyword
+  # argument 'map_dataclass_to_tuple'", seen on the H100 with the serve bundle's 0.1.9 in front)
   [ -f /tmp/vllm-site/env.sh ] && . /tmp/vllm-site/env.sh  # scripts/vllm_bundle.sh
+  [ -f /tmp/peers-site/env.sh ] && . /tmp/peers-site/env.sh
   python3 -c "import normbench.cli, normbench.kernels.rmsnorm, pydantic; print('normbench ok, pydantic', pydantic.VERSION)" || {
     echo "normbench does not import here: carry its missing wheels (bash scripts/gpu_wheels.sh; carry .whl)" \
          "or install the vLLM bundle first (scripts/vllm_bundle.sh carries pydantic)"; exit 3; }

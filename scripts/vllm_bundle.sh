@@ -35,6 +35,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 CACHE=${VLLM_BUNDLE_CACHE:-$HOME/.cache/normbench-vllm-bundle}
+TVM_FFI_PIN=0.1.15.post2  # the serve set's apache-tvm-ffi: see step 2
 OUTDIR=$ROOT/.vllmbundle
 grep -qx '/.vllmbundle/' .git/info/exclude 2>/dev/null || echo '/.vllmbundle/' >> .git/info/exclude
 mkdir -p "$CACHE/wheels"
@@ -90,8 +91,13 @@ set_name=kernels; roots=(pydantic pyzmq)
 if [ $SERVE = 1 ]; then
   set_name=serve
   whl=$(ls "$CACHE"/wheels/vllm-"$PIN"-*.whl | head -1)
-  mapfile -t roots < <(unzip -p "$whl" "vllm-$PIN.dist-info/METADATA" | sed -n 's/^Requires-Dist: //p' |
-                       grep -v 'extra ==' | sed 's/;.*//')
+  # apache-tvm-ffi first (the first version chosen wins): vLLM 0.25.1 pins ==0.1.9, but the xgrammar its
+  # server imports (0.2.x) needs >=0.1.11 (0.1.9 fails with "load_lib_module() got an unexpected keyword
+  # argument 'extra_lib_paths'", seen on the H100), and the peers' CuTe-DSL needs the version
+  # ../shared/tools/device-peers carries; pip would have backtracked xgrammar instead, which the walk cannot.
+  roots=("apache-tvm-ffi==$TVM_FFI_PIN")
+  mapfile -t -O 1 roots < <(unzip -p "$whl" "vllm-$PIN.dist-info/METADATA" | sed -n 's/^Requires-Dist: //p' |
+                            grep -v 'extra ==' | sed 's/;.*//')
   roots+=("guidellm" "lm-eval[api]")
 fi
 # xgrammar (structured output, imported by the server) needs apache-tvm-ffi; the kernels set does not.
