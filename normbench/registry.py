@@ -58,6 +58,8 @@ FLASHINFER_QUANT_OPS = ("rms_norm_static_quant",)
 NVFP4_OPS = ("rms_norm_nvfp4_quant", "fused_add_rms_norm_nvfp4_quant")
 ALL_OPS = NORM_OPS + QUANT_OPS + NVFP4_OPS
 
+#: ``ProviderEntry.compiles`` values: per sweep point, per launch configuration, or nothing.
+COMPILES = ("shape", "config", None)
 #: The entry-point group outside packages register providers in.
 ENTRY_POINT_GROUP = "normbench.providers"
 #: What every provider imports: its ops take and return torch tensors.
@@ -94,10 +96,17 @@ class ProviderEntry:
             ``[project.optional-dependencies]``), or None.
         needs_cuda: True when it cannot run on a CPU device: ``validate`` and ``run`` skip
             its cases there with ``needs CUDA``.
+        compiles: what its first call at a sweep point compiles, for scheduling
+            (``normbench.executors.unit_cost``): ``"shape"``, code for every new point
+            (``torch.compile(dynamic=False)``); ``"config"``, a kernel per launch
+            configuration, reused across token counts (Triton, CuTe-DSL and JIT-built
+            kernels: the first point of each hidden size, dtype, residual, ...); None,
+            nothing (eager or precompiled).
 
     Raises:
         ValueError: an op that is not in ``normbench.ops.OPS``, a ``min_sm`` for an op it
-            does not declare, or a ``|`` in the summary.
+            does not declare, a ``|`` in the summary, or ``compiles`` not one of
+            ``COMPILES``.
     """
 
     name: str
@@ -110,6 +119,7 @@ class ProviderEntry:
     distributions: tuple[str, ...] = ()
     extra: str | None = None
     needs_cuda: bool = False
+    compiles: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.ops if op not in OPS]
@@ -120,6 +130,8 @@ class ProviderEntry:
             raise ValueError(f"provider {self.name!r}: min_sm for ops it does not declare: {stray}")
         if "|" in self.summary:
             raise ValueError(f"provider {self.name!r}: the summary is a Markdown table cell: no '|'")
+        if self.compiles not in COMPILES:
+            raise ValueError(f"provider {self.name!r}: compiles must be one of {COMPILES}, not {self.compiles!r}")
 
     @property
     def module(self) -> str:
@@ -169,7 +181,7 @@ BUILTIN_PROVIDERS: tuple[ProviderEntry, ...] = (
     ProviderEntry(
         "torch_compile", f"{_P}.torch_ops:COMPILED", ALL_OPS,
         summary="`torch_naive` under `torch.compile`, compiled per shape (`dynamic=False`: its best case)",
-        distributions=("torch",),
+        distributions=("torch",), compiles="shape",
     ),
     ProviderEntry(
         "torch_rms_norm", f"{_P}.torch_ops:F_RMS_NORM", NORM_OPS,
@@ -179,7 +191,7 @@ BUILTIN_PROVIDERS: tuple[ProviderEntry, ...] = (
     ProviderEntry(
         "triton", f"{_P}.triton:PROVIDER", ALL_OPS, imports=("triton",),
         summary="normbench's own fused Triton kernels (`kernels/`)",
-        distributions=("triton",), needs_cuda=True,
+        distributions=("triton",), needs_cuda=True, compiles="config",
     ),
     ProviderEntry(
         "vllm", f"{_P}.vllm:PROVIDER", NORM_OPS + QUANT_OPS + NVFP4_OPS, imports=("vllm._custom_ops",),
@@ -195,18 +207,18 @@ BUILTIN_PROVIDERS: tuple[ProviderEntry, ...] = (
         summary="`flashinfer.norm`: `rmsnorm`, static-FP8 `rmsnorm_quant`, NVFP4 `rmsnorm_fp4quant`",
         # FP8 conversion needs SM89+; the CuTe-DSL NVFP4 fusions are built for SM100+.
         min_sm={**{op: 89 for op in FLASHINFER_QUANT_OPS}, **{op: 100 for op in NVFP4_OPS}},
-        distributions=("flashinfer-python",), extra="flashinfer", needs_cuda=True,
+        distributions=("flashinfer-python",), extra="flashinfer", needs_cuda=True, compiles="config",
     ),
     ProviderEntry(
         "liger", f"{_P}.liger:PROVIDER", NORM_OPS, imports=("liger_kernel",),
         summary="Liger-Kernel's Triton RMSNorm",
-        distributions=("liger-kernel",), extra="liger", needs_cuda=True,
+        distributions=("liger-kernel",), extra="liger", needs_cuda=True, compiles="config",
     ),
     ProviderEntry(
         "quack", f"{_P}.quack:PROVIDER", NORM_OPS, imports=("quack",),
         summary="quack's CuTe-DSL RMSNorm",
         # quack-kernels runs on NVIDIA's CuTe DSL (nvidia-cutlass-dsl): both versions matter.
-        distributions=("quack-kernels", "nvidia-cutlass-dsl"), extra="quack", needs_cuda=True,
+        distributions=("quack-kernels", "nvidia-cutlass-dsl"), extra="quack", needs_cuda=True, compiles="config",
     ),
 )
 

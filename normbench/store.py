@@ -234,6 +234,12 @@ class DeviceInfo(TypedDict, total=False):
     """Kernel workers: the copy bandwidth measured on the worker's device (GB/s)."""
     port: int
     """End-to-end lanes: the lane's server port."""
+    startup_s: float
+    """Seconds from the parent spawning the worker to its ready answer (torch, CUDA context, copy bandwidth, the
+    providers' imports); absent in records before it."""
+    startup_wait_s: float
+    """Seconds of ``startup_s`` the run waited for: from when the parent had units to hand out (or spawned the
+    worker, if later) to its ready answer; 0 when the worker was ready first."""
 
 
 class ServerInfo(TypedDict, total=False):

@@ -145,11 +145,12 @@ def show_run(run_ref: str, fmt: str, output: Optional[str], results_dir: Optiona
 
 def conditions_lines(record) -> list[tuple[str, bool]]:
     """The run's measurement conditions in words (``normbench.conditions.show_lines``), cases labelled
-    as the tables label them, then the run's cold-L2 cross-check (``normbench.env.cold_l2_check``);
-    empty for a run that recorded none (a CPU run)."""
+    as the tables label them, then the run's cold-L2 cross-check (``normbench.env.cold_l2_check``) and
+    its parallel workers' start-up (``worker_startup_fact``); empty for a run that recorded none
+    (a serial CPU run)."""
     from normbench.conditions import show_lines
     from normbench.report import varying_axes
-    from normbench.report.run_table import cold_l2_fact
+    from normbench.report.run_table import cold_l2_fact, worker_startup_fact
     from normbench.report.labels import case_label
 
     varying = varying_axes(c.params for c in record.cases if c.kind == "kernel")
@@ -164,6 +165,9 @@ def conditions_lines(record) -> list[tuple[str, bool]]:
     fact = cold_l2_fact(env)
     if fact is not None:
         lines.append((fact, env.get("cold_l2_check.agree") is not True))
+    startup = worker_startup_fact(record)
+    if startup is not None:
+        lines.append((startup, False))
     return lines
 
 

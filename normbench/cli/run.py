@@ -391,10 +391,12 @@ def run(
     clock_lock = _clock_lock(exec_options) if lock_clocks and not dry_run else None  # before workers measure
     prestarted = None
     if exec_options.executor == "local" and not dry_run and any(st.kind == "kernel" for st in loaded.suite.stages):
-        from normbench.executors import local
+        from normbench.executors import local, warm_modules
 
-        # The workers set their GPUs up while this process imports torch and measures the machine.
-        prestarted = local.prestart(exec_options.devices, base)
+        # The workers set their GPUs up and import the suite's providers while this process
+        # imports torch, plans the cases and measures the machine.
+        fake = all(d.fake for d in exec_options.devices)
+        prestarted = local.prestart(exec_options.devices, base, warm_modules(loaded.suite, fake))
     try:
         _run(loaded, filter, repeat, dry_run, name, run_dir, retry_failed, base, progress, exec_options, prestarted,
              max_cases, clock_lock=clock_lock, profile=profile)
@@ -584,6 +586,8 @@ def _run(loaded: Any, filter: list[str], repeat: int, dry_run: bool, name: Optio
         # Parallel workers measure their own GPU's copy bandwidth; measuring here too would
         # run at the same time as a worker's on the same GPU.
         environment = envmod.collect(caps.device, measure_bandwidth=exec_options.executor == "serial")
+        if any(c.kind == "kernel" for c in cases):  # where its kernel cases' compilers cache (every executor)
+            environment.update(envmod.compile_cache_facts(envmod.compile_cache_dirs()))
         snapshot = store.SuiteSnapshot(
             name=loaded.suite.name, path=loaded.path, sha256=loaded.sha256, spec=loaded.suite.model_dump(mode="json")
         )
@@ -599,7 +603,8 @@ def _run(loaded: Any, filter: list[str], repeat: int, dry_run: bool, name: Optio
     try:
         _execute(pending, loaded.suite, caps, writer, progress, exec_options, prestarted, order=cases)
         if profile:
-            _profile_pass(profile, cases, writer, caps)
+            with envmod.compile_caches():  # the caches the timed cases compiled into
+                _profile_pass(profile, cases, writer, caps)
         status = "complete"
     except KeyboardInterrupt:
         pass

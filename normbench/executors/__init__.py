@@ -20,13 +20,19 @@ flags), with its own server port and the variant's own server log
 
 The parallel executors share ``normbench.executors.pool``: work units are kernel
 sweep points (all providers and repeats of one point together, since the kernel
-runner builds a point's inputs and float64 reference once), a worker runs one
-unit at a time (so never two timed cases on one GPU), results stream back to
+runner builds a point's inputs and float64 reference once), handed out
+costliest first (``unit_cost``: on a GPU the points with the most rotated input
+sets, i.e. the fewest tokens, plus what their providers compile), a worker runs
+one unit at a time (so never two timed cases on one GPU), results stream back to
 this process, which alone calls ``ctx.record`` (the run's single writer, crash
-safe as in a serial run). Each worker measures its own device's copy bandwidth
-once; its records' ``pct_peak`` uses it, and every record carries
-``device_info: {"index", "label", "name", "host", "pid", "peak_bandwidth_gbps"}``
-(end-to-end lanes: ``port`` instead of the bandwidth).
+safe as in a serial run). Each worker imports what the suite's providers need
+before it answers ready (``warm_modules``) and measures its own device's copy
+bandwidth once; its records' ``pct_peak`` uses it, and every record carries
+``device_info: {"index", "label", "name", "host", "pid", "peak_bandwidth_gbps",
+"startup_s", "startup_wait_s"}`` (end-to-end lanes: ``port`` instead of the
+bandwidth; the start-up times: ``normbench.executors.pool``). Kernel cases, in
+workers and in the serial executor alike, compile into one cache per user
+(``normbench.env.compile_cache_dirs``), recorded in the run's environment.
 
 Nothing here imports torch or ray at module import time: ``normbench list``
 and the worker start-up stay cheap.
@@ -39,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from normbench.errors import NormbenchError
-from normbench.expand import Case
+from normbench.expand import Case, KernelSettings
 
 EXECUTORS = ("serial", "local", "ray")
 
@@ -232,28 +238,134 @@ def _cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def kernel_units(cases: Sequence[Case]) -> list[WorkUnit]:
-    """Kernel cases -> one unit per sweep point, costliest first.
+#: ``unit_cost``'s model, in seconds: a least-squares fit to the case durations of
+#: ``suites/rmsnorm.yaml`` (7 providers, 2 to 65536 tokens) on an H200 with warm compile caches
+#: (``docs/results/h200x2/session2``; building a point's inputs and reference took ~0.03 s a point,
+#: left out). A case's fixed part (correctness check, capture, warm-up) ...
+CASE_S = 0.015
+#: ... per input set its timer rotates over (clone, capture, replays: 0.12-0.17 ms for a one-kernel
+#: provider, 0.9 ms for the eager ``torch_naive``, 0.31 ms on average) ...
+SET_S = 3e-4
+#: ... per GiB its call moves ...
+GIB_S = 0.05
+#: ... and what compiling costs with cold caches (``ProviderEntry.compiles``): ``torch_compile`` at
+#: every point (34.7 s cold against 14.4 s warm over 72 points), a JIT provider at the first point
+#: of each configuration (``triton``: 7.5 s against 4.3 s over 8 configurations).
+COMPILE_S = {"shape": 0.3, "config": 0.4}
 
-    Cost is a guess for scheduling only: the number of cases times (1 + the
-    point's modelled bytes / 64 MiB). Costliest-first keeps the largest points
-    off the end of the run, where one GPU would work while the others idle.
+
+def unit_cost(cases: Sequence[Case], l2_bytes: int = 0, first_of_config: bool = False) -> float:
+    """Estimated seconds a worker spends on one kernel unit (one sweep point's cases); for ordering only.
+
+    Per case: ``CASE_S``, plus ``SET_S`` per input set the GPU timer rotates over
+    (``normbench.timing.input_sets_needed`` of the call's bytes and the stage's
+    ``timing.rotate_bytes``, else 2 x ``l2_bytes``: thousands for a few tokens, one for a
+    large point, so on a GPU the smallest points cost most), plus ``GIB_S`` per GiB the call
+    moves (``normbench.ops``' model); on the CPU (``l2_bytes`` 0: no rotation) the stage's
+    ``timing.min_run_time_s`` instead of the sets. Plus, once per provider of the unit, its
+    compile cost ``COMPILE_S[compiles]`` (``ProviderEntry.compiles``): ``"shape"`` always,
+    ``"config"`` only when ``first_of_config`` (the unit that compiles its configuration's
+    kernels). A provider the registry does not know compiles nothing. Never raises for an op
+    or provider it cannot model (those parts cost nothing).
     """
     from normbench.ops import OPS
+    from normbench.registry import PROVIDERS
+    from normbench.timing import input_sets_needed
 
+    total = 0.0
+    compiling: set[tuple[str, str]] = set()  # (compiles, provider): once per unit
+    for c in cases:
+        settings = c.settings if isinstance(c.settings, KernelSettings) else KernelSettings()
+        try:
+            nbytes = OPS[c.op].bytes_moved(c.param_dict) if c.op in OPS else 0
+        except Exception:  # noqa: BLE001 - a cost guess must never stop a run
+            nbytes = 0
+        if l2_bytes > 0:
+            total += CASE_S + SET_S * input_sets_needed(nbytes, settings.rotate_bytes or 2 * l2_bytes)
+        else:
+            total += CASE_S + settings.min_run_time_s
+        total += GIB_S * nbytes / 2**30
+        ref = c.provider_ref
+        for name in ref.parts if ref is not None else ():
+            try:
+                kind = PROVIDERS[name].compiles
+            except KeyError:
+                kind = None
+            if kind == "shape" or (kind == "config" and first_of_config):
+                compiling.add((kind, name))
+    return total + sum(COMPILE_S[kind] for kind, _ in compiling)
+
+
+def kernel_units(cases: Sequence[Case], l2_bytes: int = 0) -> list[WorkUnit]:
+    """Kernel cases -> one unit per sweep point, the costliest first (``unit_cost``).
+
+    ``l2_bytes``: the L2 size of the GPUs the units will run on (0: CPU workers). Units
+    that share compiled kernels have the same ``affinity`` (the point's params but the
+    token count); the costliest unit of each such group carries the group's per-configuration
+    compile cost, since it goes first. Costliest-first (longest processing time first) keeps
+    the long points off the end of the run, where one GPU would work while the others idle;
+    equal costs keep expansion order.
+    """
     groups: dict[tuple, list[Case]] = {}
     for c in cases:
         groups.setdefault(c.shape_key(), []).append(c)
     units = []
     for group in groups.values():
         c = group[0]
-        try:
-            nbytes = OPS[c.op].bytes_moved(c.param_dict) if c.op in OPS else 0
-        except Exception:  # noqa: BLE001 - a cost guess must never stop a run
-            nbytes = 0
         affinity = (c.stage, c.op, tuple((k, v) for k, v in c.params if k != "num_tokens"))
-        units.append(WorkUnit("kernel", tuple(group), len(group) * (1.0 + nbytes / 2**26), affinity))
+        units.append(WorkUnit("kernel", tuple(group), unit_cost(group, l2_bytes), affinity))
+    first: dict[Any, int] = {}
+    for i, u in enumerate(units):
+        if u.affinity not in first or u.cost > units[first[u.affinity]].cost:
+            first[u.affinity] = i
+    for i in first.values():
+        u = units[i]
+        units[i] = WorkUnit(u.runner, u.cases, unit_cost(u.cases, l2_bytes, first_of_config=True), u.affinity)
     return sorted(units, key=lambda u: -u.cost)
+
+
+def l2_for_units(environment: dict[str, Any], fake: bool) -> int:
+    """The L2 size (bytes) ``kernel_units`` assumes: 0 for fake devices (CPU workers), else the
+    run's ``gpu.l2_mib`` (the parent's first GPU), else ``normbench.timing.DEFAULT_L2_BYTES``."""
+    from normbench.timing import DEFAULT_L2_BYTES
+
+    if fake:
+        return 0
+    mib = environment.get("gpu.l2_mib")
+    return int(mib * 2**20) if isinstance(mib, (int, float)) and mib > 0 else DEFAULT_L2_BYTES
+
+
+def warm_modules(suite: Any, fake: bool) -> list[str]:
+    """What a kernel worker imports before it says it is ready: the modules the suite's providers need.
+
+    For every provider of the suite's kernel stages (both parts of an unfused one) whose
+    packages are installed (``ProviderEntry.missing_package``), and that can run on the
+    workers' devices (``fake``: CPU workers, so not one that ``needs_cuda``): its module
+    (``target``), its ``imports`` (FlashInfer, Liger, quack, ``vllm._custom_ops``), and for a
+    provider that compiles per shape, Dynamo and Inductor. First ``normbench.runners.kernel``.
+    Nothing is compiled and no case touched, so timings are unaffected; a worker started while
+    the parent plans (``normbench.executors.local.prestart``) pays these imports then, instead
+    of in its first unit.
+    """
+    from normbench.registry import PROVIDERS
+    from normbench.suite import ProviderRef
+
+    out = ["normbench.runners.kernel"]
+    for stage in getattr(suite, "stages", ()):
+        if stage.kind != "kernel":
+            continue
+        for choice in stage.providers:
+            for name in ProviderRef.of(choice).parts:
+                try:
+                    entry = PROVIDERS[name]
+                except KeyError:
+                    continue
+                if entry.missing_package() or (fake and entry.needs_cuda):
+                    continue
+                out += [entry.module, *entry.imports]
+                if entry.compiles == "shape":
+                    out += ["torch._dynamo", "torch._inductor.compile_fx"]
+    return list(dict.fromkeys(out))
 
 
 def split(cases: Sequence[Case]) -> tuple[list[Case], list[Case]]:
@@ -296,12 +408,14 @@ def execute(cases: list[Case], ctx: Any, options: ExecOptions | None = None,
         if options.executor == "local":
             from normbench.executors import local
 
-            local.run(kernel_units(kernel), ctx, options.devices or resolve_devices(options.gpus or "all"), on_workers,
-                      prestarted=prestarted)
+            devices = options.devices or resolve_devices(options.gpus or "all")
+            units = kernel_units(kernel, l2_for_units(ctx.environment, all(d.fake for d in devices)))
+            local.run(units, ctx, devices, on_workers, prestarted=prestarted)
         else:
             from normbench.executors import ray_executor
 
-            ray_executor.run(kernel_units(kernel), ctx, options, on_workers)
+            units = kernel_units(kernel, l2_for_units(ctx.environment, options.ray_resource != "GPU"))
+            ray_executor.run(units, ctx, options, on_workers)
     if prestarted is not None:
         prestarted.close()  # a suite without kernel cases left them unused
     if e2e:

@@ -10,10 +10,21 @@ started, e.g. compiler subprocesses). It talks to the parent over two pipes
 quotes when the worker dies.
 
 Kernel workers can be started before the run exists (``prestart``, which the
-CLI calls as soon as it knows the devices): a worker sets up its device
-(torch import, CUDA context, copy bandwidth, compiler imports) while the
-parent loads the suite, probes the machine and creates the run; ``run`` then
-adopts them, sends each its ``init`` and moves its log into the run directory.
+CLI calls as soon as it has loaded the suite and knows the devices): a worker
+sets up its device (torch import, CUDA context, copy bandwidth) and imports
+what the suite's providers need (``normbench.executors.warm_modules``:
+compilers, FlashInfer, Liger, quack, ...) while the parent imports torch,
+expands and checks the plan, measures the machine and creates the run; ``run``
+then adopts them, sends each its ``init`` and moves its log into the run
+directory. The parent notes when it spawned each worker and when its ready
+answer came (``startup_s`` in the records' ``device_info``,
+``normbench.executors.pool``).
+
+Kernel workers share one compile cache per user (``normbench.env.compile_cache_dirs``:
+``TRITON_CACHE_DIR`` and ``TORCHINDUCTOR_CACHE_DIR``, the user's values when set),
+so what one worker compiled the others load instead of compiling again on the
+next run. End-to-end lanes get no such variables: the ``vllm serve`` they start
+keeps its own caches (and ``server.cold_start`` its fresh ones).
 
 End-to-end lanes (``role="e2e"``) are workers on a GPU set (a ``Device`` whose
 ``visible`` lists several GPUs), each owning one ``vllm serve`` port.
@@ -36,7 +47,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from normbench.executors import Device, WorkUnit
+from normbench.executors import Device, WorkUnit, warm_modules
+from normbench.executors import pool
 from normbench.executors.pool import Scheduler, Slot
 from normbench.executors.worker import read_frame, write_frame
 
@@ -52,14 +64,15 @@ class Prestarted:
     ends before it executes anything must not leave workers behind).
     """
 
-    def __init__(self, devices: Sequence[Device], log_dir: Path):
+    def __init__(self, devices: Sequence[Device], log_dir: Path, warm: Sequence[str] | None = None):
         self.events: queue.Queue[tuple] = queue.Queue()
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         threads = _threads_per_worker(devices)
         self.slots: dict[int, LocalSlot] = {}
         for d in devices:
-            slot = LocalSlot(d, "kernel", log_dir / f"{os.getpid()}-{d.label.replace(':', '')}.log", self.events, threads)
+            slot = LocalSlot(d, "kernel", log_dir / f"{os.getpid()}-{d.label.replace(':', '')}.log", self.events, threads,
+                             warm=warm)
             slot.spawn()
             self.slots[d.index] = slot
 
@@ -77,9 +90,13 @@ class Prestarted:
             pass
 
 
-def prestart(devices: Sequence[Device], results_dir: Path) -> Prestarted:
-    """Start one kernel worker per device now; their logs wait in ``<results_dir>/.workers/``."""
-    return Prestarted(devices, Path(results_dir) / ".workers")
+def prestart(devices: Sequence[Device], results_dir: Path, warm: Sequence[str] | None = None) -> Prestarted:
+    """Start one kernel worker per device now; their logs wait in ``<results_dir>/.workers/``.
+
+    ``warm``: the modules each imports before it answers ready (``normbench.executors.warm_modules``
+    of the suite); None: the compilers' (``normbench.executors.worker.DEFAULT_WARM``).
+    """
+    return Prestarted(devices, Path(results_dir) / ".workers", warm)
 
 
 def run(units: Sequence[WorkUnit], ctx: Any, devices: Sequence[Device],
@@ -104,12 +121,13 @@ def run(units: Sequence[WorkUnit], ctx: Any, devices: Sequence[Device],
     logs.mkdir(parents=True, exist_ok=True)
     threads = _threads_per_worker(devices)
     ports = ports or {}
+    warm = warm_modules(ctx.suite, all(d.fake for d in devices)) if role == "kernel" else None
 
     def make_slot(device: Device, events: Any) -> Slot:
         log = logs / f"{device.label.replace(':', '').replace(',', '+')}.log"
         slot = prestarted.take(device) if prestarted is not None and role == "kernel" else None
         if slot is None:
-            slot = LocalSlot(device, role, log, events, threads)
+            slot = LocalSlot(device, role, log, events, threads, warm=warm)
         else:
             slot.adopt_log(log)
         slot.init = {**init, "port": ports.get(device.index)}
@@ -126,11 +144,16 @@ def _threads_per_worker(devices: Sequence[Device]) -> int | None:
     return max(1, (os.cpu_count() or 1) // len(devices))
 
 
-def _worker_env(device: Device, threads: int | None) -> dict[str, str]:
+def _worker_env(device: Device, threads: int | None, role: str = "kernel") -> dict[str, str]:
+    """The environment of a worker on ``device``: this process's, pinned to the device; a kernel
+    worker's with the shared compile caches (``normbench.env.compile_cache_dirs``)."""
     import normbench
+    from normbench.env import compile_cache_dirs
 
     env = dict(os.environ)
     env["CUDA_VISIBLE_DEVICES"] = device.visible
+    if role == "kernel":
+        env.update(compile_cache_dirs(env))
     # The worker must import the same normbench as this process: a source tree run
     # without installing needs its root on the path. Never put a site-packages
     # folder there (it would come before the standard library).
@@ -160,14 +183,18 @@ def describe_exit(code: int | None, label: str, pid: int | None) -> str:
 class LocalSlot(Slot):
     """A worker process pinned to one device (or one GPU set).
 
-    ``spawn()`` starts the process (it sets its device up at once); ``start()``
-    spawns it if needed and sends ``init``, the run it works for.
+    ``spawn()`` starts the process (it sets its device up at once, then imports
+    ``warm``); ``start()`` spawns it if needed and sends ``init``, the run it works for.
     """
 
-    def __init__(self, device: Device, role: str, log_path: Path, events: Any, threads: int | None):
+    def __init__(self, device: Device, role: str, log_path: Path, events: Any, threads: int | None,
+                 warm: Sequence[str] | None = None):
         super().__init__(device.index, device.label, events)
         self.device = device
-        self.spec = {"label": device.label, "index": device.index, "fake": device.fake, "role": role}
+        self.role = role
+        self.spec: dict[str, Any] = {"label": device.label, "index": device.index, "fake": device.fake, "role": role}
+        if warm is not None:
+            self.spec["warm"] = list(warm)
         self.init: dict[str, Any] = {}
         self.log_path = log_path
         self.threads = threads
@@ -193,11 +220,12 @@ class LocalSlot(Slot):
         from_worker_r, from_worker_w = os.pipe()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
+        self.spawned_at = pool.clock()
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "normbench.executors.worker", str(to_worker_r), str(from_worker_w),
                  json.dumps(self.spec)],
-                pass_fds=(to_worker_r, from_worker_w), env=_worker_env(self.device, self.threads),
+                pass_fds=(to_worker_r, from_worker_w), env=_worker_env(self.device, self.threads, self.role),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         finally:

@@ -13,6 +13,11 @@ slot's own thread turns what its worker says into events on one queue;
   unstarted cases back at the head of the queue, and starts a fresh worker
   for that device. A device whose workers die twice in a row before getting
   ready is given up; when no device is left, the run stops with an error;
+* stamps each worker's start-up on the records it makes (``device_info``):
+  ``startup_s``, from spawning the worker to its ready answer (the slot's own
+  thread notes both times), and ``startup_wait_s``, how much of that the run
+  waited for: from when this scheduler had units to hand out (or the worker was
+  spawned, if later) to its ready answer, 0 when it was ready before;
 * on ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM turned into it by the CLI),
   stops every worker, records the cases that finished meanwhile, and re-raises:
   the run is kept as interrupted and ``--resume`` completes it.
@@ -39,15 +44,20 @@ MAX_START_FAILURES = 2
 STOP_WAIT_S = 15.0
 #: A worker may take a unit it has compiled for ahead of the costliest one if it costs at least this share of it.
 AFFINITY_COST_RATIO = 0.5
+#: The clock start-up times are read from (seconds; tests replace it).
+clock = time.monotonic
+#: The ``device_info`` keys the scheduler adds to a worker's records.
+STARTUP_KEYS = ("startup_s", "startup_wait_s")
 
 
 class Slot:
     """One worker on one device, as the scheduler sees it.
 
-    Subclasses implement ``start`` (begin starting the worker; its thread then
-    emits ``("ready", info)`` or ``("died", reason)``), ``submit`` (send one
-    unit) and ``stop`` (end the worker; ``force`` when it may be mid-unit).
-    Events go to ``self.events`` as ``(slot, kind, payload)``.
+    Subclasses implement ``start`` (begin starting the worker, setting
+    ``spawned_at``; its thread then calls ``emit_ready(info)`` or emits
+    ``("died", reason)``), ``submit`` (send one unit) and ``stop`` (end the
+    worker; ``force`` when it may be mid-unit). Events go to ``self.events`` as
+    ``(slot, kind, payload)``.
     """
 
     def __init__(self, key: int, label: str, events: "queue.Queue[tuple]"):
@@ -59,9 +69,19 @@ class Slot:
         self.unit: WorkUnit | None = None
         self.recorded: set[str] = set()
         self.warm: set[Any] = set()  # the affinities of the units this worker ran
+        self.spawned_at: float | None = None  # clock() when its worker was spawned
+        self.ready_at: float | None = None  # clock() when its ready answer arrived
 
     def emit(self, kind: str, payload: Any = None) -> None:
         self.events.put((self, kind, payload))
+
+    def emit_ready(self, info: dict[str, Any] | None) -> None:
+        """The worker answered ready: note the time, add ``startup_s`` (seconds since ``spawned_at``), emit it."""
+        self.ready_at = clock()
+        info = dict(info or {})
+        if self.spawned_at is not None:
+            info["startup_s"] = round(max(0.0, self.ready_at - self.spawned_at), 3)
+        self.emit("ready", info)
 
     def emit_worker_message(self, msg: tuple) -> str:
         """Turn one message of ``normbench.executors.worker``'s protocol into an event.
@@ -72,7 +92,9 @@ class Slot:
         kind = msg[0]
         if kind == "record":
             self.emit("record", (msg[1], CaseRecord.model_validate_json(msg[2])))
-        elif kind in ("ready", "status"):
+        elif kind == "ready":
+            self.emit_ready(msg[1])
+        elif kind == "status":
             self.emit(kind, msg[1])
         elif kind == "error":
             self.emit("error", (msg[1], msg[2]))
@@ -120,6 +142,7 @@ class Scheduler:
         self.pending: deque[WorkUnit] = deque()
         self.cases_by_id: dict[str, Any] = {}
         self.last_death = ""
+        self.started_at = clock()
 
     # ------------------------------------------------------------------ main loop
     def run(self, units: Sequence[WorkUnit]) -> None:
@@ -128,6 +151,7 @@ class Scheduler:
         for u in units:
             for c in u.cases:
                 self.cases_by_id[c.case_id] = c
+        self.started_at = clock()
         try:
             for pos in range(len(self.keys)):
                 self._spawn(pos)
@@ -196,7 +220,10 @@ class Scheduler:
         if not self._current(slot):
             return  # a late word from a replaced worker
         if kind == "ready":
-            slot.info = payload or {}
+            slot.info = dict(payload or {})
+            if slot.ready_at is not None and "startup_s" in slot.info:
+                since = max(self.started_at, slot.spawned_at if slot.spawned_at is not None else self.started_at)
+                slot.info["startup_wait_s"] = round(max(0.0, slot.ready_at - since), 3)
             slot.state = "idle"
             self.start_failures[self._pos(slot)] = 0
             self._report()
@@ -206,7 +233,7 @@ class Scheduler:
             if case is None:
                 return
             slot.recorded.add(case_id)
-            self.ctx.record(case, rec)
+            self.ctx.record(case, _with_startup(rec, slot))
         elif kind == "status":
             self.ctx.status(f"[{slot.label}] {payload}")
         elif kind == "error":
@@ -290,5 +317,13 @@ class Scheduler:
                 case = self.cases_by_id.get(case_id)
                 if case is not None and case_id not in slot.recorded:
                     slot.recorded.add(case_id)
-                    self.ctx.record(case, rec)
+                    self.ctx.record(case, _with_startup(rec, slot))
         self.on_workers(0, len(self.slots))
+
+
+def _with_startup(rec: CaseRecord, slot: Slot) -> CaseRecord:
+    """``rec`` with its worker's start-up times (``STARTUP_KEYS`` of ``slot.info``) in its ``device_info``."""
+    extra = {k: slot.info[k] for k in STARTUP_KEYS if k in slot.info}
+    if extra and rec.device_info is not None:
+        rec.device_info = {**rec.device_info, **extra}  # type: ignore[typeddict-item]
+    return rec

@@ -3,8 +3,11 @@
 The same work units as the local executor, on a Ray cluster: one actor per GPU
 of the cluster, each requesting ``num_gpus=1`` (Ray pins it with
 ``CUDA_VISIBLE_DEVICES``), each holding a ``WorkerCore`` (own copy-bandwidth
-measurement, ``device_info`` on every record, with the node's host name and the
-GPU's model, so heterogeneous clusters are recorded case by case). An actor
+measurement, the suite's providers imported before its first answer, the
+compile caches of its node's user, ``device_info`` on every record, with the
+node's host name, the GPU's model and the actor's start-up time, so
+heterogeneous clusters are recorded case by case; the run's environment names
+this host's compile caches). An actor
 streams its records back as it finishes them (a Ray streaming generator); this
 process alone records them. An actor that dies (node lost, process killed)
 fails its in-flight case with Ray's reason and is replaced; Ctrl-C kills the
@@ -35,7 +38,8 @@ import threading
 from typing import Any, Callable, Sequence
 
 from normbench.errors import NormbenchError
-from normbench.executors import RAY_INSTALL_HINT, RAY_RESOURCE_ENV, ExecOptions, WorkUnit
+from normbench.executors import RAY_INSTALL_HINT, RAY_RESOURCE_ENV, ExecOptions, WorkUnit, warm_modules
+from normbench.executors import pool
 from normbench.executors.pool import Scheduler, Slot
 
 #: Seconds to wait for an actor's first answer (start-up, bandwidth measurement).
@@ -93,11 +97,12 @@ def run(units: Sequence[WorkUnit], ctx: Any, options: ExecOptions,
         actor_cls = _actor_class(ray)
         init = {"suite": ctx.suite, "environment": dict(ctx.environment), "run_dir": str(ctx.run_dir),
                 "debug": bool(ctx.debug), "extra": dict(ctx.extra)}
+        warm = warm_modules(ctx.suite, resource != "GPU") if role == "kernel" else None
 
         def make_slot(k: int, events: Any) -> Slot:
             port = ports[k] if ports else None
             return RaySlot(ray, actor_cls, k, resource, {**init, "port": port}, events, role=role, gpus=size,
-                           accelerator_type=options.accelerator_type)
+                           accelerator_type=options.accelerator_type, warm=warm)
 
         Scheduler(ctx, list(range(lanes)), make_slot, on_workers, start_together=resource != "GPU").run(units)
     finally:
@@ -189,11 +194,14 @@ class RaySlot(Slot):
     """One Ray actor holding one GPU (or one unit of a stand-in resource)."""
 
     def __init__(self, ray: Any, actor_cls: Any, k: int, resource: str, init: dict[str, Any], events: Any,
-                 role: str = "kernel", gpus: int = 1, accelerator_type: str | None = None):
+                 role: str = "kernel", gpus: int = 1, accelerator_type: str | None = None,
+                 warm: Sequence[str] | None = None):
         fake = resource != "GPU"
         super().__init__(k, f"{resource}:{k}" if fake else f"ray:{k}", events)
         self.ray = ray
-        self.device = {"label": self.label, "index": k, "fake": fake, "role": role}
+        self.device: dict[str, Any] = {"label": self.label, "index": k, "fake": fake, "role": role}
+        if warm is not None:
+            self.device["warm"] = list(warm)
         self.init = init
         opts: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
         if fake:
@@ -208,6 +216,7 @@ class RaySlot(Slot):
         self._stopped = False
 
     def start(self) -> None:
+        self.spawned_at = pool.clock()
         try:
             self.actor = self.actor_cls.options(**self.opts).remote(self.device, self.init)
         except Exception as e:  # noqa: BLE001 - e.g. Ray refusing the options: this worker's death
@@ -222,7 +231,7 @@ class RaySlot(Slot):
             self.emit("died", self._reason(e))
             return
         self.label = info.get("label", self.label)
-        self.emit("ready", info)
+        self.emit_ready(info)
 
     def _reason(self, e: BaseException) -> str:
         text = str(e).strip().splitlines()

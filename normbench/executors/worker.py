@@ -14,7 +14,8 @@ it to ``send`` as it finishes. Messages sent (tuples):
 ``python -m normbench.executors.worker READ_FD WRITE_FD DEVICE_JSON`` is a
 local worker: framed pickles (8-byte big-endian length, then the pickle) on two
 pipes from and to the parent. It sets up its device first (``DEVICE_JSON``:
-``label``, ``index``, ``fake``, ``role``), answers ``("ready", device_info)``,
+``label``, ``index``, ``fake``, ``role``, and ``warm``, the modules to import
+before answering), logs how long each step took, answers ``("ready", device_info)``,
 then reads its run's ``init`` dict and runs each ``WorkUnit`` it reads until it
 reads ``None``. Setting up before the run is known lets the parent start its
 workers while it loads the suite and measures the environment (``prestart`` in
@@ -31,10 +32,14 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Sequence
 
 _HEADER = struct.Struct(">Q")
+#: What a kernel worker on a GPU imports before answering ready when its parent names nothing
+#: (``normbench.executors.warm_modules`` names the suite's needs).
+DEFAULT_WARM = ("torch._dynamo", "torch._inductor.compile_fx", "triton", "normbench.runners.kernel")
 
 
 def write_frame(f: BinaryIO, obj: Any) -> None:
@@ -73,22 +78,34 @@ class WorkerCore:
     """
 
     def __init__(self, device: dict[str, Any], send: Callable[[tuple], None]):
+        t0 = time.perf_counter()
         if device.get("fake"):
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         from normbench import env as envmod
         from normbench.expand import Capabilities
 
         self.role = device.get("role", "kernel")
+        if self.role == "kernel":  # before anything compiles (a Ray actor's parent sets nothing)
+            os.environ.update(envmod.compile_cache_dirs())
         caps = Capabilities.detect()
         if device.get("fake"):
             caps = Capabilities("cpu", None, None, caps.missing)
         self.caps = caps
         self.send = send
         self.bandwidth: dict[str, Any] = {}
+        t1 = time.perf_counter()
+        steps = [f"torch import + device query {t1 - t0:.2f} s"]
         if self.role == "kernel":
             self.bandwidth = envmod.measure_copy_bandwidth(caps.device)
-            if not device.get("fake"):
-                _warm_compilers()
+            t2 = time.perf_counter()
+            steps.append(f"CUDA context + copy bandwidth {t2 - t1:.2f} s" if caps.device == "cuda"
+                         else f"copy bandwidth {t2 - t1:.2f} s")
+            default = () if device.get("fake") else DEFAULT_WARM
+            took = warm_up(device.get("warm", default))
+            if took:
+                steps.append(f"imports {sum(took.values()):.2f} s (" +
+                             ", ".join(f"{m} {s:.2f}" for m, s in took.items()) + ")")
+        self.setup_log = "set-up: " + "; ".join(steps)
         self.device_info: dict[str, Any] = {
             "index": device.get("index"),
             "label": device["label"],
@@ -136,20 +153,26 @@ class WorkerCore:
         self.send(("done",))
 
 
-def _warm_compilers() -> None:
-    """Import what the kernel runner's first case would (Inductor, Triton, our kernels) while the parent sets up.
+def warm_up(modules: Sequence[str]) -> dict[str, float]:
+    """Import ``modules`` (what the worker's cases will: compilers, providers, peers' packages) now.
 
     Only imports: nothing is compiled and no case is touched, so timings are
     unaffected; a worker started ahead of its run (``prestart``) pays these
-    seconds while the parent loads the suite instead of on its first case.
+    seconds while the parent plans instead of in its first unit. Returns each
+    module's import time in seconds (those already imported take ~0); one that
+    fails to import is passed over (the case that needs it reports the error).
     """
     import importlib
 
-    for name in ("torch._dynamo", "torch._inductor.compile_fx", "triton", "normbench.runners.kernel"):
+    took: dict[str, float] = {}
+    for name in modules:
+        t = time.perf_counter()
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a warm-up; the case that needs it reports the real error
-            pass
+            continue
+        took[name] = time.perf_counter() - t
+    return took
 
 
 def main(argv: list[str]) -> int:
@@ -166,7 +189,8 @@ def main(argv: list[str]) -> int:
         write_frame(outbox, msg)
 
     core = WorkerCore(device, send)
-    print(f"normbench worker {device['label']} pid {os.getpid()}: {core.device_info}", flush=True)
+    print(core.setup_log, flush=True)
+    print(f"normbench worker {device['label']} pid {os.getpid()} ready: {core.device_info}", flush=True)
     send(("ready", core.device_info))
     try:
         init = read_frame(inbox)
@@ -175,6 +199,7 @@ def main(argv: list[str]) -> int:
     if init is None:
         return 0
     core.configure(init)
+    print(f"joined run {init.get('run_dir')}", flush=True)
     while True:
         try:
             unit = read_frame(inbox)

@@ -359,6 +359,27 @@ def cold_l2_fact(env: dict) -> str | None:
             f"{100 * env['cold_l2_check.noise_floor']:.1f}%")
 
 
+def worker_startup_fact(record: RunRecord) -> str | None:
+    """A parallel run's workers' start-up in one phrase, or None when no case recorded one.
+
+    Per worker (host, device label, pid; a replaced worker is listed again), in the order
+    of the labels: ``device_info.startup_s``, seconds from spawning it to its ready answer,
+    and ``startup_wait_s``, how many of them the run waited for (``normbench.executors.pool``):
+    ``worker start-up, spawn to ready: cuda:0 9.8 s (run waited 4.1 s), cuda:1 10.2 s (...)``.
+    """
+    seen: dict[tuple, tuple[float, float | None]] = {}
+    for c in record.cases:
+        info = c.device_info or {}
+        if "startup_s" in info:
+            key = (str(info.get("label", "?")), info.get("host"), info.get("pid"))
+            seen.setdefault(key, (info["startup_s"], info.get("startup_wait_s")))
+    if not seen:
+        return None
+    parts = [f"{label} {s:.1f} s" + (f" (run waited {w:.1f} s)" if w is not None else "")
+             for (label, _, _), (s, w) in sorted(seen.items(), key=lambda kv: kv[0][0])]
+    return "worker start-up, spawn to ready: " + ", ".join(parts)
+
+
 def summary_line(record: RunRecord) -> Text:
     counts: dict[str, int] = defaultdict(int)
     for c in record.cases:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -26,10 +27,13 @@ from normbench import store
 from normbench.cli import app
 from normbench.errors import NormbenchError
 from normbench.executors import (
-    FAKE_GPUS_ENV, RAY_RESOURCE_ENV, Device, WorkUnit, kernel_units, plan_order, resolve_devices, resolve_options,
+    COMPILE_S, FAKE_GPUS_ENV, RAY_RESOURCE_ENV, Device, WorkUnit, kernel_units, plan_order, resolve_devices,
+    resolve_options, unit_cost, warm_modules,
 )
+from normbench.executors import pool
 from normbench.executors.pool import Scheduler, Slot
-from normbench.expand import Case
+from normbench.expand import Capabilities, Case, expand
+from normbench.suite import Suite
 
 runner = CliRunner()
 
@@ -180,6 +184,120 @@ def test_a_worker_takes_a_unit_it_is_warm_for_unless_it_is_much_smaller() -> Non
     assert len({u.affinity for u in units}) == 2  # the token count is not part of it
 
 
+def _gpu_cases(providers: list[str], num_tokens: list[int], hidden_size: list[int], stage: str = "s") -> list[Case]:
+    """The runnable cases of a bf16 rms_norm stage, expanded as on an SM90 GPU."""
+    suite = Suite.model_validate({"name": "cost", "stages": [{
+        "kind": "kernel", "name": stage, "op": "rms_norm", "providers": providers,
+        "sweep": {"num_tokens": num_tokens, "hidden_size": hidden_size, "dtype": "bfloat16"}}]})
+    return [c for c in expand(suite, Capabilities("cuda", (9, 0), "H100", {})) if not c.skip]
+
+
+def _points(units: list[WorkUnit]) -> list[tuple[int, int]]:
+    return [(u.cases[0].param_dict["num_tokens"], u.cases[0].param_dict["hidden_size"]) for u in units]
+
+
+L2 = 50 * 2**20  # an H100's
+
+
+def test_on_a_gpu_the_points_with_the_most_input_sets_go_first() -> None:
+    """A few tokens need thousands of rotated input sets to span 2 x L2 (each cloned, captured and replayed):
+    on a GPU those points are the long ones, the large points the short ones; on the CPU nothing rotates."""
+    from normbench.ops import OPS
+    from normbench.timing import input_sets_needed
+
+    cases = _gpu_cases(["torch_naive", "torch_rms_norm"], [1, 4, 65536], [4096])
+    # The H200 records this model comes from: 5.8 s, 2.6 s and 0.9 s a point
+    assert _points(kernel_units(cases, L2)) == [(1, 4096), (4, 4096), (65536, 4096)]
+    assert _points(kernel_units(cases)) == [(65536, 4096), (4, 4096), (1, 4096)]  # CPU workers: by bytes
+    one = [c for c in cases if c.param_dict["num_tokens"] == 1 and c.provider == "torch_naive"]
+    nbytes = OPS["rms_norm"].bytes_moved(one[0].param_dict)
+    sets = input_sets_needed(nbytes, 2 * L2)
+    assert sets > 1000
+    assert unit_cost(one, L2) == pytest.approx(0.015 + 3e-4 * sets + 0.05 * nbytes / 2**30)
+
+
+def test_compile_costs_go_to_every_point_or_to_the_first_of_a_configuration() -> None:
+    """torch_compile compiles at every point; triton once per configuration (the point's params but the
+    token count), which the costliest unit of the group carries, since it goes first."""
+    cases = _gpu_cases(["torch_naive", "torch_compile", "triton"], [1, 16, 4096], [2880, 8192])
+    units = kernel_units(cases, L2)
+    assert [n for n, _ in _points(units)] == [1, 1, 16, 16, 4096, 4096]
+    assert _points(units)[:2] == [(1, 2880), (1, 8192)]  # 2880 wide: smaller calls, more input sets
+    for u in units:
+        first = u.cases[0].param_dict["num_tokens"] == 1
+        assert u.cost - unit_cost(u.cases, L2) == pytest.approx(COMPILE_S["config"] if first else 0.0)
+        eager = [c for c in u.cases if c.provider == "torch_naive"]
+        compiled = [c for c in u.cases if c.provider == "torch_compile"]
+        assert unit_cost(compiled, L2) - unit_cost(eager, L2) == pytest.approx(COMPILE_S["shape"])
+    # Between points that cost the same to time, the one that compiles goes first, wherever it was planned.
+    plain = _gpu_cases(["torch_naive", "torch_rms_norm"], [256], [4096], stage="a")
+    compiling = _gpu_cases(["torch_naive", "torch_compile"], [256], [4096], stage="b")
+    assert [u.cases[0].stage for u in kernel_units(plain + compiling, L2)] == ["b", "a"]
+    # A provider the registry does not know costs its cases and compiles nothing.
+    assert unit_cost(_cases(points=1, providers=2), L2) == pytest.approx(2 * unit_cost(_cases(points=1, providers=1), L2))
+
+
+def test_warm_modules_are_what_the_suites_providers_import(monkeypatch) -> None:
+    from normbench.registry import PROVIDERS, ProviderEntry
+
+    monkeypatch.setitem(PROVIDERS, "ghost", ProviderEntry("ghost", "nb_ghost:PROVIDER", ("rms_norm",),
+                                                          imports=("nb_ghost_pkg_xyz",)))
+    suite = Suite.model_validate({"name": "w", "stages": [
+        {"kind": "kernel", "op": "rms_norm", "providers": ["torch_naive", "torch_compile", "triton", "ghost"],
+         "sweep": {"num_tokens": [1], "hidden_size": [64]}},
+        {"kind": "kernel", "name": "again", "op": "rms_norm", "providers": ["torch_rms_norm"],
+         "sweep": {"num_tokens": [1], "hidden_size": [64]}}]})
+    cpu = ["normbench.runners.kernel", "normbench.kernels.providers.torch_ops", "torch._dynamo",
+           "torch._inductor.compile_fx"]
+    assert warm_modules(suite, fake=True) == cpu  # triton needs CUDA; ghost is not installed
+    assert warm_modules(suite, fake=False) == [*cpu, "normbench.kernels.providers.triton", "triton"]
+
+
+def test_compile_caches_are_one_per_user_and_respect_the_users_own(monkeypatch, tmp_path: Path) -> None:
+    from normbench.env import compile_cache_dirs, compile_cache_facts, compile_caches
+    from normbench.executors.local import _worker_env
+
+    assert compile_cache_dirs({"XDG_CACHE_HOME": "/c", "TRITON_CACHE_DIR": "/mine", "TORCHINDUCTOR_CACHE_DIR": ""}) == {
+        "TRITON_CACHE_DIR": "/mine", "TORCHINDUCTOR_CACHE_DIR": "/c/normbench/inductor"}
+    monkeypatch.setenv("HOME", str(tmp_path))
+    dirs = compile_cache_dirs({})
+    assert dirs == {"TRITON_CACHE_DIR": str(tmp_path / ".cache" / "normbench" / "triton"),
+                    "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / ".cache" / "normbench" / "inductor")}
+    assert compile_cache_facts(dirs) == {"compile_cache.triton": dirs["TRITON_CACHE_DIR"],
+                                         "compile_cache.inductor": dirs["TORCHINDUCTOR_CACHE_DIR"]}
+    assert not (tmp_path / ".cache").exists()  # nothing created: the compilers do that
+
+    env = {"TRITON_CACHE_DIR": "/mine", "XDG_CACHE_HOME": "/c"}
+    with pytest.raises(RuntimeError):
+        with compile_caches(env) as used:
+            assert env["TORCHINDUCTOR_CACHE_DIR"] == used["TORCHINDUCTOR_CACHE_DIR"] == "/c/normbench/inductor"
+            raise RuntimeError
+    assert env == {"TRITON_CACHE_DIR": "/mine", "XDG_CACHE_HOME": "/c"}  # restored, the user's value kept
+
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    kernel = _worker_env(Device(0, "", "fake:0", fake=True), None, "kernel")
+    assert kernel["TRITON_CACHE_DIR"] == str(tmp_path / "xdg" / "normbench" / "triton")
+    lane = _worker_env(Device(0, "", "fake:0", fake=True), None, "e2e")
+    assert "TRITON_CACHE_DIR" not in lane and "TORCHINDUCTOR_CACHE_DIR" not in lane  # vllm serve keeps its own
+
+
+def test_serial_kernel_stages_compile_into_the_shared_caches(monkeypatch, tmp_path: Path) -> None:
+    from normbench.executors import serial
+    from normbench.runners import kernel
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    seen: list[tuple] = []
+    monkeypatch.setattr(kernel, "run", lambda cases, ctx: seen.append(
+        (len(cases), os.environ.get("TRITON_CACHE_DIR"), os.environ.get("TORCHINDUCTOR_CACHE_DIR"))))
+    serial.run(_cases(points=2, providers=2), Ctx())
+    assert seen == [(4, str(tmp_path / "mine"), str(tmp_path / "xdg" / "normbench" / "inductor"))]
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ  # only while the kernel stages ran
+
+
 def test_e2e_units_gpu_sets_and_ports() -> None:
     from normbench.executors import e2e_units, gpu_sets, lane_ports
     from normbench.engines.vllm import engine_gpus
@@ -253,6 +371,7 @@ class FakeSlot(Slot):
             time.sleep(0.001)
             rec = base_record(c, "OK")
             rec.device = "fake"
+            rec.device_info = {"label": self.label, "index": self.key}
             self.emit("record", (c.case_id, rec))
         FakeSlot.log.append(("end", self.key, id(self)))
         self.emit("done")
@@ -321,6 +440,46 @@ def test_scheduler_gives_up_a_device_whose_workers_cannot_start() -> None:
         _schedule({0: ["die_at_start"] * 2, 1: ["die_at_start"] * 2}, kernel_units(cases))
 
 
+class StartupSlot(FakeSlot):
+    """A FakeSlot whose worker answers ready at ``ready_time`` on the test's clock (``spawned_at``: preset for a
+    worker started before the run, else the clock when the scheduler starts it)."""
+
+    now = [0.0]
+
+    def __init__(self, key: int, events: Any, ready_time: float, spawned_at: float | None = None) -> None:
+        super().__init__(key, events)
+        self.ready_time, self.spawned_at = ready_time, spawned_at
+
+    def start(self) -> None:
+        if self.ready_at is not None:  # started before the run, and ready already
+            return
+        if self.spawned_at is None:
+            self.spawned_at = pool.clock()
+        StartupSlot.now[0] = self.ready_time
+        self.emit_ready({"label": self.label, "name": "fake", "index": self.key})
+
+
+def test_scheduler_stamps_each_workers_startup_on_its_records(monkeypatch) -> None:
+    now = StartupSlot.now
+    monkeypatch.setattr(pool, "clock", lambda: now[0])
+    FakeSlot.plan, FakeSlot.log = {}, []
+    events: queue.Queue = queue.Queue()
+    early = StartupSlot(0, events, ready_time=95.0, spawned_at=90.0)  # prestarted, ready before the run
+    now[0] = 95.0
+    early.start()
+    late = StartupSlot(2, events, ready_time=103.0, spawned_at=90.0)  # prestarted, ready after the run began
+    made = {0: early, 2: late}
+    now[0] = 100.0  # the run has its units
+
+    def make(key: int, ev: Any) -> Slot:
+        return made.pop(key, None) or StartupSlot(key, ev, ready_time=107.0)  # spawned by the run at 100
+
+    ctx = Ctx()
+    Scheduler(ctx, [0, 1, 2], make, events=events).run(kernel_units(_cases(points=6, providers=2)))
+    got = {r.device_info["label"]: (r.device_info["startup_s"], r.device_info["startup_wait_s"]) for _, r in ctx.records}
+    assert got == {"fake:0": (5.0, 0.0), "fake:1": (7.0, 7.0), "fake:2": (13.0, 3.0)}
+
+
 # --------------------------------------------------------------------------- local workers on fake devices
 @pytest.fixture
 def fake_gpus(monkeypatch) -> None:
@@ -343,6 +502,73 @@ def test_sharded_run_is_the_serial_record_but_for_devices(tmp_path: Path, fake_g
                                                             rel=0.01)
     assert all(not hasattr(c, "device_info") or c.device_info is None for c in record.cases if c.status == "SKIPPED")
     assert sorted(p.name for p in (Path(record.path) / "logs" / "workers").iterdir()) == ["fake0.log", "fake1.log"]
+
+
+def test_workers_set_up_and_import_the_providers_while_the_parent_plans(tmp_path: Path, fake_gpus,
+                                                                         monkeypatch) -> None:
+    """The workers are spawned before the parent plans, and can be ready before it finishes: planning here waits
+    for their ready answers, so the run then waits for no worker (startup_wait_s 0), and each worker imported the
+    suite's providers before it joined the run. Kernel workers compile into the shared caches: the user's
+    TRITON_CACHE_DIR, kept as it was, and Inductor's under XDG_CACHE_HOME; the run records where."""
+    from normbench.cli import run as run_cli
+    from normbench.executors import local
+
+    mine = tmp_path / "my-triton-cache"
+    mine.mkdir()
+    (mine / "kept").write_text("a kernel")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(mine))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    started: list[Any] = []
+    real_prestart, real_plan = local.prestart, run_cli._plan
+
+    def prestart(devices, results_dir, warm=None):
+        started.append(real_prestart(devices, results_dir, warm))
+        return started[-1]
+
+    seen: dict[str, Any] = {}
+
+    def plan(*args, **kwargs):
+        assert started, "planning began before the workers were started"
+        slots = list(started[0].slots.values())
+        deadline = time.monotonic() + 120
+        while any(s.ready_at is None for s in slots) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen["logs"] = {s.label: s.log_path.read_text() for s in slots}
+        seen["env"] = {s.label: Path(f"/proc/{s.proc.pid}/environ").read_bytes().split(b"\0") for s in slots}
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(local, "prestart", prestart)
+    monkeypatch.setattr(run_cli, "_plan", plan)
+    runs = tmp_path / "runs"
+    res = _run([str(_suite(tmp_path)), "--results-dir", str(runs), "--gpus", "all"])
+    assert res.exit_code == 0, res.output
+    assert sorted(seen["logs"]) == ["fake:0", "fake:1"]
+    for label, log in seen["logs"].items():
+        assert "normbench.kernels.providers.torch_ops" in log and f"{label} pid" in log and " ready: " in log
+        assert "joined run" not in log  # set up before the run existed
+        env = seen["env"][label]
+        assert f"TRITON_CACHE_DIR={mine}".encode() in env
+        assert f"TORCHINDUCTOR_CACHE_DIR={tmp_path / 'xdg' / 'normbench' / 'inductor'}".encode() in env
+    record = store.load_run(store.resolve_run("latest", runs))
+    assert record.environment["compile_cache.triton"] == str(mine)
+    assert record.environment["compile_cache.inductor"] == str(tmp_path / "xdg" / "normbench" / "inductor")
+    assert (mine / "kept").read_text() == "a kernel"
+    startup = {}
+    for c in record.cases:
+        if c.status == "OK":
+            startup.setdefault(c.device_info["label"], set()).add((c.device_info["startup_s"],
+                                                                   c.device_info["startup_wait_s"]))
+    assert sorted(startup) == ["fake:0", "fake:1"]
+    for label, values in startup.items():
+        assert len(values) == 1  # one worker per device, the same on each of its records
+        (s, wait), = values
+        assert s > 0 and wait == 0.0
+    shown = runner.invoke(app, ["show", "latest", "--results-dir", str(runs)])
+    assert shown.exit_code == 0, shown.output
+    line = " ".join(shown.output.split())
+    assert "worker start-up, spawn to ready: fake:0 " in line and "fake:1 " in line
+    assert line.count("(run waited 0.0 s)") == 2
 
 
 @pytest.mark.slow
@@ -422,8 +648,8 @@ def test_a_bad_suite_stops_the_prestarted_workers(tmp_path: Path, fake_gpus, mon
     started: list[Any] = []
     real = local.prestart
 
-    def spy(devices, results_dir):
-        pre = real(devices, results_dir)
+    def spy(devices, results_dir, warm=None):
+        pre = real(devices, results_dir, warm)
         started.extend(s.proc for s in pre.slots.values())
         return pre
 

@@ -171,6 +171,19 @@ def _case(**kw: Any) -> store.CaseRecord:
     return store.CaseRecord(**{**base, **kw})
 
 
+def test_worker_startup_fits_the_declared_device_info() -> None:
+    """What the parallel scheduler adds to a worker's records (``normbench.executors.pool.STARTUP_KEYS``) is declared."""
+    from normbench.executors.pool import STARTUP_KEYS
+
+    assert set(STARTUP_KEYS) <= set(store.DeviceInfo.__annotations__)
+    info = {"index": 1, "label": "cuda:1", "name": "NVIDIA H200", "host": "h", "pid": 7, "peak_bandwidth_gbps": 4198.5,
+            "startup_s": 9.812, "startup_wait_s": 0.0}
+    back = store.CaseRecord.model_validate_json(_case(device_info=info).model_dump_json())
+    assert back.device_info == info
+    with pytest.raises(ValidationError, match="startup_s"):
+        _case(device_info={**info, "startup_s": "slow"})
+
+
 def test_writing_refuses_unknown_fields() -> None:
     with pytest.raises(ValidationError, match="bogus"):
         _case(bogus=1)

@@ -74,6 +74,8 @@ def test_entries_are_checked():
         ProviderEntry("x", "m:P", ("rms_norm",), min_sm={"scaled_quant": 89})
     with pytest.raises(ValueError, match="no '\\|'"):
         ProviderEntry("x", "m:P", ("rms_norm",), summary="a | b")
+    with pytest.raises(ValueError, match="compiles must be one of"):
+        ProviderEntry("x", "m:P", ("rms_norm",), compiles="always")
 
 
 def test_extras_are_pyproject_extras_of_the_declared_distributions():
