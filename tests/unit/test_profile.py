@@ -45,6 +45,7 @@ from normbench.suite import ProviderRef
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "profile"
 SYNTHETIC = FIXTURES / "ncu_raw_synthetic.csv"
+RECORDED = FIXTURES / "ncu_raw_h100_scaled_quant.csv"
 RUNS = ROOT / "tests" / "fixtures" / "runs"
 BASE = "rmsnorm-20260101T000000Z-aaaaaa"
 CAND = "rmsnorm-20260102T000000Z-bbbbbb"
@@ -68,6 +69,19 @@ def test_parses_the_synthetic_raw_page() -> None:
     assert norm.as_record() == {"name": VLLM_NORM, "time_us": 4.87, "calls": 1, "dram_pct": 71.52,
                                 "occupancy_pct": 83.41, "registers": 32, "block": "(256, 1, 1)",
                                 "grid": "(1024, 1, 1)"}
+
+
+def test_parses_a_raw_page_recorded_on_the_h100() -> None:
+    """ncu 2025.3.1 on the H100 (2026-12-07): triton's dynamic per-tensor int8 scaled_quant of a
+    float32 4096 x 8192 input, three launches (amax buffer fill, amax pass, quantize pass)."""
+    fill, amax, quant = parse_raw_csv(RECORDED.read_text())
+    assert fill.name == "void at::vectorized_elementwise_kernel<4, at::FillFunctor<float>, std::array<char *, 1>>(int, T2, T3)"
+    assert (amax.name, quant.name) == ("_amax_kernel", "_rowquant_kernel")
+    assert (fill.time_us, amax.time_us, quant.time_us) == (2.432, 48.416, 62.592)  # ncu's usecond column
+    assert (round(amax.dram_pct, 2), round(amax.occupancy_pct, 2), amax.registers) == (84.58, 48.31, 62)
+    assert (round(quant.dram_pct, 2), round(quant.occupancy_pct, 2), quant.registers) == (78.89, 82.14, 32)
+    assert (quant.block, quant.grid, amax.grid) == ("(256, 1, 1)", "(4096, 1, 1)", "(528, 1, 1)")
+    assert short_kernel_name(fill.name) == "vectorized_elementwise_kernel"
 
 
 def _raw(time_unit: str, rows: list[str], metrics: tuple[str, ...] = tuple(METRICS.values())) -> str:
