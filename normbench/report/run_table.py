@@ -354,9 +354,11 @@ def cold_l2_fact(env: dict) -> str | None:
     if "cold_l2_check.agree" not in env:
         return None
     verdict = "agree" if env["cold_l2_check.agree"] else "DISAGREE"
+    overhead = env.get("cold_l2_check.events_overhead_us") or 0.0  # absent in records before 2026-12-07
+    events = (f"{env['cold_l2_check.events_us'] - overhead:.2f} (less {overhead:.2f} event overhead)"
+              if overhead else f"{env['cold_l2_check.events_us']:.2f}")
     return (f"cold-L2 check: graph replay {env['cold_l2_check.graph_us']:.2f} vs events + flush "
-            f"{env['cold_l2_check.events_us']:.2f} us per call, {verdict} within "
-            f"{100 * env['cold_l2_check.noise_floor']:.1f}%")
+            f"{events} us per call, {verdict} within {100 * env['cold_l2_check.noise_floor']:.1f}%")
 
 
 def worker_startup_fact(record: RunRecord) -> str | None:

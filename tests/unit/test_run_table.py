@@ -81,3 +81,14 @@ def test_show_prints_the_runs_cold_l2_check(tmp_path) -> None:
             assert line in text
             if not agree and fmt == "markdown":
                 assert f"⚠ {line}" in text
+
+
+def test_the_cold_l2_fact_shows_the_events_median_less_its_overhead() -> None:
+    from normbench.report.run_table import cold_l2_fact
+
+    env = {"cold_l2_check.graph_us": 18.88, "cold_l2_check.events_us": 22.32, "cold_l2_check.noise_floor": 0.078,
+           "cold_l2_check.agree": True, "cold_l2_check.events_overhead_us": 3.1}
+    assert cold_l2_fact(env) == ("cold-L2 check: graph replay 18.88 vs events + flush 19.22 (less 3.10 event "
+                                 "overhead) us per call, agree within 7.8%")
+    del env["cold_l2_check.events_overhead_us"]  # a record from before the correction
+    assert "vs events + flush 22.32 us per call" in cold_l2_fact(env)

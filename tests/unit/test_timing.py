@@ -395,6 +395,25 @@ def test_every_bundled_kernel_case_rotates_over_2x_l2_in_graph_mode(l2: int) -> 
     assert checked > 1000 and smallest is not None and smallest < 2 * l2 // 2048  # the old cap's blind spot
 
 
+def test_the_rotation_crosscheck_takes_the_event_overhead_out_before_judging() -> None:
+    """Eager calls pay a fixed gap the graph does not (the H100's events + flush read 3.4 us over the
+    replay of a 19 us copy): uncorrected that is a false DISAGREE, less a negligible kernel's events
+    median it agrees; the raw events median stays in the result."""
+    from normbench.timing import rotation_crosscheck
+
+    gpu = FakeGpu(L2, gap_us=3.0)
+
+    def negligible() -> None:
+        gpu.clock_us += gpu.gap_us  # the launch gap alone: no bytes, no L2 traffic
+
+    raw = rotation_crosscheck(lambda n: gpu.fns(n, 300_000), 300_000, repetitions=5, warmup=2, backend=gpu)
+    assert raw["events_us"] == pytest.approx(13.0) and raw["events_overhead_us"] == 0.0 and raw["agree"] is False
+    res = rotation_crosscheck(lambda n: gpu.fns(n, 300_000), 300_000, repetitions=5, warmup=2, backend=gpu,
+                              overhead_fns=[negligible])
+    assert res["events_us"] == pytest.approx(13.0) and res["events_overhead_us"] == pytest.approx(3.0)
+    assert res["ratio"] == pytest.approx(10.0 / res["graph_us"], rel=1e-3) and res["agree"] is True
+
+
 class _UnderreportingL2(FakeGpu):
     """A device whose reported L2 is a quarter of its real one: a 2 x L2 rotation then stays in cache."""
 
