@@ -6,7 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=docs/results/${1:?gpu folder, e.g. h200}
 runs=$dir/runs
-latest() { ls -d "$runs"/"$1"-* 2>/dev/null | sort | tail -1 || true; }
+# The newest complete run of a suite, else its newest run (interrupted ones hold part of a sweep, e.g. a
+# --profile pass over a --filter).
+latest() {
+  local all c
+  all=$(ls -d "$runs"/"$1"-* 2>/dev/null | sort) || true
+  [ -n "$all" ] || return 0
+  c=$(python3 -c "
+import sys
+from normbench.store import load_run
+done = [p for p in sys.argv[1:] if load_run(p).status == 'complete']
+print(done[-1] if done else '')" $all)
+  if [ -n "$c" ]; then echo "$c"; else echo "$all" | tail -1; fi
+}
 out=$dir/REPORT.md
 {
   first=$(ls -d "$runs"/*/ | head -1)
@@ -27,6 +39,16 @@ out=$dir/REPORT.md
   for suite in rmsnorm fused_add_rmsnorm rmsnorm_quant rmsnorm_static_quant quant nvfp4 fp8_fusion; do
     r=$(latest "$suite") || true
     if [ -n "$r" ]; then normbench show "$r" --format markdown; echo; fi
+  done
+  # profiled runs (normbench run --profile) that the sections above did not show: their profile tables
+  shown=$(for suite in rmsnorm fused_add_rmsnorm rmsnorm_quant rmsnorm_static_quant quant nvfp4 fp8_fusion; do latest "$suite"; done)
+  for r in $(python3 -c "
+import sys
+from normbench.store import load_run
+print(' '.join(p for p in sys.argv[1:] if any(c.profile for c in load_run(p).cases)))" "$runs"/*/); do
+    r=${r%/}
+    grep -qxF "$r" <<< "$shown" && continue
+    normbench show "$r" --format markdown; echo
   done
   if [ -n "$(latest aa-1)" ] && [ -n "$(latest aa-2)" ]; then
     echo "## A/A: the same code twice (expect within noise)"
