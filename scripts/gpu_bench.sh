@@ -3,7 +3,7 @@
 #
 #   bash scripts/gpu_bench.sh MODE [MODE ...]
 #
-# Modes: probe (GPU facts + smoke suite), gputests (pytest -m gpu: kernels compiled on this GPU), tune:FAMILY (scripts/tune.py FAMILY; the table comes back as tuned/FAMILY.json), suites names (e.g.
+# Modes: probe (GPU facts + smoke suite), probe:NAME (scripts/probe_NAME.py, a diagnostic), gputests (pytest -m gpu: kernels compiled on this GPU), tune:FAMILY (scripts/tune.py FAMILY; the table comes back as tuned/FAMILY.json), suites names (e.g.
 # `suite:rmsnorm`, `suite:quant:FILTER...`, `suite:smoke:FILTER:--profile=ncu`: a part starting with
 # -- is a `normbench run` option), aa (an A/A pair + an A/B pair with a
 # deliberately slowed provider), crosscheck (do_bench vs normbench for torch.compile),
@@ -102,6 +102,11 @@ for mode in "$@"; do
       step 200 aa_1 "${NB[@]}" run rmsnorm --name aa-1 --results-dir "$RUNS" --no-progress "${f[@]}"
       step 200 aa_2 "${NB[@]}" run rmsnorm --name aa-2 --results-dir "$RUNS" --no-progress "${f[@]}"
       step 200 ab_slowed python3 scripts/slowed_provider.py run rmsnorm --name ab-slowed --results-dir "$RUNS" --no-progress "${f[@]}"
+      ;;
+    probe:*)
+      # a diagnostic script, scripts/probe_NAME.py (e.g. probe:nvfp4_fp32, probe:quant_fp32)
+      name=${mode#probe:}
+      step "${NB_STEP_SECONDS:-240}" "probe_$name" python3 "scripts/probe_$name.py"
       ;;
     crosscheck)
       # NB_CROSSCHECK_ARGS, e.g. "--suite rmsnorm_quant --provider vllm --filter num_tokens=8192"
