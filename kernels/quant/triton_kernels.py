@@ -141,10 +141,11 @@ def _rowquant_kernel(
     eps, qmax, qmin, min_scale,
     BLOCK_G: tl.constexpr, GS: tl.constexpr,
     NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_UB: tl.constexpr,
-    SCALE_MODE: tl.constexpr,  # 0: dynamic per block, 1: static scale at sin_ptr, 2: from the amax at sin_ptr
+    SCALE_MODE: tl.constexpr,  # 0: dynamic per block, 1: static scale at sin_ptr, 2: from the amax partials at sin_ptr
     IS_FP8: tl.constexpr, ROWS: tl.constexpr, RES_BF16: tl.constexpr, TUPLE_REDUCE: tl.constexpr,
     Q_VEC: tl.constexpr, HW_CVT: tl.constexpr, PERSISTENT: tl.constexpr, STAGES: tl.constexpr,
-    PDL: tl.constexpr,
+    PDL: tl.constexpr, N_PART: tl.constexpr = 1,  # SCALE_MODE 2: the partials (n_part of them), a power of two above
+    n_part=1,
 ):
     pid = tl.program_id(0)
     if PDL:
@@ -160,7 +161,10 @@ def _rowquant_kernel(
     if SCALE_MODE == 1:
         k_fixed = 1.0 / tl.load(sin_ptr)
     if SCALE_MODE == 2:
-        s_fixed = tl.maximum(tl.load(sin_ptr) / qmax, min_scale)
+        # the amax pass's per-program maxima (no zeroed buffer, no atomics): one L2-resident reduction per program
+        part = tl.arange(0, N_PART)
+        amax = tl.max(tl.load(sin_ptr + part, mask=part < n_part, other=0.0), axis=0)
+        s_fixed = tl.maximum(amax / qmax, min_scale)
         k_fixed = 1.0 / s_fixed
         tl.store(s_ptr, s_fixed, mask=pid == 0)
     if PERSISTENT:
@@ -179,8 +183,10 @@ def _rowquant_kernel(
 
 
 @triton.jit
-def _amax_kernel(x_ptr, amax_ptr, n_rows, n_cols, stride_x, BLOCK: tl.constexpr):
-    """Pass 1 of dynamic per-tensor quantization: max |x| into ``amax_ptr`` (zeroed, fp32)."""
+def _amax_kernel(x_ptr, part_ptr, n_rows, n_cols, stride_x, BLOCK: tl.constexpr):
+    """Pass 1 of dynamic per-tensor quantization: program ``pid`` writes max |x| over its rows
+    (``pid``, ``pid + nprog``, ...) to ``part_ptr[pid]`` (fp32 [nprog], no initial value needed);
+    the quantize pass reduces the partials."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     cols = tl.arange(0, BLOCK)
@@ -193,4 +199,4 @@ def _amax_kernel(x_ptr, amax_ptr, n_rows, n_cols, stride_x, BLOCK: tl.constexpr)
         x = tl.load(row_ptr + cols, mask=cmask, other=0.0, eviction_policy="evict_last")
         acc = tl.maximum(acc, tl.abs(x.to(tl.float32)))
         row_ptr += step
-    tl.atomic_max(amax_ptr, tl.max(acc, axis=0))
+    tl.store(part_ptr + pid, tl.max(acc, axis=0))

@@ -68,7 +68,7 @@ def _launch_rowquant(
         scales: fp32, written as ``scales[row, group]`` through its two strides (a
             [T, 1], [T, G] or transposed [G, T] view), or ``scales[0]`` for modes 1-2.
         scale_mode: 0 dynamic per block, 1 static ``scale_in`` [1], 2 per-tensor from the
-            amax in ``scale_in`` (program 0 writes ``scales[0]``).
+            amax partials in ``scale_in`` [P] (``_amax_kernel``; program 0 writes ``scales[0]``).
         config: overrides ``default_config``.
     """
     t, h = x.shape
@@ -103,6 +103,7 @@ def _launch_rowquant(
         Q_VEC=16 // x.element_size() if residual is not None or (rows > 1 and bg == 1) else 0,
         HW_CVT=(not _INTERPRETED) if cfg.hw_cvt is None else bool(cfg.hw_cvt),
         PERSISTENT=cfg.programs_per_sm > 0, STAGES=max(1, int(cfg.stages)), PDL=bool(cfg.pdl),
+        N_PART=next_pow2(scale_in.numel()) if scale_mode == 2 else 1, n_part=scale_in.numel() if scale_mode == 2 else 1,
         **meta,
     )
 
@@ -205,8 +206,8 @@ def triton_scaled_quant(
     """Standalone quantization of ``x`` [T, H].
 
     ``scale`` given (fp32 [1]): static, returned as is. Else dynamic: per token (one pass,
-    scales [T, 1], optional ``scale_ub``) or per tensor (two passes: an amax kernel with one
-    atomic max per program, then quantization; scale [1]).
+    scales [T, 1], optional ``scale_ub``) or per tensor (two passes: an amax kernel writing one
+    partial max per program, then quantization, whose programs reduce the partials; scale [1]).
     """
     x = _rows(x)
     t, h = x.shape
@@ -218,14 +219,14 @@ def triton_scaled_quant(
         scales = torch.empty((t, 1), dtype=torch.float32, device=x.device)
         _launch_rowquant(x, codes, scales, quant_dtype, scale_ub=scale_ub, config=config)
         return codes, scales
-    amax = torch.zeros(1, dtype=torch.float32, device=x.device)
     scales = torch.empty(1, dtype=torch.float32, device=x.device)
     if t:
         _, gs, _ = _tile(h, 0)
-        n_sm = device_facts(x.device).sms
+        n_part = min(t, 4 * device_facts(x.device).sms)
+        partials = torch.empty(n_part, dtype=torch.float32, device=x.device)  # every one written by pass 1
         cfg = config or default_config(t, h, x.element_size(), "scaled_quant")
-        _amax_kernel[(min(t, 4 * n_sm),)](x, amax, t, h, x.stride(0), BLOCK=gs, num_warps=int(cfg.num_warps))
-    _launch_rowquant(x, codes, scales, quant_dtype, scale_mode=2, scale_in=amax, config=config)
+        _amax_kernel[(n_part,)](x, partials, t, h, x.stride(0), BLOCK=gs, num_warps=int(cfg.num_warps))
+        _launch_rowquant(x, codes, scales, quant_dtype, scale_mode=2, scale_in=partials, config=config)
     return codes, scales
 
 
