@@ -19,6 +19,7 @@ Pure: takes a ``RunRecord``; no torch.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -44,6 +45,23 @@ E2E_POINT_AXES = ("input_len",)
 
 def _first_line(text: str | None) -> str:
     return text.splitlines()[0] if text else ""
+
+
+#: A Python exception line as a traceback ends: ``TypeError: ...``, ``torch.OutOfMemoryError: ...``.
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception)(?::\s.*)?$")
+
+
+def _why(reason: str | None, width: int = 160) -> str:
+    """A FAILED case's reason in one line: its first line, and where the rest holds a log tail
+    with a Python traceback (``normbench.process.ServerError.full``), the last exception line,
+    so that the table says why a server died without opening its log."""
+    if not reason:
+        return ""
+    first, *rest = reason.splitlines()
+    cause = next((ln.strip() for ln in reversed(rest) if _EXCEPTION_LINE.match(ln.strip())), None)
+    if cause is None or cause in first:
+        return first
+    return f"{first}; last error in its log: {cause[:width]}"
 
 
 def _stages(record: RunRecord) -> dict[str, list[CaseRecord]]:
@@ -103,7 +121,7 @@ def kernel_grid(stage: str, cases: list[CaseRecord]) -> Grid:
     reasons: dict[tuple[str, str, str], int] = defaultdict(int)
     for c in cases:
         if (c.provider or "-") not in providers:
-            reasons[(c.provider or "-", c.status, _first_line(c.reason))] += 1
+            reasons[(c.provider or "-", c.status, _why(c.reason))] += 1
     for key, by_provider in points.items():
         times = {p: _pooled_median(cs, "time_us") for p, cs in by_provider.items() if all(c.status == "OK" for c in cs)}
         times = {p: t for p, t in times.items() if t is not None}
@@ -117,7 +135,7 @@ def kernel_grid(stage: str, cases: list[CaseRecord]) -> Grid:
             bad = next((c for c in cs if c.status != "OK"), None)
             if bad is not None:
                 row.append(Cell(bad.status, STATUS_STYLE[bad.status]))
-                reasons[(p, bad.status, _first_line(bad.reason))] += 1
+                reasons[(p, bad.status, _why(bad.reason))] += 1
                 continue
             t = times.get(p)
             if t is None:  # OK but without a time_us (a record from another tool): nothing to show
@@ -157,7 +175,7 @@ def e2e_grid(stage: str, cases: list[CaseRecord], baseline: str | None) -> Grid:
         }
         for c in cs:
             if c.status != "OK":
-                reasons[(c.variant or "-", c.status, _first_line(c.reason))] += 1
+                reasons[(c.variant or "-", c.status, _why(c.reason))] += 1
     for (variant, extra), vals in values.items():
         row = [Cell(variant + (" (baseline)" if variant == baseline else ""))]
         if with_point:

@@ -92,3 +92,24 @@ def test_the_cold_l2_fact_shows_the_events_median_less_its_overhead() -> None:
                                  "overhead) us per call, agree within 7.8%")
     del env["cold_l2_check.events_overhead_us"]  # a record from before the correction
     assert "vs events + flush 22.32 us per call" in cold_l2_fact(env)
+
+
+def test_a_failed_servers_reason_names_the_last_error_in_its_log_tail() -> None:
+    """The H100's fp8_fusion reasons: the first line says the server exited, the log tail's last
+    exception line says why; show puts both on one line. A reason without a traceback is unchanged."""
+    from normbench.report.run_table import _why
+
+    reason = ("variant default: vllm serve exited with code 1 before becoming healthy (log: /tmp/x.log)\n"
+              "--- last 40 log lines ---\n"
+              "Traceback (most recent call last):\n"
+              '  File "/tmp/vllm-site/xgrammar/load_binding.py", line 15, in <module>\n'
+              "    LIB = load_lib_module(\"xgrammar\", \"xgrammar_bindings\", extra_lib_paths=package_paths)\n"
+              "TypeError: load_lib_module() got an unexpected keyword argument 'extra_lib_paths'\n"
+              "(APIServer pid=12) INFO 12-07 11:49:02 shutting down\n")
+    assert _why(reason) == ("variant default: vllm serve exited with code 1 before becoming healthy (log: /tmp/x.log); "
+                            "last error in its log: TypeError: load_lib_module() got an unexpected keyword argument "
+                            "'extra_lib_paths'")
+    assert _why("torch.OutOfMemoryError: CUDA out of memory\nmore") == "torch.OutOfMemoryError: CUDA out of memory"
+    assert _why("vllm serve did not become healthy within 900 s\nINFO loading weights") == \
+        "vllm serve did not become healthy within 900 s"
+    assert _why(None) == ""
