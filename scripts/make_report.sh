@@ -68,5 +68,11 @@ print(' '.join(p for p in sys.argv[1:] if any(c.profile for c in load_run(p).cas
     echo
   done
 } > "$out"
-[ -n "$(latest rmsnorm)" ] && normbench plot "$(latest rmsnorm)" --out "$dir/plots" >/dev/null
-echo "wrote $out and $dir/plots/"
+# plots of a complete rmsnorm run only (an interrupted one lacks points and providers)
+r=$(latest rmsnorm)
+if [ -n "$r" ] && python3 -c "import sys; from normbench.store import load_run; sys.exit(load_run(sys.argv[1]).status != 'complete')" "$r"; then
+  normbench plot "$r" --out "$dir/plots" >/dev/null
+  echo "wrote $out and $dir/plots/"
+else
+  echo "wrote $out (no plots: no complete rmsnorm run)"
+fi
