@@ -2,7 +2,8 @@
 # Runs on the GPU machine as .vllmbundle/partK/install.sh (scripts/vllm_bundle.sh copies it there).
 # Stashes this part in /tmp/vllm-stash; once every part is there, checks the sha256 sums, unpacks vLLM into
 # /tmp/vllm-site, installs the carried wheels, puts a `vllm` command on PATH and checks that
-# vllm._custom_ops imports with its CUDA kernels. Prints `export ...` on stdout for `eval` (last part only).
+# vllm._custom_ops imports with its CUDA kernels (the serve set: also what vllm serve / bench, guidellm and
+# lm-eval import first). Prints `export ...` on stdout for `eval` (last part only).
 # Exit codes: 0 ok (or a part stashed), 3 parts missing, 4 checksum or unpack failed, 5 import failed.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -63,5 +64,17 @@ print("vllm", importlib.metadata.version("vllm"), "imported;",
       "torch.ops._C.rms_norm" if hasattr(torch.ops._C, "rms_norm") else "NO torch.ops._C.rms_norm",
       "on", torch.cuda.get_device_name(0))
 PY
+if [ "$set_name" = serve ]; then
+  # What `vllm serve`, `vllm bench latency`, guidellm and lm-eval import before they do anything: a
+  # failure here (xgrammar against the wrong tvm-ffi, seen on the H100) would otherwise surface
+  # minutes later as every server exiting before it is healthy.
+  python3 - >&2 <<'PY' || { echo "vllm-bundle: serve import check failed (the traceback above)" >&2; exit 5; }
+import importlib
+for m in ("xgrammar", "vllm.entrypoints.cli.main", "vllm.entrypoints.openai.api_server",
+          "vllm.benchmarks.latency", "guidellm", "lm_eval"):
+    importlib.import_module(m)
+print("serve imports ok: xgrammar, vllm.entrypoints (cli, openai api_server), vllm.benchmarks.latency, guidellm, lm_eval")
+PY
+fi
 echo "vllm-bundle: vllm $pin ($set_name) ready in $((SECONDS - t0)) s; later calls: . $SITE/env.sh" >&2
 cat "$SITE/env.sh"
