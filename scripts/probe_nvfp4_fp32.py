@@ -25,6 +25,8 @@ variants = {
     "rows2": {"rows_per_program": 2},
     "rows2w1": {"rows_per_program": 2, "num_warps": 1},
     "round_norm": {"round_norm": True},
+    "strided": {"strided_pairs": True},
+    "strided_w1": {"strided_pairs": True, "num_warps": 1},
 }
 for dtype in ("float32", "float16"):
     for m, n in ((1, 16), (7, 48), (33, 48), (33, 4096), (1024, 16)):

@@ -72,13 +72,14 @@ def _reference_impl(params: Params) -> OpFn:
 def _triton(params: Params) -> OpFn:
     """Ours (``rms_norm_nvfp4_quant_triton``). Launch overrides, not suite axes (tests and the
     tuner): ``launch_config`` (a fast-kernel ``LaunchConfig``; implies ``fast``), ``fast``,
-    ``rows_per_program`` / ``num_warps`` (generic kernel), ``round_norm``."""
+    ``rows_per_program`` / ``num_warps`` / ``strided_pairs`` (generic kernel), ``round_norm``."""
     eps = float(params["eps"])
     has_res = bool(params.get("residual"))
     rows, warps = params.get("rows_per_program"), params.get("num_warps")
     round_norm = bool(params.get("round_norm", False))
     fast_cfg = params.get("launch_config")
     fast = params.get("fast", True if fast_cfg is not None else None)
+    strided = bool(params.get("strided_pairs", False))
 
     def fn(inputs: Inputs) -> Outputs:
         return rms_norm_nvfp4_quant_triton(
@@ -92,6 +93,7 @@ def _triton(params: Params) -> OpFn:
             round_norm=round_norm,
             fast=fast,
             fast_config=fast_cfg,
+            strided_pairs=strided,
         )
 
     return fn

@@ -56,14 +56,21 @@ def _pair_index(h, k, p, H: tl.constexpr, P: tl.constexpr):
 
 @triton.jit
 def _load_pairs(ptr, rows64, stride, h, k, p, mask, H: tl.constexpr, P: tl.constexpr,
-                IS_BF16: tl.constexpr, POLICY: tl.constexpr):
+                IS_BF16: tl.constexpr, POLICY: tl.constexpr, STRIDED: tl.constexpr = False):
     """(even, odd) float32 elements of pairs [ROWS, H, BLOCK_K, P]: pair
     (r, h, k, p) holds elements 16k + 2(hP + p) and the next one of row r.
 
     Each thread reads 16 contiguous bytes per (h, k); all H chunks of a block
     (hence the whole block) stay in one thread. bf16 is read as uint32 words:
-    the even element is the low half, one shift or mask converts it."""
+    the even element is the low half, one shift or mask converts it. ``STRIDED`` (fp16 / fp32):
+    two loads, of the even and of the odd elements, instead of one load split in two (a
+    candidate workaround for the float32 rows the H100 got wrong, see ``rms_norm_nvfp4_quant_triton``)."""
     pair = _pair_index(h, k, p, H, P)
+    if STRIDED and not IS_BF16:
+        even = rows64[:, None, None, None] * stride + 2 * pair
+        lo = tl.load(ptr + even, mask=mask, other=0.0, eviction_policy=POLICY).to(tl.float32)
+        hi = tl.load(ptr + even + 1, mask=mask, other=0.0, eviction_policy=POLICY).to(tl.float32)
+        return lo, hi
     if IS_BF16:
         words = tl.load(
             ptr.to(tl.pointer_type(tl.uint32)) + rows64[:, None, None, None] * (stride // 2) + pair,
@@ -146,6 +153,7 @@ def _rms_norm_nvfp4_kernel(
     ZROWS: tl.constexpr,
     EXACT: tl.constexpr,
     ROUND_NORM: tl.constexpr,
+    STRIDED_PAIRS: tl.constexpr = False,
 ):
     """One program: ROWS whole rows -> residual add, RMSNorm, block amax,
     E4M3 scales, E2M1 codes, packed bytes and swizzled scale bytes.
@@ -169,14 +177,15 @@ def _rms_norm_nvfp4_kernel(
         rows64 = rows.to(tl.int64)
         full = (h < H)[None, :, None, None] & (p < P)[None, None, None, :]
         mask = row_ok[:, None, None, None] & k_ok[None, None, :, None] & full
-        x_lo, x_hi = _load_pairs(x_ptr, rows64, x_stride, h, k, p, mask, H, P, IS_BF16, "evict_first")
+        x_lo, x_hi = _load_pairs(x_ptr, rows64, x_stride, h, k, p, mask, H, P, IS_BF16, "evict_first", STRIDED_PAIRS)
         if HAS_RES:
-            r_lo, r_hi = _load_pairs(res_ptr, rows64, res_stride, h, k, p, mask, H, P, IS_BF16, "evict_first")
+            r_lo, r_hi = _load_pairs(res_ptr, rows64, res_stride, h, k, p, mask, H, P, IS_BF16, "evict_first",
+                                     STRIDED_PAIRS)
             x_lo = _round_to_dtype(x_lo + r_lo, DT, EXACT)
             x_hi = _round_to_dtype(x_hi + r_hi, DT, EXACT)
             _store_pairs(res_out_ptr, x_lo, x_hi, rows64, res_out_stride, h, k, p, mask, H, P, IS_BF16)
         w_lo, w_hi = _load_pairs(w_ptr, tl.zeros((1,), dtype=tl.int64), 0, h, k, p,
-                                 k_ok[None, None, :, None] & full, H, P, IS_BF16, "evict_last")
+                                 k_ok[None, None, :, None] & full, H, P, IS_BF16, "evict_last", STRIDED_PAIRS)
         # in-thread axes (pairs, chunks) first: one cross-thread tree
         ss = tl.sum(tl.sum(tl.sum(x_lo * x_lo + x_hi * x_hi, axis=3), axis=1), axis=1)
         if ROUND_NORM:
