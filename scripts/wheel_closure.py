@@ -7,7 +7,8 @@ pip cannot resolve these sets here (torch's CUDA pins have no wheels for this pl
 tag set), so this walks the dependency graph itself: each requirement not in the image
 list is downloaded with ``pip download --no-deps`` for CPython 3.12 / manylinux x86-64,
 (a pure-Python project that ships only an sdist is built into a wheel here), its ``Requires-Dist`` lines are evaluated for that target (extras only where asked for),
-and the walk goes on. The first version chosen for a name wins; a later, conflicting
+and the walk goes on. The first version chosen for a name wins (a wheel cached in ``--out`` by an
+earlier walk is replaced when it does not satisfy that first requirement); a later, conflicting
 specifier is printed as a warning, not resolved. ``--skip`` names distributions that are
 never carried (big optional ones, or ones vLLM imports lazily).
 
@@ -111,8 +112,12 @@ def main() -> int:
                 queue += requires(wheel_for(req.name, args.out), req.extras)
             continue
         chosen[key] = req
+        cached = wheel_for(req.name, args.out)
+        if cached is not None and req.specifier and not req.specifier.contains(cached.name.split("-")[1], prereleases=True):
+            cached.unlink()  # left by an earlier walk whose first requirement was another version
+            cached = None
         try:
-            wheel = wheel_for(req.name, args.out) or download(req, args.out)
+            wheel = cached or download(req, args.out)
         except (subprocess.CalledProcessError, RuntimeError) as e:
             print(f"wheel_closure: cannot download {req}: {e}", file=sys.stderr)
             return 1
