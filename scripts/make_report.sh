@@ -6,19 +6,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=docs/results/${1:?gpu folder, e.g. h200}
 runs=$dir/runs
+# Every record read once: "<run dir> <status> <1 if profiled (normbench run --profile), else 0>", by name.
+mapfile -t facts < <(python3 - "$runs" <<'PY'
+import sys
+from pathlib import Path
+from normbench.store import load_run
+for p in sorted(d for d in Path(sys.argv[1]).iterdir() if d.is_dir()):
+    r = load_run(p)
+    print(p, r.status, int(any(c.profile for c in r.cases)))
+PY
+)
 # The newest complete run of a suite, else its newest run (interrupted ones hold part of a sweep, e.g. a
 # --profile pass over a --filter).
 latest() {
-  local all c
-  all=$(ls -d "$runs"/"$1"-* 2>/dev/null | sort) || true
-  [ -n "$all" ] || return 0
-  c=$(python3 -c "
-import sys
-from normbench.store import load_run
-done = [p for p in sys.argv[1:] if load_run(p).status == 'complete']
-print(done[-1] if done else '')" $all)
-  if [ -n "$c" ]; then echo "$c"; else echo "$all" | tail -1; fi
+  local f d s newest="" complete=""
+  for f in "${facts[@]}"; do
+    read -r d s _ <<< "$f"
+    case $(basename "$d") in "$1"-*) newest=$d; [ "$s" = complete ] && complete=$d;; esac
+  done
+  [ -z "${complete:-$newest}" ] || echo "${complete:-$newest}"
 }
+status_of() { local f d s; for f in "${facts[@]}"; do read -r d s _ <<< "$f"; [ "$d" = "$1" ] && echo "$s"; done; }
 out=$dir/REPORT.md
 {
   first=$(ls -d "$runs"/*/ | head -1)
@@ -42,11 +50,9 @@ out=$dir/REPORT.md
   done
   # profiled runs (normbench run --profile) that the sections above did not show: their profile tables
   shown=$(for suite in rmsnorm fused_add_rmsnorm rmsnorm_quant rmsnorm_static_quant quant nvfp4 fp8_fusion; do latest "$suite"; done)
-  for r in $(python3 -c "
-import sys
-from normbench.store import load_run
-print(' '.join(p for p in sys.argv[1:] if any(c.profile for c in load_run(p).cases)))" "$runs"/*/); do
-    r=${r%/}
+  for f in "${facts[@]}"; do
+    read -r r _ profiled <<< "$f"
+    [ "$profiled" = 1 ] || continue
     grep -qxF "$r" <<< "$shown" && continue
     normbench show "$r" --format markdown; echo
   done
@@ -60,7 +66,7 @@ print(' '.join(p for p in sys.argv[1:] if any(c.profile for c in load_run(p).cas
     normbench compare "$(latest aa-1)" "$(latest ab-slowed)" --format markdown
     echo
   fi
-  for prev in $(ls -d "$runs"/rmsnorm-* 2>/dev/null); do
+  for prev in $(ls -d "$runs"/rmsnorm-* 2>/dev/null); do  # every earlier rmsnorm run against the latest
     [ "$prev" = "$(latest rmsnorm)" ] && continue
     echo "## Before and after the kernel change: \`$(basename "$prev")\` vs \`$(basename "$(latest rmsnorm)")\`"
     echo
@@ -70,7 +76,7 @@ print(' '.join(p for p in sys.argv[1:] if any(c.profile for c in load_run(p).cas
 } > "$out"
 # plots of a complete rmsnorm run only (an interrupted one lacks points and providers)
 r=$(latest rmsnorm)
-if [ -n "$r" ] && python3 -c "import sys; from normbench.store import load_run; sys.exit(load_run(sys.argv[1]).status != 'complete')" "$r"; then
+if [ -n "$r" ] && [ "$(status_of "$r")" = complete ]; then
   normbench plot "$r" --out "$dir/plots" >/dev/null
   echo "wrote $out and $dir/plots/"
 else
