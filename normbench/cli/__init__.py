@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 import typer.core
 from rich.console import Console
@@ -29,7 +28,7 @@ class _Group(typer.core.TyperGroup):
     """Maps ``NormbenchError`` to its message and exit code for every entry point
     (the console script and Typer's test runner alike); ``--debug`` re-raises."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except NormbenchError as e:
