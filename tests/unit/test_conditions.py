@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from normbench import compare as C
 from normbench import conditions, store
 from normbench.cli import app
+from normbench.errors import NormbenchError
 from normbench.report import compare_render as R
 from normbench.store import CaseRecord, Metric, RunRecord, SuiteSnapshot
 
@@ -430,7 +431,7 @@ def test_a_damaged_conditions_field_is_refused(tmp_path: Path) -> None:
     data = json.loads((w.dir / store.RUN_FILE).read_text())
     data["cases"][0]["conditions"]["stage_before"] = {"at": "t", "sm_clock": 1}
     (w.dir / store.RUN_FILE).write_text(json.dumps(data))
-    with pytest.raises(store.NormbenchError, match=r"case 0 \(.*\): conditions\.stage_before\.sm_clock is not a field"):
+    with pytest.raises(NormbenchError, match=r"case 0 \(.*\): conditions\.stage_before\.sm_clock is not a field"):
         store.load_run(w.dir)
 
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from normbench import store
 from normbench.cli import app
 from normbench.errors import NormbenchError
+from normbench.store.writer import _journal_header
 
 RUNS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "runs"
 BASE = "rmsnorm-20260101T000000Z-aaaaaa"
@@ -83,10 +84,10 @@ DAMAGE: dict[str, tuple[Any, str]] = {
 #: journal damage: (what cases.jsonl holds, whether run.json is removed, the message expected)
 JOURNAL_DAMAGE: dict[str, tuple[Callable[[store.RunRecord], str], bool, str]] = {
     "journal_middle_line": (
-        lambda r: store._journal_header(r) + "\n{not json\n" + r.cases[0].model_dump_json() + "\n", False,
+        lambda r: _journal_header(r) + "\n{not json\n" + r.cases[0].model_dump_json() + "\n", False,
         "cases.jsonl:2: damaged journal line: not valid JSON"),
     "journal_case_weird": (
-        lambda r: store._journal_header(r) + "\n" + r.cases[0].model_dump_json().replace('"OK"', '"WEIRD"') + "\n"
+        lambda r: _journal_header(r) + "\n" + r.cases[0].model_dump_json().replace('"OK"', '"WEIRD"') + "\n"
         + r.cases[1].model_dump_json() + "\n", False,
         "cases.jsonl:2: case (rms_norm/rms_norm/torch_naive/-/num_tokens=16,hidden_size=4…): status 'WEIRD' is not"),
     "journal_nan": (
@@ -229,7 +230,7 @@ def test_resume_completes_a_run_rebuilt_from_its_journal(tmp_path: Path) -> None
     assert len(done.cases) == 3
     # as the process left it when killed after its first case (header + one case), then run.json deleted
     head = done.model_copy(update={"status": "running", "finished_at": None})
-    (d / store.JOURNAL_FILE).write_text(store._journal_header(head) + "\n" + done.cases[0].model_dump_json() + "\n")
+    (d / store.JOURNAL_FILE).write_text(_journal_header(head) + "\n" + done.cases[0].model_dump_json() + "\n")
     (d / "run.json").unlink()
     r = runner.invoke(app, ["run", "--resume", "latest", "--results-dir", str(runs), "--no-progress"],
                       env={"COLUMNS": "200"})
