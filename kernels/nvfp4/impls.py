@@ -79,7 +79,7 @@ def _triton(params: Params) -> OpFn:
     round_norm = bool(params.get("round_norm", False))
     fast_cfg = params.get("launch_config")
     fast = params.get("fast", True if fast_cfg is not None else None)
-    strided = bool(params.get("strided_pairs", False))
+    strided = params.get("strided_pairs")  # None: the launcher's default (on for float32)
 
     def fn(inputs: Inputs) -> Outputs:
         return rms_norm_nvfp4_quant_triton(

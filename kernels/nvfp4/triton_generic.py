@@ -63,8 +63,8 @@ def _load_pairs(ptr, rows64, stride, h, k, p, mask, H: tl.constexpr, P: tl.const
     Each thread reads 16 contiguous bytes per (h, k); all H chunks of a block
     (hence the whole block) stay in one thread. bf16 is read as uint32 words:
     the even element is the low half, one shift or mask converts it. ``STRIDED`` (fp16 / fp32):
-    two loads, of the even and of the odd elements, instead of one load split in two (a
-    candidate workaround for the float32 rows the H100 got wrong, see ``rms_norm_nvfp4_quant_triton``)."""
+    two loads, of the even and of the odd elements, instead of one load split in two (the
+    float32 default: the split load compiled wrong on the H100, see ``rms_norm_nvfp4_quant_triton``)."""
     pair = _pair_index(h, k, p, H, P)
     if STRIDED and not IS_BF16:
         even = rows64[:, None, None, None] * stride + 2 * pair

@@ -34,7 +34,7 @@ def rms_norm_nvfp4_quant_triton(
     exact_rounding: bool | None = None,
     fast: bool | None = None,
     fast_config: LaunchConfig | None = None,
-    strided_pairs: bool = False,
+    strided_pairs: bool | None = None,
 ) -> Outputs:
     """Fused (residual add +) RMSNorm + NVFP4 quantization in one Triton pass.
 
@@ -60,9 +60,12 @@ def rms_norm_nvfp4_quant_triton(
             the conversion instruction (default: only under ``TRITON_INTERPRET=1``).
         fast: force (True) or refuse (False) the fast kernel.
         strided_pairs: generic kernel, float16 / float32 rows: load even and odd elements with
-            two strided loads instead of one load split in two. A candidate workaround, not the
-            default: on the H100 (2026-12-07) the default path gave wrong block scales for float32
-            rows without a residual at 1-33 tokens (``scripts/probe_nvfp4_fp32.py`` tries it).
+            two strided loads instead of one load split in two. Default (None): on for float32,
+            off otherwise. Why: on the H100 (2026-12-07, Triton 3.6) the split load compiled for
+            float32 rows at rows_per_program 1 x num_warps 2 (the default launch below 264
+            tokens at small hidden sizes) gave wrong block scales (up to 2x) at 1-33 tokens;
+            num_warps 1 or 4, rows_per_program 2 and the strided load were all correct
+            (``scripts/probe_nvfp4_fp32.py``, ``docs/results/h100/probes/``).
         fast_config: the fast kernel's launch (default ``default_config``).
     Returns:
         (codes uint8 [m, n/2], scales float8_e4m3fn [round_up(m,128), round_up(n/16,4)]
@@ -160,7 +163,7 @@ def rms_norm_nvfp4_quant_triton(
             ZROWS=zrows,
             EXACT=exact,
             ROUND_NORM=round_norm,
-            STRIDED_PAIRS=bool(strided_pairs),
+            STRIDED_PAIRS=x.dtype == torch.float32 if strided_pairs is None else bool(strided_pairs),
             num_warps=warps,
         )
     out = (packed, scales.view(torch.float8_e4m3fn))

@@ -77,11 +77,16 @@ TUNED = tuned.load("quant", LaunchConfig, KEY).rows
 
 def formula_config(num_tokens: int, hidden_size: int, elem_bytes: int, pdl: bool = False) -> LaunchConfig:
     """The untuned rule, fitted to the H200 measurements: 16 elements per thread up to 1024
-    tokens (latency: more warps per row), 32 above (fewer instructions per element and
-    more rows per SM), i.e. num_warps = next_pow2(H) / (32 x that), clamped to [2, 32]; one
-    row per program; PDL where supported. ``elem_bytes`` is unused (registers hold fp32)."""
-    del elem_bytes
-    per_thread = 16 if num_tokens <= 1024 else 32
+    tokens (latency: more warps per row); above, 64 bytes of input per thread (32 bf16/fp16,
+    16 fp32 elements: fewer instructions per element and more rows per SM), i.e. num_warps =
+    next_pow2(H) / (32 x elements per thread), clamped to [2, 32]; one row per program; PDL
+    where supported.
+
+    Why bytes, not elements, above 1024 tokens: on the H100 (2026-12-07,
+    ``docs/results/h100/probes/``) a float32 4096 x 8192 static ``scaled_quant`` at 32 elements
+    per thread (8 warps) replayed at 71.1 us (fp8) and 103.2 us (int8); at 16 (16 warps) at
+    60.2 and 59.7 us; per-token quantization was level (60.2 vs 60.7 us)."""
+    per_thread = 16 if num_tokens <= 1024 else max(16, 64 // elem_bytes)
     nw = min(32, max(2, next_pow2(hidden_size) // (32 * per_thread)))
     return LaunchConfig(nw, 1, pdl=pdl)
 

@@ -294,13 +294,16 @@ def test_default_config_table_and_fallback():
             assert not q.default_config(t, bucket, 2, kind, residual, pdl=False).pdl
         # a hidden size in the same bucket borrows the table
         assert q.default_config(4096, bucket - 64, 2, kind, residual) == q.default_config(4096, bucket, 2, kind, residual)
-    # untuned: the formula (16 elements per thread up to 1024 tokens, 32 above, >= 2 warps)
+    # untuned: the formula (16 elements per thread up to 1024 tokens, 64 bytes above, >= 2 warps)
     assert q.default_config(4096, 4096, 4, "rms_norm_quant") == q.formula_config(4096, 4096, 4)
     assert q.formula_config(1, 4096, 2) == q.LaunchConfig(8, 1)
     assert q.formula_config(4096, 4096, 2) == q.LaunchConfig(4, 1)
     assert q.formula_config(4096, 8192, 2, pdl=True) == q.LaunchConfig(8, 1, pdl=True)
     assert q.formula_config(16384, 1024, 2).num_warps == 2
     assert q.formula_config(1, 32768, 4).num_warps == 32
+    # above 1024 tokens: 64 bytes of input per thread (32 bf16 or 16 fp32 elements)
+    assert q.formula_config(4096, 8192, 4) == q.LaunchConfig(16, 1)
+    assert q.formula_config(1024, 8192, 4) == q.formula_config(1024, 8192, 2) == q.LaunchConfig(16, 1)
     assert q.default_config(16, 16384, 2, "scaled_quant") == q.formula_config(16, 16384, 2)
     with pytest.raises(ValueError):
         q.default_config(16, 2048, 2, "nvfp4")
