@@ -15,7 +15,7 @@ never imports the end-to-end modules, nor the reverse). A kind's object:
   ``parse``.
 
 The pydantic union of stage models (``normbench.suite.Stage``) stays static: it
-gives positioned errors. A new kind is one model in ``suite.py``, one module here
+gives positioned errors. A new kind is one model in ``suite/schema.py``, one module here
 and one line in ``KINDS``.
 """
 
