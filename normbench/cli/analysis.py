@@ -218,7 +218,7 @@ def compare(
     paired items. `--format markdown` pastes into a pull request as is.
     """
     from normbench import compare as cmpmod
-    from normbench.report import compare_render
+    from normbench.report import compare_render, compare_rich
 
     fmt = _check_format(fmt, COMPARE_FORMATS)
     gates = cmpmod.parse_fail_on(fail_on)
@@ -252,9 +252,9 @@ def compare(
                     else f"compare-{records[-1].run_id}") + f".{EXTENSIONS[fmt]}"
     if fmt == "rich":
         if output is not None:
-            _emit(_rich_text(compare_render.render_rich, result), output, default_name)
+            _emit(_rich_text(compare_rich.render_rich, result), output, default_name)
         else:
-            compare_render.render_rich(result, console())
+            compare_rich.render_rich(result, console())
     else:
         text = compare_render.render(result, fmt, console())
         _emit(text or "", output, default_name)
@@ -304,7 +304,7 @@ def noise(
     import json
 
     from normbench import compare as cmpmod
-    from normbench.report import compare_render
+    from normbench.report import compare_rich
 
     fmt = _check_format(fmt, ("rich", "json"))
     record = _load(run_ref, results_dir)
@@ -314,9 +314,9 @@ def noise(
         _emit(json.dumps(report.to_dict(), indent=2) + "\n", output, default_name)
         return
     if output is not None:
-        _emit(_rich_text(lambda c: compare_render.render_noise(report, c, top or None)), output, default_name)
+        _emit(_rich_text(lambda c: compare_rich.render_noise(report, c, top or None)), output, default_name)
     else:
-        compare_render.render_noise(report, console(), top or None)
+        compare_rich.render_noise(report, console(), top or None)
 
 
 # --------------------------------------------------------------------------- export

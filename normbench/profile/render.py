@@ -77,7 +77,7 @@ def profile_rows(rows: Sequence[Any], label: Any, multi: bool = False,
     """Table rows (``header(rows, multi)``) for the ``rows`` that carry ``extra["profile"]``;
     ``label(row)`` gives the case column, ``candidate(row)`` the ``vs`` column, ``limit`` the
     kernel names' length."""
-    from normbench.report.compare_render import fmt_pct as fmt_delta
+    from normbench.report.compare_cells import fmt_pct as fmt_delta
 
     counters = has_counters(rows)
     out = []
@@ -97,7 +97,7 @@ def profile_renderables(rows: Sequence[Any], label: Any, width: int, multi: bool
                         candidate: Any = lambda r: r.candidate) -> list[Any]:
     """The profile table of one kernel stage within ``width`` columns, failures and legend under it;
     [] when no row has a profile."""
-    from normbench.report.compare_render import TABLE_STYLE
+    from normbench.report.compare_rich import TABLE_STYLE
     from normbench.report.fit import Column, fit_table
 
     body = profile_rows(rows, label, multi, candidate)

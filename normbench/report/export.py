@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from normbench.report.compare_render import flat_params, write_csv
+from normbench.report.compare_data import flat_params, write_csv
 from normbench.store import RunRecord
 
 HEAD = ["run_id", "case_id", "fingerprint", "stage", "kind", "op", "provider", "variant", "repeat", "status", "reason"]

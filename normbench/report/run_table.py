@@ -262,7 +262,7 @@ def profile_renderables(grid: Grid, width: int) -> list[Any]:
     cols = [Column(h, "right" if 2 <= i < len(grid.headers) - 1 else "left", key=i < 2, wrap=i == len(grid.headers) - 1)
             for i, h in enumerate(grid.headers)]
     rows = [[Text(c.text, style=c.style) for c in row] for row in grid.rows]
-    from normbench.report.compare_render import TABLE_STYLE  # the compact style: more columns fit
+    from normbench.report.compare_rich import TABLE_STYLE  # the compact style: more columns fit
 
     return fit_table(cols, rows, width, title=grid.title, **TABLE_STYLE).renderables
 

@@ -25,7 +25,9 @@ from rich.console import Console
 
 from normbench import compare as C
 from normbench.errors import IncomparableError, NormbenchError
-from normbench.report import compare_render as R
+from normbench.report.compare_data import to_csv, to_json
+from normbench.report.compare_markdown import to_markdown
+from normbench.report.compare_rich import noise_renderables, render_rich
 from normbench.store import CaseRecord, Metric, RunRecord, SuiteSnapshot, load_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +59,7 @@ def rich_text(renderables_or_cmp) -> str:
     buf = StringIO()
     console = Console(file=buf, width=100, color_system=None)
     if isinstance(renderables_or_cmp, C.Comparison):
-        R.render_rich(renderables_or_cmp, console)
+        render_rich(renderables_or_cmp, console)
     else:
         for r in renderables_or_cmp:
             console.print(r)
@@ -90,11 +92,11 @@ def test_compare_and_render_import_no_torch():
 import sys
 from normbench.store import load_run
 from normbench import compare
-from normbench.report import compare_render, export
+from normbench.report import compare_data, compare_markdown, compare_render, export
 b = load_run({str(RUNS / BASE)!r}); c = load_run({str(RUNS / CAND)!r}); e = load_run({str(RUNS / E2E)!r})
 cmp = compare.compare(b, [c])
-compare_render.to_markdown(cmp); compare_render.to_json(cmp); compare_render.to_csv(cmp)
-compare_render.to_markdown(compare.compare_variants(e)); compare.noise(b); export.to_csv(b)
+compare_markdown.to_markdown(cmp); compare_data.to_json(cmp); compare_data.to_csv(cmp)
+compare_markdown.to_markdown(compare.compare_variants(e)); compare.noise(b); export.to_csv(b)
 import normbench.cli
 try:
     from normbench.report import plot
@@ -343,7 +345,7 @@ def test_golden_rich_kernel(kernel_cmp):
 
 
 def test_golden_markdown_kernel(kernel_cmp):
-    md = R.to_markdown(kernel_cmp)
+    md = to_markdown(kernel_cmp)
     check_golden("compare_kernel.md", md)
     assert "| torch_compile | 16 | 4096 |" in md
     assert "**slower**" in md and "**faster**" in md
@@ -356,21 +358,21 @@ def test_golden_rich_variants(variant_cmp):
 
 
 def test_golden_markdown_variants(variant_cmp):
-    check_golden("compare_variants.md", R.to_markdown(variant_cmp))
+    check_golden("compare_variants.md", to_markdown(variant_cmp))
 
 
 def test_golden_noise():
-    check_golden("noise_kernel.txt", rich_text(R.noise_renderables(C.noise(run(BASE)))))
+    check_golden("noise_kernel.txt", rich_text(noise_renderables(C.noise(run(BASE)))))
 
 
 def test_json_and_csv(kernel_cmp):
-    data = json.loads(R.to_json(kernel_cmp))
+    data = json.loads(to_json(kernel_cmp))
     assert data["baseline"]["run_id"] == BASE
     assert data["summary"][CAND]["rms_norm"]["counts"]["faster"] == 1
     row = next(r for r in data["rows"] if r["provider"] == "triton" and r["params"]["num_tokens"] == 1024
                and r["metric"] == "time_us")
     assert row["verdict"] == "faster" and row["n_base"] == 60
-    rows = list(csv.DictReader(io.StringIO(R.to_csv(kernel_cmp))))
+    rows = list(csv.DictReader(io.StringIO(to_csv(kernel_cmp))))
     assert len(rows) == len(kernel_cmp.rows)
     assert {"num_tokens", "hidden_size", "dtype", "verdict", "delta_pct"} <= set(rows[0])
     t = next(r for r in rows if r["provider"] == "triton" and r["num_tokens"] == "1024" and r["metric"] == "time_us")
@@ -379,7 +381,7 @@ def test_json_and_csv(kernel_cmp):
 
 def test_rich_is_colored_by_verdict(kernel_cmp):
     buf = StringIO()
-    R.render_rich(kernel_cmp, Console(file=buf, width=100, color_system="truecolor", force_terminal=True))
+    render_rich(kernel_cmp, Console(file=buf, width=100, color_system="truecolor", force_terminal=True))
     text = buf.getvalue()
     assert "\x1b[1;32mfaster" in text  # bold green
     assert "\x1b[1;31mslower" in text  # bold red
@@ -387,7 +389,7 @@ def test_rich_is_colored_by_verdict(kernel_cmp):
 
 def test_wide_console_shows_bandwidth(kernel_cmp):
     buf = StringIO()
-    R.render_rich(kernel_cmp, Console(file=buf, width=140, color_system=None))
+    render_rich(kernel_cmp, Console(file=buf, width=140, color_system=None))
     assert "GB/s base→cand" in buf.getvalue()
     assert "GB/s base→cand" not in rich_text(kernel_cmp)
 

@@ -23,7 +23,8 @@ from normbench import compare as C
 from normbench import conditions, store
 from normbench.cli import app
 from normbench.errors import NormbenchError
-from normbench.report import compare_render as R
+from normbench.report.compare_markdown import to_markdown
+from normbench.report.compare_rich import render_rich
 from normbench.store import CaseRecord, Metric, RunRecord, SuiteSnapshot
 
 runner = CliRunner()
@@ -525,7 +526,7 @@ def test_a_status_beats_throttling() -> None:
 
 def _rich(cmp: C.Comparison, width: int) -> str:
     buf = StringIO()
-    R.render_rich(cmp, Console(file=buf, width=width, color_system=None, highlight=False))
+    render_rich(cmp, Console(file=buf, width=width, color_system=None, highlight=False))
     return buf.getvalue()
 
 
@@ -540,7 +541,7 @@ def test_throttled_rows_render_at_80_columns_and_in_markdown() -> None:
     assert "triton 1x8: throttled, not compared" not in text  # the short notes under a rich table
     assert "triton 1x8: candidate: throttled (sw_power_cap)" in " ".join(text.split())
     assert "1 throttled, not compared" in text
-    md = R.to_markdown(cmp)
+    md = to_markdown(cmp)
     assert "_not comparable: throttled in candidate_" in md
     assert "- triton 1x8: throttled, not compared: candidate: throttled (sw_power_cap)" in md
     assert "Throttled: NVML reported power or thermal throttling" in md

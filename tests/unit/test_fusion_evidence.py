@@ -26,7 +26,9 @@ from normbench import compare as C
 from normbench.engines import vllm as V
 from normbench.errors import NormbenchError
 from normbench.expand import Capabilities, expand
-from normbench.report import compare_render as R
+from normbench.report.compare_cells import fmt_fusion
+from normbench.report.compare_markdown import to_markdown
+from normbench.report.compare_rich import render_rich
 from normbench.runners import RunContext
 from normbench.runners import e2e
 from normbench.runners.server import VllmServer, expand_env
@@ -421,7 +423,7 @@ def test_fusion_requested_and_nothing_replaced_is_flagged_even_if_counts_differ_
     cmp = C.compare_variants(_record(logs))
     assert cmp.evidence["plus_rms_norm_fused"].flag == C.FLAG_ZERO
     assert cmp.evidence["quant_fp8_act_fused"].flag is None
-    md = R.to_markdown(cmp)
+    md = to_markdown(cmp)
     assert "| plus_rms_norm_fused ⚠ | output_throughput (tok/s) |" in md
     assert f"⚠ {C.FLAG_ZERO}" in md
 
@@ -431,14 +433,14 @@ def test_unknown_evidence_is_shown_with_its_reason_and_never_flagged():
     cmp = C.compare_variants(_record(cpu, tput={"native": (100.0, 101.0), "custom_fused": (100.5, 100.0)},
                                      env={"device": "cpu", "cpu": "x86"}))
     assert all(e.flag is None and e.unknown == 2 for e in cmp.evidence.values())
-    md = R.to_markdown(cmp)
+    md = to_markdown(cmp)
     assert ("| custom_fused | True | - | unknown (no fusion pass on this platform) | 2 server starts (2 unknown) |  |"
             in md)
     # one start loaded from the compile cache: the variant is not judged on the other start alone
     mixed = C.compare_variants(_record(LOGS, overrides={("minus_rms_norm", 1): "vllm_bench_latency_cached.log"}))
     ev = mixed.evidence["minus_rms_norm"]
     assert ev.flag is None and ev.unknown == 1 and ev.compile == {"compiled": 1, "cache": 1}
-    assert "1 of 2 starts unknown (the compiled graph was loaded from vLLM's compile cache" in R.fmt_fusion(ev)
+    assert "1 of 2 starts unknown (the compiled graph was loaded from vLLM's compile cache" in fmt_fusion(ev)
 
 
 def test_runs_without_evidence_render_as_before():
@@ -447,7 +449,7 @@ def test_runs_without_evidence_render_as_before():
         c.evidence = None
     cmp = C.compare_variants(rec)
     assert cmp.evidence == {} and "evidence" not in cmp.to_dict()
-    md = R.to_markdown(cmp)
+    md = to_markdown(cmp)
     assert "Fusion evidence" not in md and "⚠" not in md
 
 
@@ -462,7 +464,7 @@ def _check_golden(name: str, out: str) -> None:
 
 
 def test_golden_markdown_shows_the_evidence_and_the_flags():
-    md = R.to_markdown(C.compare_variants(_record(LOGS)))
+    md = to_markdown(C.compare_variants(_record(LOGS)))
     _check_golden("compare_variants_evidence.md", md)
     assert "| minus_rms_norm ⚠ | False | - | none (no pattern pass ran) | 2 server starts (2 compiled) |" in md
     assert "| quant_fp8_act_fused | True | norm_quant, act_quant | RMSNormQuantFusionPass 16, " \
@@ -471,6 +473,6 @@ def test_golden_markdown_shows_the_evidence_and_the_flags():
 
 def test_golden_rich_shows_the_evidence_and_the_flags():
     buf = StringIO()
-    R.render_rich(C.compare_variants(_record(LOGS)), Console(file=buf, width=160, color_system=None))
+    render_rich(C.compare_variants(_record(LOGS)), Console(file=buf, width=160, color_system=None))
     _check_golden("compare_variants_evidence.txt", buf.getvalue())
     assert "plus_rms_norm ⚠" in buf.getvalue()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from normbench.cli.analysis import _params_short
-from normbench.report import compare_render, labels, plot, run_table, standing
+from normbench.report import compare_cells, compare_markdown, compare_rich, labels, plot, run_table, standing
 from normbench.report.labels import axis_token, case_label, e2e_label, params_text, short_dtype
 
 GROUP = {"num_tokens": 33, "hidden_size": 1536, "dtype": "float16", "eps": 1e-6, "residual": True,
@@ -35,10 +35,12 @@ def test_e2e_and_params_text():
 
 def test_every_renderer_labels_with_it():
     """The run table, compare, plots, standing and --fail-on share the functions (no second labeler)."""
-    assert compare_render.kernel_case_label is case_label and run_table.case_label is case_label
-    assert compare_render.e2e_point_label is e2e_label and run_table.e2e_label is e2e_label
+    compare_modules = (compare_cells, compare_rich, compare_markdown)
+    assert all(m.kernel_case_label is case_label for m in compare_modules) and run_table.case_label is case_label
+    assert compare_cells.e2e_point_label is e2e_label and compare_rich.e2e_point_label is e2e_label
+    assert run_table.e2e_label is e2e_label
     assert plot.params_text is params_text and standing.case_label is case_label
-    assert not hasattr(compare_render, "DTYPE_SHORT") and not hasattr(run_table, "SHORT_DTYPE")
+    assert not any(hasattr(m, "DTYPE_SHORT") for m in compare_modules) and not hasattr(run_table, "SHORT_DTYPE")
     # the same case reads the same in standing's worst point and --fail-on's message
     assert standing._label(GROUP) == "33x1536 +residual fp8 g128 col_major fp16"
     assert _params_short(GROUP) == "33x1536 fp16 +residual fp8 g128"

@@ -38,7 +38,9 @@ from normbench.profile.ncu import (
     profile_command,
 )
 from normbench.profile.summary import attach_profiles, names_text, short_kernel_name, summarize
-from normbench.report import compare_render as R
+from normbench.report.compare_data import to_json
+from normbench.report.compare_markdown import to_markdown
+from normbench.report.compare_rich import rich_renderables
 from normbench.report.run_table import render_run, run_markdown
 from normbench.suite import ProviderRef
 
@@ -440,7 +442,7 @@ def test_compare_prints_profiles_beside_the_deltas() -> None:
     base, cand = _with_profiles(BASE, 60.0, 32), _with_profiles(CAND, 70.0, 40)
     cmp = C.compare(base, [cand])
     assert attach_profiles(cmp, base, [cand]) >= 2  # time_us and GB/s rows of triton 1024x4096, torch_compile 16x4096
-    text = _render(lambda c: [c.print(r) for r in R.rich_renderables(cmp, 80)], 80)
+    text = _render(lambda c: [c.print(r) for r in rich_renderables(cmp, 80)], 80)
     _fits(text, 80)
     assert "profile (base→cand)" in text
     row = next(line for line in text.splitlines() if "triton" in line and "60.0→70.0" in line)
@@ -449,14 +451,14 @@ def test_compare_prints_profiles_beside_the_deltas() -> None:
     flat = " ".join(text.split())
     assert "not shown at 80 columns: kernels" in flat
     assert "torch_compile 16x4096: base and cand profile failed: ncu exited with code 1" in flat
-    wide = _render(lambda c: [c.print(r) for r in R.rich_renderables(cmp, 140)], 140)
+    wide = _render(lambda c: [c.print(r) for r in rich_renderables(cmp, 140)], 140)
     assert any(line.split()[-3:] == ["rms_norm_kernel", "+", "dynamic_per_token_scaled_fp8_quant_kernel"]
                for line in wide.splitlines() if "60.0→70.0" in line)
-    md = R.to_markdown(cmp)
+    md = to_markdown(cmp)
     assert "**Profile** (base→cand):" in md
     assert ("| triton | 1024x4096 | -11.5% | 10.18 | 60.0→70.0 | 72.2 | 32→40 | rms_norm_kernel + "
             "dynamic_per_token_scaled_fp8_quant_kernel |") in md.splitlines()
-    rows = json.loads(R.to_json(cmp))["rows"]
+    rows = json.loads(to_json(cmp))["rows"]
     prof = next(r["extra"]["profile"] for r in rows if r["provider"] == "triton" and r["metric"] == "time_us"
                 and r["params"]["num_tokens"] == 1024)
     assert prof["base"]["dram_pct"] == 60.0 and prof["cand"]["registers"] == 40
@@ -472,7 +474,7 @@ def test_compare_of_torch_profiles_shows_times_without_counter_columns() -> None
                     {"name": "_rms_norm_fwd_kernel", "time_us": us, "calls": 1}]}
     cmp = C.compare(base, [cand])
     attach_profiles(cmp, base, [cand])
-    text = _render(lambda c: [c.print(r) for r in R.rich_renderables(cmp, 80)], 80)
+    text = _render(lambda c: [c.print(r) for r in rich_renderables(cmp, 80)], 80)
     _fits(text, 80)
     head = next(line for line in text.splitlines() if line.startswith("provider") and "kernel us" in line)
     assert head.split() == ["provider", "case", "Δ%", "kernel", "us", "kernels"]

@@ -28,7 +28,7 @@ from normbench.compare import env_differences, env_get, important_env_keys
 from normbench.errors import UnknownNameError
 from normbench.expand import Capabilities, capability_skip, expand
 from normbench.registry import BUILTIN_PROVIDERS, PROVIDERS, ProviderEntry, provider_entry, provider_table
-from normbench.report import compare_render
+from normbench.report.compare_markdown import _versions
 from normbench.suite import parse_suite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,13 +114,13 @@ def test_a_new_provider_distribution_reaches_env_compare_and_footer(monkeypatch)
     cand = {"packages.torch": "2.9", "packages.sgl-kernel": "0.3.2", "host": "b", "zz": 2}
     # important keys first, in their order; the rest alphabetical
     assert [d.key for d in env_differences(base, {"c": cand})] == ["packages.sgl-kernel", "host", "zz"]
-    footer = compare_render._versions({"cpu": "x", **base})
+    footer = _versions({"cpu": "x", **base})
     assert footer == "x · torch 2.9 · sgl-kernel 0.3.1"
 
 
 def test_footer_names_a_recorded_package_nothing_here_declares():
     """A run made where an outside provider was installed keeps its version in the footer."""
-    footer = compare_render._versions({"cpu": "x", "packages": {"torch": "2.9", "numpy": "2.1", "nb-elsewhere": "1.0"}})
+    footer = _versions({"cpu": "x", "packages": {"torch": "2.9", "numpy": "2.1", "nb-elsewhere": "1.0"}})
     assert footer == "x · torch 2.9 · nb-elsewhere 1.0"  # numpy: recorded, not in footers
 
 

@@ -24,7 +24,9 @@ from typer.testing import CliRunner
 
 from normbench import compare as C
 from normbench.cli import app
-from normbench.report import compare_render as R
+from normbench.report.compare_cells import _StageView, verdict_text
+from normbench.report.compare_rich import render_noise, render_rich
+from normbench.report.labels import case_label as kernel_case_label
 from normbench.report.run_table import render_run
 from normbench.store import CaseRecord, Metric, RunRecord, SuiteSnapshot, load_run
 
@@ -100,14 +102,14 @@ def variant_cmp() -> C.Comparison:
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_compare_kernel_keeps_case_and_verdict_whole(kernel_cmp, width: int) -> None:
-    text = _render(lambda c: R.render_rich(kernel_cmp, c), width)
+    text = _render(lambda c: render_rich(kernel_cmp, c), width)
     _golden(f"w{width}_compare_kernel.txt", text)
     _fits(text, width)
     lines = text.splitlines()
-    view = R._StageView(kernel_cmp, "rms_norm")
+    view = _StageView(kernel_cmp, "rms_norm")
     for r in view.table_rows():
-        case = R.kernel_case_label(r.params, view.varying)
-        verdict = R.verdict_text(r, short=True)
+        case = kernel_case_label(r.params, view.varying)
+        verdict = verdict_text(r, short=True)
         assert any(re.search(rf"\b{re.escape(r.provider)}\s+{re.escape(case)}\s+.*\b{re.escape(verdict.split()[0])}", ln)
                    for ln in lines), (r.provider, case, verdict)
         assert verdict in " ".join(text.split())
@@ -121,7 +123,7 @@ def test_compare_kernel_keeps_case_and_verdict_whole(kernel_cmp, width: int) -> 
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_compare_variants(variant_cmp, width: int) -> None:
-    text = _render(lambda c: R.render_rich(variant_cmp, c), width)
+    text = _render(lambda c: render_rich(variant_cmp, c), width)
     _golden(f"w{width}_compare_variants.txt", text)
     _fits(text, width)
     for metric in ("output_throughput (tok/s)", "exact_match,strict-match", "avg_latency_ms (ms)"):
@@ -131,7 +133,7 @@ def test_compare_variants(variant_cmp, width: int) -> None:
 @pytest.mark.parametrize("width", WIDTHS)
 def test_noise(width: int) -> None:
     report = C.noise(load_run(RUNS / BASE))
-    text = _render(lambda c: R.render_noise(report, c), width)
+    text = _render(lambda c: render_noise(report, c), width)
     _golden(f"w{width}_noise.txt", text)
     _fits(text, width)
     for r in report.rows:
