@@ -104,7 +104,7 @@ for mode in "$@"; do
       step 200 ab_slowed python3 scripts/slowed_provider.py run rmsnorm --name ab-slowed --results-dir "$RUNS" --no-progress "${f[@]}"
       ;;
     probe:*)
-      # a diagnostic script, scripts/probe_NAME.py (e.g. probe:nvfp4_fp32, probe:quant_fp32)
+      # a diagnostic script, scripts/probe_NAME.py (e.g. probe:nvfp4_fp32, probe:quant_fp32, probe:nvfp4_f16_tie)
       name=${mode#probe:}
       step "${NB_STEP_SECONDS:-240}" "probe_$name" python3 "scripts/probe_$name.py"
       ;;

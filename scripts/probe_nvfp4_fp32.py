@@ -5,7 +5,9 @@ check for float32 rows without a residual at 1, 7 and 33 tokens (hidden 16 and 4
 by up to 3x), and passed at 1024 and 65537 tokens and with a residual. The default launch differs
 there in ``rows_per_program`` (1 below 264 tokens, 2 above), so this runs the failing shapes, and
 float16 for contrast, under each launch variant below and prints one line per (shape, variant):
-``ok`` or the check's message. Run on a GPU machine (CPU: under TRITON_INTERPRET=1, all pass):
+``ok`` or the check's message. Its first run (``docs/results/h100/probes/``) found only the split load at
+rows 1 x 2 warps wrong; the strided load is now the float32 default (``default``; ``split`` is the old
+path). Run on a GPU machine (CPU: under TRITON_INTERPRET=1, all pass):
 
     python3 scripts/probe_nvfp4_fp32.py
 """

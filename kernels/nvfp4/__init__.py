@@ -86,7 +86,9 @@ float32, rstd folded into the per-block multiplier, ``y`` never rounded
   ``rows_per_program`` rows per program, (even, odd) element pairs
   ``[rows, H, n/16, 8/H]``; both roundings in float arithmetic (E4M3 by adding
   ``2**(e+20)``, E2M1 as ``RNE(min(2v, v+2, v/2+4))`` via a ``2**23`` magic add);
-  ``round_norm=True`` applies the reference's rule and is bit-exact with it.
+  ``round_norm=True`` applies the reference's rule and is bit-exact with it. float32 rows
+  are read by two strided loads (even, odd elements; ``strided_pairs``): the one split load
+  compiled wrong on the H100 at 1 row x 2 warps per program.
 
 Details, SASS counts and measurements: ``docs/kernels/nvfp4-notes.md``.
 
