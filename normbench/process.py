@@ -18,7 +18,10 @@ exit.
 
 ``wait_healthy`` polls a URL (an engine's health endpoint) until it answers
 HTTP 200, raising ``ServerError`` with the log's last ``TAIL_LINES`` lines when
-the process exits first or the time runs out.
+the process exits first or the time runs out. ``tail`` heads those lines with the log's
+first Python exception line when it lies before them (``exception_lines``): a vLLM
+engine's root cause sits far above the last 30 lines its front end prints while it
+shuts down ("Engine core initialization failed. See root cause above").
 
 ``run_tool`` runs a client as a ``ManagedProcess`` and waits for it, giving up
 early when the server it talks to dies, or when ``timeout_s`` passes.
@@ -36,6 +39,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import re
 import shlex
 import signal
 import socket
@@ -54,6 +58,28 @@ import psutil
 
 #: Log lines a failure message carries.
 TAIL_LINES = 30
+#: How ``tail`` names the first exception line of a log when the tail does not hold it.
+FIRST_EXCEPTION = "--- first exception line in the log: "
+
+#: A log line's prefix before the message: a multi-process prefix (``(EngineCore pid=12) ``)
+#: and a logger's level, date and source (vLLM: ``ERROR 12-07 14:53:48 [core.py:1231] ``).
+_LOG_PREFIX = re.compile(
+    r"^(?:\([\w.-]+ pid=\d+\)\s*)?"
+    r"(?:(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]*\]\s*)?"
+)
+#: A Python exception line as a traceback ends: ``TypeError: ...``, ``torch.OutOfMemoryError: ...``.
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception)(?::\s.*)?$")
+
+
+def exception_lines(text: str) -> list[tuple[int, str]]:
+    """(line index, exception line without its log prefix) of every Python exception line of
+    ``text``, in order."""
+    out = []
+    for i, line in enumerate(text.splitlines()):
+        msg = _LOG_PREFIX.sub("", line.strip(), count=1).strip()
+        if _EXCEPTION_LINE.match(msg):
+            out.append((i, msg))
+    return out
 
 
 class ServerError(RuntimeError):
@@ -81,8 +107,28 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
         pass
 
 
+def reason_line(reason: str | None, width: int = 160) -> str:
+    """A FAILED case's reason in one line: its first line, and where the rest holds a log tail
+    with a Python traceback (``ServerError.full``), the error there: the log's
+    first exception line when the tail names it (``tail``: a vLLM engine's
+    root cause), else the tail's last one, so that a table says why a server died without
+    opening its log (``show``, ``compare``)."""
+    if not reason or not reason.strip():
+        return ""
+    first, *rest = reason.strip().splitlines()
+    cause = next((ln[len(FIRST_EXCEPTION):].strip() for ln in rest if ln.startswith(FIRST_EXCEPTION)), None)
+    if cause is None:
+        found = exception_lines("\n".join(rest))
+        cause = found[-1][1] if found else None
+    if cause is None or cause in first:
+        return first
+    return f"{first}; error in its log: {cause[:width]}"
+
+
 def tail(path: Path, n: int = TAIL_LINES, start: int = 0) -> str:
-    """The last ``n`` lines of ``path`` from byte ``start`` on ("" when unreadable)."""
+    """The last ``n`` lines of ``path`` from byte ``start`` on (at most its last 256 KiB; ""
+    when unreadable), headed by ``FIRST_EXCEPTION`` + the first exception line of that text
+    when it lies above those ``n`` lines."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -91,7 +137,12 @@ def tail(path: Path, n: int = TAIL_LINES, start: int = 0) -> str:
             data = f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join(data.splitlines()[-n:])
+    lines = data.splitlines()
+    last = "\n".join(lines[-n:])
+    first = exception_lines(data)[:1]
+    if first and first[0][0] < len(lines) - n:
+        return f"{FIRST_EXCEPTION}{first[0][1]}\n{last}"
+    return last
 
 
 def group_members(pgid: int) -> list[psutil.Process]:

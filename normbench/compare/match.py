@@ -28,6 +28,7 @@ from normbench.compare.model import (
 )
 from normbench.conditions import case_throttle_reasons, case_throttled
 from normbench.errors import IncomparableError, NormbenchError
+from normbench.process import reason_line
 from normbench.store import CaseRecord, Metric, RunRecord
 
 
@@ -55,7 +56,7 @@ class _Group:
         if self.ok:
             note = None
             if bad:
-                note = f"{len(bad)} of {len(self.cases)} repeats {bad[0].status}: {_first_line(bad[0].reason)}"
+                note = f"{len(bad)} of {len(self.cases)} repeats {bad[0].status}: {reason_line(bad[0].reason)}"
             return "OK", None, note
         return bad[0].status, bad[0].reason, None
 
@@ -97,10 +98,6 @@ class _Group:
             if items:
                 return items
         return None
-
-
-def _first_line(s: str | None) -> str:
-    return (s or "").strip().splitlines()[0] if (s or "").strip() else ""
 
 
 def variantless_key(c: CaseRecord) -> str:
@@ -268,14 +265,14 @@ def _status_row(ident: dict[str, Any], bg: _Group | None, cg: _Group | None) -> 
             row.cand_status = st
         else:
             row.base_status = st
-        row.reason = _first_line(reason) or None
+        row.reason = reason_line(reason) or None
         _side_values(row, g, bg is not None)
         return row
     bst, breason, _ = bg.status()
     cst, creason, _ = cg.status()
     row.status = NOT_OK
     row.base_status, row.cand_status = bst, cst
-    row.reason = _first_line(creason if cst != "OK" else breason) or None
+    row.reason = reason_line(creason if cst != "OK" else breason) or None
     ok = bg if bst == "OK" else cg if cst == "OK" else None
     if ok is not None:
         row.extra["metrics"] = sorted(ok.metrics())

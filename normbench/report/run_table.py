@@ -19,9 +19,8 @@ Pure: takes a ``RunRecord``; no torch.
 
 from __future__ import annotations
 
-import re
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from normbench.process import reason_line
 from normbench.profile.summary import fmt_pct, fmt_regs, names_text, summarize
 from normbench.profile.summary import fmt_us as fmt_profile_us
 from normbench.report import varying_axes
@@ -45,23 +45,6 @@ E2E_POINT_AXES = ("input_len",)
 
 def _first_line(text: str | None) -> str:
     return text.splitlines()[0] if text else ""
-
-
-#: A Python exception line as a traceback ends: ``TypeError: ...``, ``torch.OutOfMemoryError: ...``.
-_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception)(?::\s.*)?$")
-
-
-def _why(reason: str | None, width: int = 160) -> str:
-    """A FAILED case's reason in one line: its first line, and where the rest holds a log tail
-    with a Python traceback (``normbench.process.ServerError.full``), the last exception line,
-    so that the table says why a server died without opening its log."""
-    if not reason:
-        return ""
-    first, *rest = reason.splitlines()
-    cause = next((ln.strip() for ln in reversed(rest) if _EXCEPTION_LINE.match(ln.strip())), None)
-    if cause is None or cause in first:
-        return first
-    return f"{first}; last error in its log: {cause[:width]}"
 
 
 def _stages(record: RunRecord) -> dict[str, list[CaseRecord]]:
@@ -121,7 +104,7 @@ def kernel_grid(stage: str, cases: list[CaseRecord]) -> Grid:
     reasons: dict[tuple[str, str, str], int] = defaultdict(int)
     for c in cases:
         if (c.provider or "-") not in providers:
-            reasons[(c.provider or "-", c.status, _why(c.reason))] += 1
+            reasons[(c.provider or "-", c.status, reason_line(c.reason))] += 1
     for key, by_provider in points.items():
         times = {p: _pooled_median(cs, "time_us") for p, cs in by_provider.items() if all(c.status == "OK" for c in cs)}
         times = {p: t for p, t in times.items() if t is not None}
@@ -135,7 +118,7 @@ def kernel_grid(stage: str, cases: list[CaseRecord]) -> Grid:
             bad = next((c for c in cs if c.status != "OK"), None)
             if bad is not None:
                 row.append(Cell(bad.status, STATUS_STYLE[bad.status]))
-                reasons[(p, bad.status, _why(bad.reason))] += 1
+                reasons[(p, bad.status, reason_line(bad.reason))] += 1
                 continue
             t = times.get(p)
             if t is None:  # OK but without a time_us (a record from another tool): nothing to show
@@ -166,6 +149,8 @@ def e2e_grid(stage: str, cases: list[CaseRecord], baseline: str | None) -> Grid:
         for name, m in c.metrics.items():
             units.setdefault(name, (m.unit, m.higher_is_better))
     headers = ["variant", *(["point"] if with_point else []), *(f"{n} ({units[n][0]})" if units[n][0] else n for n in metric_names)]
+    if not metric_names:  # no case gave a value: a status column, so the table says what happened
+        headers.append("status")
     rows: list[list[Cell]] = []
     values: dict[tuple[str, str], dict[str, float]] = {}
     for key, cs in by_row.items():
@@ -175,12 +160,16 @@ def e2e_grid(stage: str, cases: list[CaseRecord], baseline: str | None) -> Grid:
         }
         for c in cs:
             if c.status != "OK":
-                reasons[(c.variant or "-", c.status, _why(c.reason))] += 1
+                reasons[(c.variant or "-", c.status, reason_line(c.reason))] += 1
     for (variant, extra), vals in values.items():
         row = [Cell(variant + (" (baseline)" if variant == baseline else ""))]
         if with_point:
             row.append(Cell(extra))
         base = values.get((baseline, extra)) if baseline else None
+        if not metric_names:
+            counts = Counter(c.status for c in by_row[(variant, extra)])
+            text = ", ".join(f"{st} x{n}" for st, n in sorted(counts.items()))
+            row.append(Cell(text, STATUS_STYLE.get(max(counts, key=counts.get), "")))
         for name in metric_names:
             if name not in vals:
                 bad = next((c for c in by_row[(variant, extra)] if c.status != "OK"), None)

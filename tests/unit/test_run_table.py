@@ -97,7 +97,7 @@ def test_the_cold_l2_fact_shows_the_events_median_less_its_overhead() -> None:
 def test_a_failed_servers_reason_names_the_last_error_in_its_log_tail() -> None:
     """The H100's fp8_fusion reasons: the first line says the server exited, the log tail's last
     exception line says why; show puts both on one line. A reason without a traceback is unchanged."""
-    from normbench.report.run_table import _why
+    from normbench.process import reason_line as _why
 
     reason = ("variant default: vllm serve exited with code 1 before becoming healthy (log: /tmp/x.log)\n"
               "--- last 40 log lines ---\n"
@@ -107,9 +107,58 @@ def test_a_failed_servers_reason_names_the_last_error_in_its_log_tail() -> None:
               "TypeError: load_lib_module() got an unexpected keyword argument 'extra_lib_paths'\n"
               "(APIServer pid=12) INFO 12-07 11:49:02 shutting down\n")
     assert _why(reason) == ("variant default: vllm serve exited with code 1 before becoming healthy (log: /tmp/x.log); "
-                            "last error in its log: TypeError: load_lib_module() got an unexpected keyword argument "
+                            "error in its log: TypeError: load_lib_module() got an unexpected keyword argument "
                             "'extra_lib_paths'")
     assert _why("torch.OutOfMemoryError: CUDA out of memory\nmore") == "torch.OutOfMemoryError: CUDA out of memory"
     assert _why("vllm serve did not become healthy within 900 s\nINFO loading weights") == \
         "vllm serve did not become healthy within 900 s"
     assert _why(None) == ""
+
+
+def test_a_failed_engines_reason_names_the_root_cause_above_its_tail(tmp_path) -> None:
+    """The H100's third fp8_fusion run: the engine core died of ModuleNotFoundError far above the
+    30 lines the front end printed while shutting down, each behind a process and logger prefix.
+    ``tail`` heads the tail with that first exception line, and show names it, not the wrapper."""
+    from normbench.process import FIRST_EXCEPTION, TAIL_LINES, tail
+    from normbench.process import reason_line as _why
+
+    log = tmp_path / "server.log"
+    lines = ["(APIServer pid=9) INFO 12-07 14:53:01 [api_server.py:1] starting"]
+    lines += ["(EngineCore pid=10) ERROR 12-07 14:53:48 [core.py:1231] Traceback (most recent call last):",
+              "(EngineCore pid=10) ERROR 12-07 14:53:48 [core.py:1231]   File \"x.py\", line 1, in <module>",
+              "(EngineCore pid=10) ERROR 12-07 14:53:48 [core.py:1231] ModuleNotFoundError: No module named 'flashinfer'"]
+    lines += [f"(APIServer pid=9)   frame {i}" for i in range(TAIL_LINES)]
+    lines += ["(APIServer pid=9) RuntimeError: Engine core initialization failed. See root cause above."]
+    log.write_text("\n".join(lines) + "\n")
+    text = tail(log)
+    assert text.splitlines()[0] == FIRST_EXCEPTION + "ModuleNotFoundError: No module named 'flashinfer'"
+    assert text.splitlines()[1:] == lines[-TAIL_LINES:]
+    reason = f"variant default: vllm serve exited with code 1\n--- last {TAIL_LINES} log lines ---\n{text}"
+    assert _why(reason) == ("variant default: vllm serve exited with code 1; "
+                            "error in its log: ModuleNotFoundError: No module named 'flashinfer'")
+    # the root cause inside the tail: no header, and show takes the tail's last (prefixed) exception
+    short = tmp_path / "short.log"
+    short.write_text("\n".join(lines[-5:]) + "\n")
+    assert tail(short) == "\n".join(lines[-5:])
+    assert _why("died\n" + tail(short)).endswith("error in its log: RuntimeError: Engine core initialization failed. "
+                                                  "See root cause above.")
+
+
+def test_an_e2e_stage_where_every_case_failed_shows_a_status_column() -> None:
+    """No case of the stage gave a metric (every server died, as on the H100): the table has a
+    status column saying so, not a variant column alone; the reasons stay listed below it."""
+    from normbench.report.run_table import e2e_grid
+
+    record = load_run(FIXTURES / "e2e-20260104T000000Z-eeeeee")
+    stage = next(c.stage for c in record.cases if c.kind != "kernel")
+    cases = [c.model_copy(update={"status": "FAILED", "metrics": {}, "reason": f"variant {c.variant}: died"})
+             for c in record.cases if c.stage == stage]
+    grid = e2e_grid(stage, cases, record.suite.spec.get("baseline"))
+    assert grid.headers[-1] == "status"
+    per_variant = {}
+    for c in cases:
+        per_variant[c.variant] = per_variant.get(c.variant, 0) + 1
+    assert {row[0].text.replace(" (baseline)", ""): row[-1].text for row in grid.rows} == \
+        {v: f"FAILED x{n}" for v, n in per_variant.items()}
+    assert all(row[-1].style == "bold red" for row in grid.rows)
+    assert any("died" in note for note in grid.notes)
