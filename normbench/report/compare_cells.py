@@ -1,7 +1,7 @@
 """The cells and stage layout that ``normbench compare``'s rich and Markdown tables share.
 
 For ``compare_rich`` and ``compare_markdown``, not for a reader: one stage's rows
-arranged for a table (``_StageView``), the text of every cell, the fusion evidence
+arranged for a table (``StageView``), the text of every cell, the fusion evidence
 rows and the lines under the tables, so both formats say the same things.
 
 Layout, per stage:
@@ -26,7 +26,7 @@ with both medians and the reasons under the table) are rows with their status;
 cases SKIPPED in both runs are counted under the table with their reasons. Every stage ends with its summary line
 (``k faster, m slower, n within noise; geometric-mean speedup``), and the
 output ends with the environment differences and how verdicts were reached
-(``_options_line``).
+(``options_line``).
 
 Pure: no torch, no rich.
 """
@@ -200,7 +200,7 @@ EVIDENCE_NOTE = (
 
 
 # --------------------------------------------------------------------------- stage views
-class _StageView:
+class StageView:
     """The rows of one stage arranged for a table (shared by rich and Markdown)."""
 
     def __init__(self, cmp: Comparison, stage: str):
@@ -266,7 +266,7 @@ class _StageView:
         return lines
 
 
-def _row_notes(view: _StageView, long: bool = False) -> list[str]:
+def row_notes(view: StageView, long: bool = False) -> list[str]:
     """One line per shown row with a reason (why not compared) or a note (repeat spread, failed repeats)."""
     lines: list[str] = []
     for r in view.table_rows():
@@ -280,19 +280,19 @@ def _row_notes(view: _StageView, long: bool = False) -> list[str]:
         if long and r.status == THROTTLED:
             status = "throttled, not compared: "
         if view.multi:
-            head = f"{_cand_short(view.cmp, r.candidate)}: {head}"
+            head = f"{cand_short(view.cmp, r.candidate)}: {head}"
         lines.append(f"{head}: {status}{text}")
     return list(dict.fromkeys(lines))
 
 
-def _cand_short(cmp: Comparison, label: str) -> str:
+def cand_short(cmp: Comparison, label: str) -> str:
     if cmp.mode == "variants":
         return label
     return label.rsplit("-", 1)[-1] if "-" in label else label
 
 
 # --------------------------------------------------------------------------- how verdicts were reached
-def _options_line(cmp: Comparison) -> str:
+def options_line(cmp: Comparison) -> str:
     o = cmp.options
     return (
         f"verdicts: {o.confidence:.0%} percentile-bootstrap interval of the ratio of medians "

@@ -17,9 +17,9 @@ from typing import Any
 
 from normbench.report.compare_cells import (
     EVIDENCE_HEADER,
-    _options_line,
-    _row_notes,
-    _StageView,
+    options_line,
+    row_notes,
+    StageView,
     evidence_note,
     evidence_rows,
     fmt_env,
@@ -68,7 +68,7 @@ def _md_table(header: list[str], align: list[str], rows: list[list[str]]) -> lis
     return lines
 
 
-def _md_stage(view: _StageView) -> list[str]:
+def _md_stage(view: StageView) -> list[str]:
     cmp = view.cmp
     conf = f"{cmp.options.confidence:.0%} CI"
     out = [f"### {_md(view.title())}", ""]
@@ -144,7 +144,7 @@ def _md_stage(view: _StageView) -> list[str]:
     else:
         out += [f"- `{c.label}`: {cmp.summary(c.label, view.stage).line()}" for c in cmp.candidates]
         out.append("")
-    extra = view.skipped_lines() + _row_notes(view, long=True)
+    extra = view.skipped_lines() + row_notes(view, long=True)
     for line in extra:
         out.append(f"- {_md(line)}")
     out.append("")
@@ -203,7 +203,7 @@ def to_markdown(cmp: Comparison) -> str:
         lines += _md_table(EVIDENCE_HEADER, ["---", "---", "---", "---", "---", "---"], evidence_rows(cmp))
         lines.append("")
     for stage in cmp.stages():
-        view = _StageView(cmp, stage)
+        view = StageView(cmp, stage)
         if view.rows:
             lines += _md_stage(view)
     lines += ["---", ""]
@@ -227,5 +227,5 @@ def to_markdown(cmp: Comparison) -> str:
         lines += ["Environments: no differences.", ""]
     from normbench import __version__
 
-    lines.append(f"<sub>{_md(_options_line(cmp))} normbench {__version__}.</sub>")
+    lines.append(f"<sub>{_md(options_line(cmp))} normbench {__version__}.</sub>")
     return "\n".join(lines) + "\n"

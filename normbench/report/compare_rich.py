@@ -26,10 +26,10 @@ from rich.text import Text
 
 from normbench import stats
 from normbench.report.compare_cells import (
-    _cand_short,
-    _options_line,
-    _row_notes,
-    _StageView,
+    cand_short,
+    options_line,
+    row_notes,
+    StageView,
     evidence_note,
     evidence_rows,
     fmt_env,
@@ -101,7 +101,7 @@ def _verdict_cell(r: Row) -> Text:
     return Text(vt, style=VERDICT_STYLE.get(vt, STATUS_STYLE.get(vt, fallback)))
 
 
-def _rich_kernel(view: _StageView, width: int) -> list[Any]:
+def _rich_kernel(view: StageView, width: int) -> list[Any]:
     """The kernel stage's table within ``width``: case and verdict always whole; GB/s, n,
     speedup and the interval are left out in that order when it is too wide, then rows stack."""
     cols: list[Column] = []
@@ -128,7 +128,7 @@ def _rich_kernel(view: _StageView, width: int) -> list[Any]:
         style = _direction_style(r)
         cells: list[Any] = []
         if view.multi:
-            cells.append(_cand_short(view.cmp, r.candidate))
+            cells.append(cand_short(view.cmp, r.candidate))
         cells += [
             r.provider or "-",
             kernel_case_label(r.params, view.varying),
@@ -153,7 +153,7 @@ def _shape(r: Row) -> tuple:
     return tuple((k, repr(v)) for k, v in r.params.items())
 
 
-def _rich_e2e(view: _StageView, width: int) -> list[Any]:
+def _rich_e2e(view: StageView, width: int) -> list[Any]:
     """An end-to-end stage's table within ``width``: variant, point, metric and verdict always whole."""
     variants_mode = view.cmp.mode == "variants"
     cols: list[Column] = []
@@ -178,7 +178,7 @@ def _rich_e2e(view: _StageView, width: int) -> list[Any]:
         style = _direction_style(r)
         cells: list[Any] = []
         if view.multi and not variants_mode:
-            cells.append(_cand_short(view.cmp, r.candidate))
+            cells.append(cand_short(view.cmp, r.candidate))
         cells.append(variant_label(view.cmp, r.variant) if variants_mode else (r.variant or "-"))
         if view.varying:
             cells.append(e2e_point_label(r.params, view.varying))
@@ -212,7 +212,7 @@ def _sides_text(cmp: Comparison) -> Text:
         t.append(", ".join(c.label for c in cmp.candidates))
         return t
     sides = [("baseline ", cmp.baseline)] + [
-        (("candidate " if len(cmp.candidates) == 1 else f"candidate {_cand_short(cmp, c.label)} "), c)
+        (("candidate " if len(cmp.candidates) == 1 else f"candidate {cand_short(cmp, c.label)} "), c)
         for c in cmp.candidates
     ]
     for i, (head, s) in enumerate(sides):
@@ -239,7 +239,7 @@ def rich_renderables(cmp: Comparison, width: int = 100) -> list[Any]:
         out += _fitted(cols, rows, width, "fusion evidence (per engine start)")
         out += [Text(f"  {evidence_note(cmp).replace('`', '')}", style="dim"), Text("")]
     for stage in cmp.stages():
-        view = _StageView(cmp, stage)
+        view = StageView(cmp, stage)
         if not view.rows:
             continue
         out += _rich_kernel(view, width) if view.kind == "kernel" else _rich_e2e(view, width)
@@ -247,19 +247,19 @@ def rich_renderables(cmp: Comparison, width: int = 100) -> list[Any]:
             from normbench.profile.render import profile_renderables
 
             out += profile_renderables(view.table_rows(), lambda r: kernel_case_label(r.params, view.varying), width,
-                                       view.multi, lambda r: _cand_short(view.cmp, r.candidate))
+                                       view.multi, lambda r: cand_short(view.cmp, r.candidate))
         for c in cmp.candidates:
             line = cmp.summary(c.label, stage).line()
-            prefix = f"{_cand_short(cmp, c.label)}: " if len(cmp.candidates) > 1 else ""
+            prefix = f"{cand_short(cmp, c.label)}: " if len(cmp.candidates) > 1 else ""
             out.append(Text(f"  {prefix}{line}"))
         for line in view.skipped_lines():
             out.append(Text(f"  {line}", style="dim"))
-        for n in _row_notes(view):
+        for n in row_notes(view):
             out.append(Text(f"  {n}", style="dim"))
         out.append(Text(""))
     if cmp.env_diffs:
         cols = [Column("key", key=True), Column("baseline", wrap=True)]
-        cols += [Column("candidate" if len(cmp.candidates) == 1 else _cand_short(cmp, c.label), wrap=True)
+        cols += [Column("candidate" if len(cmp.candidates) == 1 else cand_short(cmp, c.label), wrap=True)
                  for c in cmp.candidates]
         rows = [[d.key, fmt_env(d.baseline), *(fmt_env(d.candidates.get(c.label)) for c in cmp.candidates)]
                 for d in cmp.env_diffs]
@@ -267,7 +267,7 @@ def rich_renderables(cmp: Comparison, width: int = 100) -> list[Any]:
         out.append(Text(""))
     elif cmp.mode == "runs":
         out.append(Text("environments: no differences", style="dim"))
-    out.append(Text(_options_line(cmp), style="dim"))
+    out.append(Text(options_line(cmp), style="dim"))
     return out
 
 

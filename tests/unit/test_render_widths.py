@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from normbench import compare as C
 from normbench.cli import app
-from normbench.report.compare_cells import _StageView, verdict_text
+from normbench.report.compare_cells import StageView, verdict_text
 from normbench.report.compare_rich import render_noise, render_rich
 from normbench.report.labels import case_label as kernel_case_label
 from normbench.report.run_table import render_run
@@ -106,7 +106,7 @@ def test_compare_kernel_keeps_case_and_verdict_whole(kernel_cmp, width: int) -> 
     _golden(f"w{width}_compare_kernel.txt", text)
     _fits(text, width)
     lines = text.splitlines()
-    view = _StageView(kernel_cmp, "rms_norm")
+    view = StageView(kernel_cmp, "rms_norm")
     for r in view.table_rows():
         case = kernel_case_label(r.params, view.varying)
         verdict = verdict_text(r, short=True)
