@@ -21,6 +21,7 @@ PTX path; one that flips like the default points at the shared arithmetic.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +35,14 @@ from normbench.kernels.nvfp4 import triton_launch as TL  # noqa: E402
 from normbench.kernels.nvfp4.format import (  # noqa: E402
     E2M1_THRESHOLDS, encode_e2m1, unpack_codes, unswizzle_scales,
 )
-from tests.kernels.test_gpu_kernels import CASES  # noqa: E402
+
+# the GPU tests' own cases (ids, params, seeds), loaded by path: a top-level ``tests`` package
+# that some wheel installs must not shadow the repo's
+_spec = importlib.util.spec_from_file_location(
+    "nb_gpu_cases", Path(__file__).resolve().parents[1] / "tests" / "kernels" / "test_gpu_kernels.py")
+_cases = sys.modules["nb_gpu_cases"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_cases)
+CASES = _cases.CASES
 
 IDS = ("rms_norm_nvfp4_quant-triton-float16-1024x5120-residual",
        "fused_add_rms_norm_nvfp4_quant-triton-float16-1024x65536")
