@@ -16,7 +16,9 @@ and how many of the flips went down (kernel code smaller in magnitude) against u
 Variants: the fast kernel as launched by default (f16x2 PTX encoder, PDL, prefetch), without PDL,
 without prefetch, with its float32 emulation instead of the PTX (``ASM=False``), and the generic
 kernel (default norm order, and ``round_norm``). A variant that matches the model points at the
-PTX path; one that flips like the default points at the shared arithmetic.
+PTX path; one that flips like the default points at the shared arithmetic. Last, the float64
+reference computed on the GPU is compared with the same reference computed on the CPU: a
+difference there would put the cause in the check, not in the kernels.
 """
 
 from __future__ import annotations
@@ -129,3 +131,10 @@ for case in CASES:
     codes, s_val = model(inputs, params)
     k, b1, b2, mx, down, up = flips(codes, s_val, parts, gs)
     print(f"{'model (torch fp32)':20s} {k:6d} {b1:8d} {b2:8d} {100 * mx:8.4f}% {down:5d} {up:4d}", flush=True)
+    if dev.type == "cuda":
+        # Is the float64 reference itself the same on the GPU as on the CPU (frexp, pow, round)?
+        cpu_parts = R._reference_parts(params, {k_: v.cpu() for k_, v in inputs.items()})
+        for name in ("yq32", "s8", "v32", "codes"):
+            same = torch.equal(parts[name].cpu(), cpu_parts[name])
+            n_diff = 0 if same else int((parts[name].cpu() != cpu_parts[name]).sum())
+            print(f"reference {name:5s} GPU vs CPU: {'identical' if same else f'{n_diff} elements differ'}")
