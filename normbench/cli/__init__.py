@@ -61,6 +61,13 @@ from normbench.report.fit import install_help_layout  # noqa: E402
 install_help_layout()  # --help below 100 columns: each option's help under its names, never cut
 
 
+#: ``--results-dir``, the option of every command that reads or writes runs.
+RESULTS_DIR_OPT = typer.Option(
+    None, "--results-dir", help="Where runs are stored (default: $NORMBENCH_RESULTS_DIR, else ./runs).",
+    show_default=False,
+)
+
+
 def console() -> Console:
     return Console(highlight=False)
 

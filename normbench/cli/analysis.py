@@ -26,8 +26,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from normbench.cli.run import RESULTS_DIR_OPT
-from normbench.cli import app, console, err_console
+from normbench.cli import RESULTS_DIR_OPT, app, console, err_console
 from normbench.errors import NormbenchError
 
 COMPARE_FORMATS = ("rich", "markdown", "json", "csv")

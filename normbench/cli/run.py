@@ -24,16 +24,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from normbench.cli import STATE, app, console, err_console
+from normbench.cli import RESULTS_DIR_OPT, STATE, app, console, err_console
 from normbench.errors import NormbenchError, SuiteError
 from normbench.registry import did_you_mean
 
 DEFAULT_SUITE = "smoke"
 
-RESULTS_DIR_OPT = typer.Option(
-    None, "--results-dir", help="Where runs are stored (default: $NORMBENCH_RESULTS_DIR, else ./runs).",
-    show_default=False,
-)
 SUITES_DIR_OPT = typer.Option(
     None, "--suites-dir", help="An extra folder of suites, searched before ./suites and the bundled ones.",
     show_default=False,

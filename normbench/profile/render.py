@@ -97,8 +97,7 @@ def profile_renderables(rows: Sequence[Any], label: Any, width: int, multi: bool
                         candidate: Any = lambda r: r.candidate) -> list[Any]:
     """The profile table of one kernel stage within ``width`` columns, failures and legend under it;
     [] when no row has a profile."""
-    from normbench.report.compare_rich import TABLE_STYLE
-    from normbench.report.fit import Column, fit_table
+    from normbench.report.fit import TABLE_STYLE, Column, fit_table
 
     body = profile_rows(rows, label, multi, candidate)
     if not body:

@@ -11,8 +11,8 @@ cells and the stage layout are ``compare_cells``'s, the same as the Markdown's.
 ``resolves`` first) is fitted the same way (``_fitted``), and ends with the
 smallest effect the machine resolves, the ``--min-effect`` to compare its runs with.
 
-``TABLE_STYLE`` is also the style of the run tables (``run_table``) and the profile
-table (``normbench.profile.render``). Pure: no torch.
+Its tables take ``TABLE_STYLE`` (``normbench.report.fit``), as the run tables (``run_table``) and
+the profile table (``normbench.profile.render``) do. Pure: no torch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from rich import box
 from rich.console import Console, Group
 from rich.text import Text
 
@@ -42,7 +41,7 @@ from normbench.report.compare_cells import (
     variant_label,
     verdict_text,
 )
-from normbench.report.fit import Column, fit_table
+from normbench.report.fit import TABLE_STYLE, Column, fit_table
 from normbench.report.labels import case_label as kernel_case_label
 from normbench.report.labels import e2e_label as e2e_point_label
 from normbench.compare import (
@@ -74,11 +73,6 @@ def _direction_style(r: Row) -> str:
 
 
 # --------------------------------------------------------------------------- tables
-#: rich.Table settings shared by the comparison's tables.
-TABLE_STYLE: dict[str, Any] = dict(title_justify="left", box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
-                                   show_edge=False, padding=(0, 1), collapse_padding=True)
-
-
 def _fitted(cols: list[Column], rows: list[list[Any]], width: int, title: str | None,
             sections: list[bool] = ()) -> list[Any]:
     """The table within ``width`` (``fit.fit_table``), and a note naming the columns it left out."""

@@ -25,12 +25,18 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from rich import box
 from rich.cells import cell_len
 from rich.console import Console, RenderableType
 from rich.measure import Measurement
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
+
+#: rich.Table settings of normbench's compact tables (comparisons, run tables, profiles):
+#: a simple header rule, no outer edge, one space of padding (more columns fit).
+TABLE_STYLE: dict[str, Any] = dict(title_justify="left", box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
+                                   show_edge=False, padding=(0, 1), collapse_padding=True)
 
 Cell = Any  # str or rich Text
 

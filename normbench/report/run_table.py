@@ -33,7 +33,7 @@ from normbench.process import reason_line
 from normbench.profile.summary import fmt_pct, fmt_regs, names_text, summarize
 from normbench.profile.summary import fmt_us as fmt_profile_us
 from normbench.report import varying_axes
-from normbench.report.fit import Column, fit_chunks, fit_table
+from normbench.report.fit import TABLE_STYLE, Column, fit_chunks, fit_table
 from normbench.report.labels import case_label, e2e_label, params_text
 from normbench.store import CaseRecord, RunRecord
 
@@ -251,7 +251,6 @@ def profile_renderables(grid: Grid, width: int) -> list[Any]:
     cols = [Column(h, "right" if 2 <= i < len(grid.headers) - 1 else "left", key=i < 2, wrap=i == len(grid.headers) - 1)
             for i, h in enumerate(grid.headers)]
     rows = [[Text(c.text, style=c.style) for c in row] for row in grid.rows]
-    from normbench.report.compare_rich import TABLE_STYLE  # the compact style: more columns fit
 
     return fit_table(cols, rows, width, title=grid.title, **TABLE_STYLE).renderables
 
